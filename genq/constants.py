@@ -1,0 +1,51 @@
+"""Every queue name, key prefix and default timing in one place, with units in the names."""
+
+from __future__ import annotations
+
+QUEUE_PREFIX = "genq."
+LANE_INTERACTIVE = "interactive"
+LANE_BATCH = "batch"
+DEFAULT_LANES = (LANE_INTERACTIVE, LANE_BATCH)
+WEBHOOK_QUEUE = "genq.webhooks"
+DEAD_LETTER_QUEUE = "genq.dead_letter"
+MAINTENANCE_QUEUE = "genq.maintenance"
+
+TASK_GENERATE = "genq.generate"
+TASK_EMBED = "genq.embed"
+TASK_DELIVER_WEBHOOK = "genq.deliver_webhook"
+TASK_SWEEP = "genq.sweep"
+
+REDIS_KEY_PREFIX = "genq:"
+STREAM_KEY_PREFIX = "genq:stream:"
+CANCEL_KEY_PREFIX = "genq:cancel:"
+RATE_KEY_PREFIX = "genq:rate:"
+
+# Broker redelivery of an unacked message; must exceed the longest job. Leases do recovery.
+VISIBILITY_TIMEOUT_SECONDS = 12 * 3600
+LEASE_SECONDS = 15
+LEASE_RENEW_SECONDS = 5
+SWEEP_INTERVAL_SECONDS = 5
+CRASH_LIMIT = 3
+
+MAX_RETRIES = 5
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 60.0
+
+STREAM_COALESCE_MS = 15
+STREAM_MAXLEN = 20_000
+STREAM_TTL_SECONDS = 3600
+CANCEL_POLL_SECONDS = 0.1
+CANCEL_FLAG_TTL_SECONDS = 24 * 3600
+
+RUNTIME_CONNECT_TIMEOUT_SECONDS = 5.0
+RUNTIME_READ_TIMEOUT_SECONDS = 300.0
+RUNTIME_HEALTH_TIMEOUT_SECONDS = 2.0
+
+EMBEDDED_MODEL_ALIAS = "gemma3-270m"
+EMBEDDED_CONTEXT_TOKENS = 2048
+
+WEBHOOK_TIMEOUT_SECONDS = 15.0
+# Svix-like: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+WEBHOOK_RETRY_SCHEDULE_SECONDS = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+WEBHOOK_TOLERANCE_SECONDS = 300
+

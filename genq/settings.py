@@ -1,0 +1,107 @@
+"""The one typed settings object (prefix ``GENQ_``), read at entry points and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from genq import constants as c
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "genq"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Secrets are ``SecretStr`` so reprs and logs never show them."""
+
+    model_config = SettingsConfigDict(env_prefix="GENQ_", extra="ignore", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: SecretStr | None = None
+
+    runtime_url: str | None = None
+    runtime_kind: str = Field(default="openai", pattern="^(openai|ollama)$")
+    runtime_api_key: SecretStr | None = None
+    runtime_slots: int = Field(default=1, ge=1, le=256)
+    default_model: str = c.EMBEDDED_MODEL_ALIAS
+    embedded_port: int = Field(default=8089, ge=1, le=65535)
+    embedded_model_path: Path | None = None
+    embedded_context_tokens: int = c.EMBEDDED_CONTEXT_TOKENS
+    runtime_read_timeout_seconds: float = c.RUNTIME_READ_TIMEOUT_SECONDS
+
+    lanes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(c.DEFAULT_LANES))
+    default_lane: str = c.LANE_INTERACTIVE
+
+    max_retries: int = Field(default=c.MAX_RETRIES, ge=0, le=100)
+    backoff_base_seconds: float = Field(default=c.BACKOFF_BASE_SECONDS, ge=0)
+    backoff_cap_seconds: float = Field(default=c.BACKOFF_CAP_SECONDS, ge=0)
+    lease_seconds: float = Field(default=c.LEASE_SECONDS, gt=0)
+    lease_renew_seconds: float = Field(default=c.LEASE_RENEW_SECONDS, gt=0)
+    sweep_interval_seconds: float = Field(default=c.SWEEP_INTERVAL_SECONDS, gt=0)
+    crash_limit: int = Field(default=c.CRASH_LIMIT, ge=1)
+    visibility_timeout_seconds: int = c.VISIBILITY_TIMEOUT_SECONDS
+    shutdown_grace_seconds: float = 30.0
+
+    stream_coalesce_ms: int = Field(default=c.STREAM_COALESCE_MS, ge=0)
+    stream_maxlen: int = Field(default=c.STREAM_MAXLEN, ge=100)
+    stream_ttl_seconds: int = Field(default=c.STREAM_TTL_SECONDS, ge=1)
+
+    retention_finished_seconds: int = 7 * 86400
+    retention_dead_letter_seconds: int = 30 * 86400
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    admin_key: SecretStr | None = None
+    rate_limit_per_second: float = 200.0
+    rate_limit_burst: int = 400
+    max_body_bytes: int = 1_000_000
+    max_queued_per_tenant: int = 10_000
+
+    webhook_timeout_seconds: float = c.WEBHOOK_TIMEOUT_SECONDS
+    webhook_retry_schedule_seconds: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: list(c.WEBHOOK_RETRY_SCHEDULE_SECONDS)
+    )
+    webhook_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_secret: SecretStr | None = None
+
+    flower_port: int = 5555
+    flower_basic_auth: SecretStr | None = None
+    metrics_port: int = 9808
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("lanes", "webhook_allow", "webhook_retry_schedule_seconds", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @property
+    def store_url(self) -> str:
+        """The SQLAlchemy URL of the result store; SQLite in the data dir by default."""
+        if self.database_url:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.data_dir / 'genq.db'}"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no external runtime is configured and genq runs its own."""
+        return not self.runtime_url
+
+    @property
+    def effective_runtime_url(self) -> str:
+        return self.runtime_url or f"http://127.0.0.1:{self.embedded_port}"
+
+    def queue_for(self, lane: str) -> str:
+        return f"{c.QUEUE_PREFIX}{lane}"

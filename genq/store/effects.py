@@ -1,0 +1,104 @@
+"""Side effects of a terminal transition, written in the same transaction (outbox pattern)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from genq.store.tables import reply_outbox, webhook_deliveries, webhook_endpoints, webhook_events
+from schemas import JobRecord, JobStatus
+
+WEBHOOK_EVENT_TYPES = {
+    JobStatus.SUCCEEDED: "job.succeeded",
+    JobStatus.FAILED: "job.failed",
+    JobStatus.CANCELLED: "job.cancelled",
+    JobStatus.EXPIRED: "job.expired",
+    JobStatus.DEAD_LETTERED: "job.dead_lettered",
+}
+
+
+def record_terminal_effects(
+    conn: Connection,
+    record: JobRecord,
+    *,
+    reply_to: str | None,
+    webhook_url: str | None,
+    webhook_secret: str | None,
+    default_secret: str | None,
+    now: datetime,
+) -> None:
+    """Queue the reply message and the webhook event of a job that just reached ``record.status``."""
+    payload = record.model_dump(mode="json")
+    if reply_to:
+        conn.execute(
+            reply_outbox.insert().values(
+                job_id=record.id, queue=reply_to, payload=payload, created_at=now
+            )
+        )
+    event_type = WEBHOOK_EVENT_TYPES.get(record.status)
+    if event_type is None:
+        return
+    targets = _webhook_targets(conn, record.tenant, event_type, webhook_url, webhook_secret, default_secret)
+    if not targets:
+        return
+    event_id = f"msg_{uuid.uuid4().hex}"
+    conn.execute(
+        webhook_events.insert().values(
+            id=event_id,
+            job_id=record.id,
+            tenant=record.tenant,
+            event_type=event_type,
+            payload={"type": event_type, "timestamp": now.isoformat(), "data": payload},
+            created_at=now,
+        )
+    )
+    conn.execute(
+        webhook_deliveries.insert(),
+        [
+            {
+                "id": str(uuid.uuid4()),
+                "event_id": event_id,
+                "endpoint_id": target["endpoint_id"],
+                "url": target["url"],
+                "secrets": target["secrets"],
+                "thin": target["thin"],
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for target in targets
+        ],
+    )
+
+
+def _webhook_targets(
+    conn: Connection,
+    tenant: str,
+    event_type: str,
+    webhook_url: str | None,
+    webhook_secret: str | None,
+    default_secret: str | None,
+) -> list[dict[str, Any]]:
+    targets: list[dict[str, Any]] = []
+    if webhook_url:
+        secret = webhook_secret or default_secret
+        secrets = [{"secret": secret, "expires_at": None}] if secret else []
+        targets.append({"endpoint_id": None, "url": webhook_url, "secrets": secrets, "thin": False})
+    rows = conn.execute(
+        select(webhook_endpoints).where(
+            webhook_endpoints.c.tenant == tenant, webhook_endpoints.c.disabled_at.is_(None)
+        )
+    ).all()
+    for row in rows:
+        m = row._mapping
+        if m["events"] and event_type not in m["events"]:
+            continue
+        targets.append(
+            {"endpoint_id": m["id"], "url": m["url"], "secrets": m["secrets"], "thin": m["thin"]}
+        )
+    return targets

@@ -1,0 +1,358 @@
+"""The job store: every state change is a compare-and-set with its history row."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from genq.store.effects import record_terminal_effects
+from genq.store.records import history_entry, job_record
+from genq.store.tables import job_history, jobs, reply_outbox
+from schemas import (
+    Conflict,
+    GenqError,
+    InvalidRequest,
+    JobRecord,
+    JobRequest,
+    JobStatus,
+    TERMINAL_STATES,
+    sources_for,
+)
+from schemas.errors import ErrorCode
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class StoreUnavailable(GenqError):
+    code = ErrorCode.INTERNAL
+    retryable = True
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What a producer hands the store to accept a job."""
+
+    id: str
+    tenant: str
+    lane: str
+    model: str
+    request: JobRequest
+
+    def request_hash(self) -> str:
+        body = self.request.model_dump(mode="json", exclude={"idempotency_key"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[JobRecord]
+    next_cursor: str | None
+
+
+def encode_cursor(created_at: datetime, job_id: str) -> str:
+    raw = f"{created_at.isoformat()}|{job_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, job_id = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), job_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("cursor is not one this API returned; start without it") from exc
+
+
+class JobStore:
+    """SQL-backed source of truth for jobs. Thread-safe; one per process."""
+
+    def __init__(self, engine: Engine, *, default_webhook_secret: str | None = None) -> None:
+        self.engine = engine
+        self.default_webhook_secret = default_webhook_secret
+
+    # -- producer side -------------------------------------------------------------------
+    def create(self, job: NewJob) -> tuple[JobRecord, bool]:
+        """Insert a queued job; with an idempotency key, return the existing one instead.
+
+        Returns ``(record, created)``. Raises ``Conflict`` if the key was used with another body.
+        """
+        req = job.request
+        now = utcnow()
+        deadline = req.deadline
+        if req.expires_in is not None:
+            deadline = now + timedelta(seconds=req.expires_in)
+        values: dict[str, Any] = {
+            "id": job.id,
+            "tenant": job.tenant,
+            "status": JobStatus.QUEUED.value,
+            "kind": req.kind.value,
+            "model": job.model,
+            "lane": job.lane,
+            "priority": req.priority,
+            "request": req.public_dump(),
+            "metadata": dict(req.metadata),
+            "attempts": 0,
+            "crashes": 0,
+            "reply_to": req.reply_to,
+            "webhook_url": str(req.webhook_url) if req.webhook_url else None,
+            "webhook_secret": req.webhook_secret,
+            "idempotency_key": req.idempotency_key,
+            "request_hash": job.request_hash(),
+            "cancel_requested": False,
+            "created_at": now,
+            "deadline": deadline,
+            "updated_at": now,
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(jobs.insert().values(**values))
+                _history(conn, job.id, None, JobStatus.QUEUED, now, None, "submitted")
+        except IntegrityError:
+            if req.idempotency_key is None:
+                raise
+            return self._replay(job), False
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
+        record = self.get(job.id)
+        assert record is not None
+        return record, True
+
+    def _replay(self, job: NewJob) -> JobRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(jobs).where(
+                    jobs.c.tenant == job.tenant,
+                    jobs.c.idempotency_key == job.request.idempotency_key,
+                )
+            ).one()
+        if row._mapping["request_hash"] != job.request_hash():
+            raise Conflict(
+                "this Idempotency-Key was already used with a different request body; "
+                "use a new key for a new job"
+            )
+        return job_record(row)
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job that could not be handed to the broker (never accepted)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(job_history).where(job_history.c.job_id == job_id))
+            conn.execute(delete(jobs).where(jobs.c.id == job_id))
+
+    # -- reads ---------------------------------------------------------------------------
+    def get(self, job_id: str, tenant: str | None = None, *, history: bool = False) -> JobRecord | None:
+        query = select(jobs).where(jobs.c.id == job_id)
+        if tenant is not None:
+            query = query.where(jobs.c.tenant == tenant)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            entries = None
+            if history:
+                rows = conn.execute(
+                    select(job_history)
+                    .where(job_history.c.job_id == job_id)
+                    .order_by(job_history.c.id)
+                ).all()
+                entries = [history_entry(r) for r in rows]
+        return job_record(row, entries)
+
+    def routing(self, job_id: str) -> dict[str, Any] | None:
+        """Internal fields a worker needs (reply queue, deadline, counters)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        return dict(row._mapping) if row else None
+
+    def list(
+        self,
+        *,
+        tenant: str | None,
+        status: JobStatus | None = None,
+        lane: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Newest first, cursor-paginated."""
+        query = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+        if tenant is not None:
+            query = query.where(jobs.c.tenant == tenant)
+        if status is not None:
+            query = query.where(jobs.c.status == status.value)
+        if lane is not None:
+            query = query.where(jobs.c.lane == lane)
+        if cursor:
+            at, job_id = decode_cursor(cursor)
+            query = query.where(
+                or_(jobs.c.created_at < at, and_(jobs.c.created_at == at, jobs.c.id < job_id))
+            )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        records = [job_record(r) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = records[-1]
+            next_cursor = encode_cursor(last.created_at, last.id)
+        return Page(records, next_cursor)
+
+    def count_queued(self, tenant: str) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(func.count()).where(
+                    jobs.c.tenant == tenant, jobs.c.status == JobStatus.QUEUED.value
+                )
+            ).scalar_one()
+        return int(value)
+
+    # -- transitions ---------------------------------------------------------------------
+    def transition(
+        self,
+        job_id: str,
+        target: JobStatus,
+        *,
+        worker: str | None = None,
+        reason: str | None = None,
+        values: dict[str, Any] | None = None,
+        only_from: frozenset[JobStatus] | None = None,
+        only_worker: str | None = None,
+    ) -> JobRecord | None:
+        """Compare-and-set ``job_id`` into ``target``; the new record, or None if it lost."""
+        now = utcnow()
+        allowed = sources_for(target) if only_from is None else only_from & sources_for(target)
+        new_values: dict[str, Any] = {"status": target.value, "updated_at": now, **(values or {})}
+        if target in TERMINAL_STATES:
+            new_values.setdefault("finished_at", now)
+            new_values["lease_expires_at"] = None
+        where = [jobs.c.id == job_id, jobs.c.status.in_([s.value for s in allowed])]
+        if only_worker is not None:
+            where.append(jobs.c.worker_id == only_worker)
+        with self.engine.begin() as conn:
+            before = conn.execute(select(jobs.c.status).where(*where)).first()
+            if before is None:
+                return None
+            result = conn.execute(update(jobs).where(*where).values(**new_values))
+            if result.rowcount != 1:
+                return None
+            _history(conn, job_id, JobStatus(before[0]), target, now, worker, reason)
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
+            record = job_record(row)
+            if target in TERMINAL_STATES:
+                m = row._mapping
+                record_terminal_effects(
+                    conn,
+                    record,
+                    reply_to=m["reply_to"],
+                    webhook_url=m["webhook_url"],
+                    webhook_secret=m["webhook_secret"],
+                    default_secret=self.default_webhook_secret,
+                    now=now,
+                )
+        return record
+
+    def start(self, job_id: str, worker: str, lease_seconds: float) -> JobRecord | None:
+        """``queued → running`` for ``worker`` with a fresh lease; None if someone else has it."""
+        now = utcnow()
+        return self.transition(
+            job_id,
+            JobStatus.RUNNING,
+            worker=worker,
+            reason="started",
+            values={
+                "worker_id": worker,
+                "started_at": now,
+                "first_token_at": None,
+                "lease_expires_at": now + timedelta(seconds=lease_seconds),
+                "attempts": jobs.c.attempts + 1,
+                "error": None,
+            },
+        )
+
+    def renew_lease(self, job_id: str, worker: str, lease_seconds: float) -> bool:
+        """Extend a running job's lease; False when the job is no longer this worker's."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status == JobStatus.RUNNING.value,
+                    jobs.c.worker_id == worker,
+                )
+                .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+            )
+        return result.rowcount == 1
+
+    def mark_first_token(self, job_id: str, worker: str, at: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.worker_id == worker, jobs.c.first_token_at.is_(None))
+                .values(first_token_at=at)
+            )
+
+    def request_cancel(self, job_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True))
+
+    def lapsed_leases(self, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
+        """Running jobs whose worker stopped renewing: candidates for recovery."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.worker_id, jobs.c.crashes, jobs.c.attempts)
+                .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now)
+                .limit(limit)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def overdue_queued(self, now: datetime, limit: int = 500) -> list[str]:
+        """Queued jobs past their deadline."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.id)
+                .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.deadline < now)
+                .limit(limit)
+            ).all()
+        return [r[0] for r in rows]
+
+    # -- reply outbox --------------------------------------------------------------------
+    def pending_replies(self, limit: int = 100, older_than: datetime | None = None) -> list[dict[str, Any]]:
+        query = select(reply_outbox).where(reply_outbox.c.published_at.is_(None))
+        if older_than is not None:
+            query = query.where(reply_outbox.c.created_at < older_than)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(reply_outbox.c.id).limit(limit)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def mark_reply_published(self, outbox_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(reply_outbox).where(reply_outbox.c.id == outbox_id).values(published_at=utcnow())
+            )
+
+
+def _history(
+    conn: Connection,
+    job_id: str,
+    source: JobStatus | None,
+    target: JobStatus,
+    at: datetime,
+    worker: str | None,
+    reason: str | None,
+) -> None:
+    conn.execute(
+        job_history.insert().values(
+            job_id=job_id,
+            from_status=source.value if source else None,
+            to_status=target.value,
+            at=at,
+            worker=worker,
+            reason=reason,
+        )
+    )

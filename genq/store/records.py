@@ -1,0 +1,48 @@
+"""Row ⇄ record conversion, kept apart so every query returns the same ``JobRecord``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row
+
+from schemas import ErrorInfo, HistoryEntry, JobKind, JobRecord, JobResult, JobStatus, Usage
+
+
+def job_record(row: Row[Any], history: list[HistoryEntry] | None = None) -> JobRecord:
+    """Build the public record of one ``jobs`` row."""
+    m = row._mapping
+    return JobRecord(
+        id=m["id"],
+        status=JobStatus(m["status"]),
+        kind=JobKind(m["kind"]),
+        model=m["model"],
+        lane=m["lane"],
+        priority=m["priority"],
+        tenant=m["tenant"],
+        request=m["request"],
+        result=JobResult.model_validate(m["result"]) if m["result"] else None,
+        usage=Usage.model_validate(m["usage"]) if m["usage"] else None,
+        error=ErrorInfo.model_validate(m["error"]) if m["error"] else None,
+        attempts=m["attempts"],
+        worker_id=m["worker_id"],
+        metadata=m["metadata"] or {},
+        created_at=m["created_at"],
+        started_at=m["started_at"],
+        first_token_at=m["first_token_at"],
+        finished_at=m["finished_at"],
+        deadline=m["deadline"],
+        cancel_requested=bool(m["cancel_requested"]),
+        history=history,
+    )
+
+
+def history_entry(row: Row[Any]) -> HistoryEntry:
+    m = row._mapping
+    return HistoryEntry(
+        from_status=JobStatus(m["from_status"]) if m["from_status"] else None,
+        to_status=JobStatus(m["to_status"]),
+        at=m["at"],
+        worker=m["worker"],
+        reason=m["reason"],
+    )
