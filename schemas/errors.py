@@ -52,7 +52,9 @@ class GenqError(Exception):
 
     def to_body(self) -> dict[str, Any]:
         """The wire shape: ``{"error": {"code", "message", "details"}}``."""
-        return {"error": {"code": self.code.value, "message": self.message, "details": self.details}}
+        return {
+            "error": {"code": self.code.value, "message": self.message, "details": self.details}
+        }
 
 
 class TransientError(GenqError):

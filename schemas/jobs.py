@@ -84,9 +84,9 @@ class JobRequest(GenerationParams):
     lane: LaneName | None = None
     reply_to: QueueName | None = None
     webhook_url: WebhookUrl | None = None
-    webhook_secret: Annotated[str, StringConstraints(pattern=r"^whsec_[A-Za-z0-9+/=]{16,}$")] | None = (
-        None
-    )
+    webhook_secret: (
+        Annotated[str, StringConstraints(pattern=r"^whsec_[A-Za-z0-9+/=]{16,}$")] | None
+    ) = None
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
     expires_in: float | None = Field(default=None, gt=0, le=MAX_EXPIRES_IN_SECONDS)
     deadline: datetime | None = None
@@ -98,13 +98,13 @@ class JobRequest(GenerationParams):
     @model_validator(mode="after")
     def _payload_matches_kind(self) -> Self:
         present = {
-            name
-            for name in ("messages", "prompt", "input")
-            if getattr(self, name) is not None
+            name for name in ("messages", "prompt", "input") if getattr(self, name) is not None
         }
-        wanted = {JobKind.CHAT: "messages", JobKind.COMPLETION: "prompt", JobKind.EMBEDDING: "input"}[
-            self.kind
-        ]
+        wanted = {
+            JobKind.CHAT: "messages",
+            JobKind.COMPLETION: "prompt",
+            JobKind.EMBEDDING: "input",
+        }[self.kind]
         if wanted not in present:
             raise ValueError(f"a {self.kind.value} job needs '{wanted}'")
         extra = present - {wanted}

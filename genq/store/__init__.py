@@ -3,4 +3,12 @@
 from genq.store.engine import build_engine, create_schema
 from genq.store.jobs import JobStore, NewJob, Page, StoreUnavailable, utcnow
 
-__all__ = ["JobStore", "NewJob", "Page", "StoreUnavailable", "build_engine", "create_schema", "utcnow"]
+__all__ = [
+    "JobStore",
+    "NewJob",
+    "Page",
+    "StoreUnavailable",
+    "build_engine",
+    "create_schema",
+    "utcnow",
+]

@@ -41,7 +41,9 @@ def record_terminal_effects(
     event_type = WEBHOOK_EVENT_TYPES.get(record.status)
     if event_type is None:
         return
-    targets = _webhook_targets(conn, record.tenant, event_type, webhook_url, webhook_secret, default_secret)
+    targets = _webhook_targets(
+        conn, record.tenant, event_type, webhook_url, webhook_secret, default_secret
+    )
     if not targets:
         return
     event_id = f"msg_{uuid.uuid4().hex}"

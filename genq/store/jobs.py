@@ -16,13 +16,13 @@ from genq.store.effects import record_terminal_effects
 from genq.store.records import history_entry, job_record
 from genq.store.tables import job_history, jobs, reply_outbox
 from schemas import (
+    TERMINAL_STATES,
     Conflict,
     GenqError,
     InvalidRequest,
     JobRecord,
     JobRequest,
     JobStatus,
-    TERMINAL_STATES,
     sources_for,
 )
 from schemas.errors import ErrorCode
@@ -148,7 +148,9 @@ class JobStore:
             conn.execute(delete(jobs).where(jobs.c.id == job_id))
 
     # -- reads ---------------------------------------------------------------------------
-    def get(self, job_id: str, tenant: str | None = None, *, history: bool = False) -> JobRecord | None:
+    def get(
+        self, job_id: str, tenant: str | None = None, *, history: bool = False
+    ) -> JobRecord | None:
         query = select(jobs).where(jobs.c.id == job_id)
         if tenant is not None:
             query = query.where(jobs.c.tenant == tenant)
@@ -293,7 +295,9 @@ class JobStore:
         with self.engine.begin() as conn:
             conn.execute(
                 update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.worker_id == worker, jobs.c.first_token_at.is_(None))
+                .where(
+                    jobs.c.id == job_id, jobs.c.worker_id == worker, jobs.c.first_token_at.is_(None)
+                )
                 .values(first_token_at=at)
             )
 
@@ -311,6 +315,26 @@ class JobStore:
             ).all()
         return [dict(r._mapping) for r in rows]
 
+    def stale_dispatches(self, now: datetime, limit: int = 500) -> list[dict[str, Any]]:
+        """Queued jobs whose (retry) message should have been picked up by now: re-send them."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.kind, jobs.c.lane, jobs.c.priority)
+                .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.lease_expires_at < now)
+                .limit(limit)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def push_dispatch_deadline(self, job_id: str, until: datetime) -> bool:
+        """Claim a re-send of a queued job (CAS on its dispatch-by time)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
+                .values(lease_expires_at=until)
+            )
+        return result.rowcount == 1
+
     def overdue_queued(self, now: datetime, limit: int = 500) -> list[str]:
         """Queued jobs past their deadline."""
         with self.engine.connect() as conn:
@@ -322,8 +346,12 @@ class JobStore:
         return [r[0] for r in rows]
 
     # -- reply outbox --------------------------------------------------------------------
-    def pending_replies(self, limit: int = 100, older_than: datetime | None = None) -> list[dict[str, Any]]:
+    def pending_replies(
+        self, limit: int = 100, job_id: str | None = None, older_than: datetime | None = None
+    ) -> list[dict[str, Any]]:
         query = select(reply_outbox).where(reply_outbox.c.published_at.is_(None))
+        if job_id is not None:
+            query = query.where(reply_outbox.c.job_id == job_id)
         if older_than is not None:
             query = query.where(reply_outbox.c.created_at < older_than)
         with self.engine.connect() as conn:
@@ -333,7 +361,9 @@ class JobStore:
     def mark_reply_published(self, outbox_id: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                update(reply_outbox).where(reply_outbox.c.id == outbox_id).values(published_at=utcnow())
+                update(reply_outbox)
+                .where(reply_outbox.c.id == outbox_id)
+                .values(published_at=utcnow())
             )
 
 

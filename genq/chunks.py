@@ -1,0 +1,161 @@
+"""The per-job chunk stream: a capped, expiring Redis Stream addressed by ``seq``.
+
+Entry ids are ``<seq>-0`` so readers resume with ``XREAD … <seq>-0`` ("after seq").
+Entry fields: ``type`` = ``delta`` (with ``delta``), ``reset`` (a retry restarts the text),
+or ``end`` (with ``status``, ``finish_reason``, ``usage`` as JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from genq.keys import stream_key
+
+
+@dataclass(frozen=True)
+class Chunk:
+    seq: int
+    type: str
+    delta: str = ""
+    data: dict[str, Any] | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.type == "end"
+
+
+def _decode(entry_id: bytes | str, fields: dict[Any, Any]) -> Chunk:
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    f = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in fields.items()
+    }
+    seq = int(eid.split("-", 1)[0])
+    kind = f.get("type", "delta")
+    data = json.loads(f["data"]) if "data" in f else None
+    return Chunk(seq=seq, type=kind, delta=f.get("delta", ""), data=data)
+
+
+class ChunkWriter:
+    """Coalesces deltas for a few milliseconds so a fast runtime costs few Redis writes."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        job_id: str,
+        *,
+        coalesce_ms: int,
+        maxlen: int,
+        ttl_seconds: int,
+    ) -> None:
+        self.client = client
+        self.key = stream_key(job_id)
+        self.coalesce_seconds = coalesce_ms / 1000
+        self.maxlen = maxlen
+        self.ttl_seconds = ttl_seconds
+        self.seq = self._last_seq()
+        self._buffer: list[str] = []
+        self._first_buffered_at = 0.0
+        self.flushes = 0
+
+    def _last_seq(self) -> int:
+        last = self.client.xrevrange(self.key, count=1)
+        return int(last[0][0].decode().split("-", 1)[0]) if last else 0
+
+    def _add(self, fields: dict[str, str]) -> None:
+        self.seq += 1
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(self.key, fields, id=f"{self.seq}-0", maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        if self.seq == 1 or fields["type"] != "delta":
+            # Expire even if the worker dies mid-job; refreshed at the end.
+            pipe.expire(self.key, self.ttl_seconds + 86400)
+        pipe.execute()
+        self.flushes += 1
+
+    def begin_attempt(self, attempt: int) -> None:
+        """A retry regenerates from scratch: tell readers to drop what they have."""
+        if self.seq > 0:
+            self._add({"type": "reset", "data": json.dumps({"attempt": attempt})})
+
+    def append(self, delta: str) -> bool:
+        """Buffer ``delta``; returns True when the buffer was flushed to Redis."""
+        if not delta:
+            return False
+        now = time.monotonic()
+        if not self._buffer:
+            self._first_buffered_at = now
+        self._buffer.append(delta)
+        if now - self._first_buffered_at >= self.coalesce_seconds:
+            self.flush()
+            return True
+        return False
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._add({"type": "delta", "delta": "".join(self._buffer)})
+            self._buffer.clear()
+
+    def finish(self, status: str, finish_reason: str | None, usage: dict[str, Any] | None) -> None:
+        """Write the final entry and start the expiry clock."""
+        self.flush()
+        self._add(
+            {
+                "type": "end",
+                "data": json.dumps(
+                    {"status": status, "finish_reason": finish_reason, "usage": usage}
+                ),
+            }
+        )
+        self.client.expire(self.key, self.ttl_seconds)
+
+
+def last_chunk(client: redis.Redis, job_id: str) -> Chunk | None:
+    """The newest entry of the job's stream, if any."""
+    last = client.xrevrange(stream_key(job_id), count=1)
+    return _decode(last[0][0], last[0][1]) if last else None
+
+
+def read_chunks(
+    client: redis.Redis,
+    job_id: str,
+    *,
+    after_seq: int = 0,
+    block_ms: int = 1000,
+    count: int = 500,
+) -> list[Chunk]:
+    """Chunks with ``seq > after_seq``, waiting up to ``block_ms`` for new ones."""
+    reply = client.xread({stream_key(job_id): f"{after_seq}-0"}, count=count, block=block_ms)
+    if not reply:
+        return []
+    _key, entries = reply[0]
+    return [_decode(eid, fields) for eid, fields in entries]
+
+
+def follow(
+    client: redis.Redis,
+    job_id: str,
+    *,
+    after_seq: int = 0,
+    idle_timeout_seconds: float | None = None,
+) -> Iterator[Chunk]:
+    """Yield chunks after ``after_seq`` until the final one (or ``idle_timeout`` of silence)."""
+    seq = after_seq
+    idle_since = time.monotonic()
+    while True:
+        chunks = read_chunks(client, job_id, after_seq=seq)
+        if not chunks:
+            if idle_timeout_seconds and time.monotonic() - idle_since > idle_timeout_seconds:
+                return
+            continue
+        idle_since = time.monotonic()
+        for chunk in chunks:
+            seq = chunk.seq
+            yield chunk
+            if chunk.final:
+                return

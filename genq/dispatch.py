@@ -1,0 +1,44 @@
+"""Hand a stored job to the broker, by task name (producers never import ``tasks/``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from genq import constants as c
+from genq.settings import Settings
+from schemas import BrokerUnavailable, JobKind, celery_priority
+
+
+def task_name_for(kind: JobKind) -> str:
+    return c.TASK_EMBED if kind is JobKind.EMBEDDING else c.TASK_GENERATE
+
+
+def send_job(
+    app: Celery,
+    settings: Settings,
+    *,
+    job_id: str,
+    kind: JobKind,
+    lane: str,
+    priority: int,
+    countdown: float | None = None,
+) -> None:
+    """Publish the job's task message; the Celery task id is the job id (Flower shows it)."""
+    options: dict[str, Any] = {
+        "task_id": job_id,
+        "queue": settings.queue_for(lane),
+        "routing_key": settings.queue_for(lane),
+        "priority": celery_priority(priority),
+        "retry": True,
+        "retry_policy": {"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5},
+    }
+    if countdown:
+        options["countdown"] = countdown
+    try:
+        app.send_task(task_name_for(kind), kwargs={"job_id": job_id}, **options)
+    except Exception as exc:  # kombu/redis raise many types; convert at the boundary
+        raise BrokerUnavailable(
+            f"could not hand job {job_id} to the broker ({exc.__class__.__name__}); try again"
+        ) from exc

@@ -1,0 +1,127 @@
+"""``GenqClient``: what a Python service uses to submit jobs and get their results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import redis
+from kombu import Connection
+
+from genq.chunks import Chunk, follow, last_chunk, read_chunks
+from genq.replies import reply_queue
+from genq.settings import Settings
+from genq.store import JobStore, build_engine, create_schema
+from producers.cancel import CancelOutcome, cancel_job
+from producers.submission import submit_job
+from schemas import JobRecord, JobRequest, NotFound
+from schemas.errors import ErrorCode, GenqError
+from schemas.validation import parse
+from workers.app import create_app
+
+
+class WaitTimeout(GenqError):
+    code = ErrorCode.TIMEOUT
+
+
+class GenqClient:
+    """Submit, inspect, wait for, stream and cancel jobs, talking to the broker and store directly.
+
+    Build one per process and ``close()`` it (or use it as a context manager).
+    """
+
+    def __init__(self, settings: Settings, *, tenant: str = "default") -> None:
+        self.settings = settings
+        self.tenant = tenant
+        self.app = create_app(settings)
+        engine = build_engine(settings.store_url)
+        create_schema(engine)
+        self.store = JobStore(engine)
+        self._redis: redis.Redis | None = None
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(self.settings.redis_url)
+        return self._redis
+
+    def submit(self, request: JobRequest | dict[str, Any], *, job_id: str | None = None) -> JobRecord:
+        """Validate and enqueue one job; returns its queued record (id included)."""
+        req = request if isinstance(request, JobRequest) else parse(JobRequest, request)
+        record, _created = submit_job(
+            self.app, self.store, self.settings, req, tenant=self.tenant, job_id=job_id
+        )
+        return record
+
+    def submit_many(self, requests: Iterable[JobRequest | dict[str, Any]]) -> list[JobRecord]:
+        """Validate every request first, so a bad one enqueues nothing; then enqueue all."""
+        parsed = [r if isinstance(r, JobRequest) else parse(JobRequest, r) for r in requests]
+        return [self.submit(r) for r in parsed]
+
+    def get(self, job_id: str, *, history: bool = False) -> JobRecord:
+        record = self.store.get(job_id, self._scope(), history=history)
+        if record is None:
+            raise NotFound(f"no job {job_id}")
+        return record
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        """Block until the job is terminal (woken by its chunk stream's final entry)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.get(job_id)
+            if record.status.terminal:
+                return record
+            remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if remaining <= 0:
+                raise WaitTimeout(f"job {job_id} is still {record.status.value} after {timeout}s")
+            last = last_chunk(self.redis, job_id)
+            if last is not None and last.final:
+                continue  # it finished between the two reads
+            read_chunks(
+                self.redis,
+                job_id,
+                after_seq=last.seq if last else 0,
+                block_ms=max(1, int(remaining * 1000)),
+                count=1,
+            )
+
+    def stream(self, job_id: str, starting_after: int | None = None) -> Iterator[Chunk]:
+        """Chunks as they are generated, resuming after ``starting_after``; ends with the final one."""
+        self.get(job_id)
+        return follow(self.redis, job_id, after_seq=starting_after or 0)
+
+    def cancel(self, job_id: str) -> CancelOutcome:
+        return cancel_job(self.app, self.store, self.redis, self.settings, job_id,
+                          tenant=self._scope())
+
+    def replies(self, queue: str, *, timeout: float = 5.0) -> Iterator[JobRecord]:
+        """Terminal records published to ``queue`` (the ``reply_to`` of your jobs), each acked
+        after it is yielded. Stops after ``timeout`` seconds without a message."""
+        with Connection(self.settings.redis_url) as conn:
+            simple = conn.SimpleQueue(reply_queue(queue), serializer="json")
+            try:
+                while True:
+                    try:
+                        message = simple.get(block=True, timeout=timeout)
+                    except simple.Empty:
+                        return
+                    yield JobRecord.model_validate(message.payload)
+                    message.ack()
+            finally:
+                simple.close()
+
+    def _scope(self) -> str | None:
+        return None if self.tenant == "*" else self.tenant
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+        self.store.engine.dispose()
+        self.app.close()
+
+    def __enter__(self) -> GenqClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -1,0 +1,67 @@
+"""Accepting a job: validate, store it as queued, hand it to the broker — or refuse it whole."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from celery import Celery
+
+from genq.dispatch import send_job
+from genq.settings import Settings
+from genq.store import JobStore, NewJob
+from schemas import BrokerUnavailable, InvalidRequest, JobRecord, JobRequest
+
+# Called with the webhook URL before the job is stored; raises InvalidRequest to refuse it.
+WebhookCheck = Callable[[str], None]
+
+
+def resolve_lane(settings: Settings, request: JobRequest) -> str:
+    lane = request.lane or settings.default_lane
+    if lane not in settings.lanes:
+        raise InvalidRequest(
+            f"unknown lane {lane!r}; this deployment has {', '.join(settings.lanes)}",
+            details=[{"field": "lane", "message": f"must be one of {settings.lanes}"}],
+        )
+    return lane
+
+
+def submit_job(
+    app: Celery,
+    store: JobStore,
+    settings: Settings,
+    request: JobRequest,
+    *,
+    tenant: str = "default",
+    job_id: str | None = None,
+    webhook_check: WebhookCheck | None = None,
+) -> tuple[JobRecord, bool]:
+    """Store and enqueue ``request``. Returns ``(record, created)``; a replayed idempotency key
+    returns the original job with ``created=False``. Nothing is enqueued for a bad request,
+    and a job the broker refused is removed, so an accepted job is always a queued one."""
+    lane = resolve_lane(settings, request)
+    if request.webhook_url is not None and webhook_check is not None:
+        webhook_check(str(request.webhook_url))
+    new = NewJob(
+        id=job_id or str(uuid.uuid4()),
+        tenant=tenant,
+        lane=lane,
+        model=request.model or settings.default_model,
+        request=request,
+    )
+    record, created = store.create(new)
+    if not created:
+        return record, False
+    try:
+        send_job(
+            app,
+            settings,
+            job_id=record.id,
+            kind=record.kind,
+            lane=lane,
+            priority=record.priority,
+        )
+    except BrokerUnavailable:
+        store.delete(record.id)
+        raise
+    return record, True

@@ -1,0 +1,296 @@
+"""One attempt of one job: claim it, run it against the runtime, settle its state.
+
+The Celery tasks in ``tasks.generate`` only decode their message and call ``run_job``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from genq.chunks import ChunkWriter
+from genq.dispatch import send_job
+from genq.store import utcnow
+from schemas import (
+    ErrorCode,
+    ErrorInfo,
+    GenqError,
+    JobKind,
+    JobRecord,
+    JobRequest,
+    JobStatus,
+    PermanentError,
+    Usage,
+)
+from schemas.validation import parse
+from tasks.effects import after_terminal, dead_letter
+from tasks.retry_policy import Outcome, decide
+from workers.context import WorkerContext
+from workers.lease import LeaseKeeper
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(GenqError):
+    """The sweep gave this job to someone else; stop without touching its state."""
+
+
+@dataclass
+class Generation:
+    parts: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    cancelled: bool = False
+    chunks_seen: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def run_job(ctx: WorkerContext, job_id: object) -> str:
+    """Run one delivery of ``job_id``; returns what happened, for logs and tests."""
+    if not isinstance(job_id, str) or not _is_uuid(job_id):
+        dead_letter(ctx, None, reason="undecodable", message=f"job id {job_id!r} is not a UUID")
+        return "undecodable"
+    routing = ctx.store.routing(job_id)
+    if routing is None:
+        dead_letter(ctx, None, reason="unknown_job", message=f"job {job_id} is not in the store")
+        return "unknown"
+    if routing["status"] != JobStatus.QUEUED.value:
+        return f"skipped:{routing['status']}"  # duplicate or late redelivery: harmless
+    deadline = routing["deadline"]
+    if deadline is not None and deadline <= utcnow():
+        _settle(
+            ctx,
+            job_id,
+            JobStatus.EXPIRED,
+            reason="deadline passed before start",
+            error=ErrorInfo(
+                code=ErrorCode.EXPIRED, message="the job's deadline passed before it could start"
+            ),
+        )
+        return "expired"
+    if routing["cancel_requested"]:
+        _settle(ctx, job_id, JobStatus.CANCELLED, reason="cancelled before start")
+        return "cancelled"
+    record = ctx.store.start(job_id, ctx.worker_id, ctx.settings.lease_seconds)
+    if record is None:
+        return "skipped:lost-race"
+    return _attempt(ctx, record)
+
+
+def _attempt(ctx: WorkerContext, record: JobRecord) -> str:
+    s = ctx.settings
+    keeper = LeaseKeeper(
+        ctx.store,
+        ctx.redis,
+        job_id=record.id,
+        worker=ctx.worker_id,
+        lease_seconds=s.lease_seconds,
+        renew_seconds=s.lease_renew_seconds,
+    )
+    writer = ChunkWriter(
+        ctx.redis,
+        record.id,
+        coalesce_ms=s.stream_coalesce_ms,
+        maxlen=s.stream_maxlen,
+        ttl_seconds=s.stream_ttl_seconds,
+    )
+    with keeper:
+        try:
+            request = parse(JobRequest, record.request)
+            if record.kind is JobKind.EMBEDDING:
+                return _embed(ctx, record, request, writer)
+            generation = _stream(ctx, record, request, writer, keeper)
+        except LeaseLost:
+            log.warning("job %s: lease lost, leaving it to its new owner", record.id)
+            return "lease-lost"
+        except GenqError as exc:
+            return _handle_error(ctx, record, exc, writer)
+    if generation.cancelled:
+        _settle(
+            ctx,
+            record.id,
+            JobStatus.CANCELLED,
+            reason="cancelled while running",
+            result={"text": generation.text, "finish_reason": "cancelled"},
+            usage=_usage(generation),
+            writer=writer,
+        )
+        return "cancelled"
+    _settle(
+        ctx,
+        record.id,
+        JobStatus.SUCCEEDED,
+        reason="completed",
+        result={"text": generation.text, "finish_reason": generation.finish_reason},
+        usage=_usage(generation),
+        writer=writer,
+    )
+    return "succeeded"
+
+
+def _stream(
+    ctx: WorkerContext,
+    record: JobRecord,
+    request: JobRequest,
+    writer: ChunkWriter,
+    keeper: LeaseKeeper,
+) -> Generation:
+    gen = Generation()
+    writer.begin_attempt(record.attempts)
+    events = ctx.runtime.stream(request, record.model)
+    try:
+        for event in events:
+            if event.delta:
+                if not gen.parts:
+                    ctx.store.mark_first_token(record.id, ctx.worker_id, utcnow())
+                gen.parts.append(event.delta)
+                gen.chunks_seen += 1
+                writer.append(event.delta)
+            if event.finish_reason:
+                gen.finish_reason = event.finish_reason
+                gen.usage = event.usage
+            if keeper.cancelled.is_set():
+                gen.cancelled = True
+                break
+            if keeper.lost.is_set():
+                raise LeaseLost("lease lost")
+    finally:
+        events.close()  # closing the response is what makes the runtime stop generating
+    return gen
+
+
+def _embed(ctx: WorkerContext, record: JobRecord, request: JobRequest, writer: ChunkWriter) -> str:
+    inputs = [request.input] if isinstance(request.input, str) else list(request.input or [])
+    embeddings = ctx.runtime.embed(inputs, record.model)
+    _settle(
+        ctx,
+        record.id,
+        JobStatus.SUCCEEDED,
+        reason="completed",
+        result={"embeddings": embeddings.vectors, "finish_reason": "stop"},
+        usage=embeddings.usage.model_dump(),
+        writer=writer,
+    )
+    return "succeeded"
+
+
+def _usage(gen: Generation) -> dict[str, int]:
+    if gen.usage is not None:
+        return gen.usage.model_dump()
+    return Usage(completion_tokens=gen.chunks_seen, total_tokens=gen.chunks_seen).model_dump()
+
+
+def _handle_error(
+    ctx: WorkerContext, record: JobRecord, exc: GenqError, writer: ChunkWriter
+) -> str:
+    s = ctx.settings
+    info = ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable)
+    decision = decide(
+        exc,
+        attempt=record.attempts,
+        max_retries=s.max_retries,
+        base_seconds=s.backoff_base_seconds,
+        cap_seconds=s.backoff_cap_seconds,
+    )
+    log.info(
+        "job %s attempt %d: %s (%s) → %s",
+        record.id,
+        record.attempts,
+        exc.code,
+        exc.message,
+        decision.outcome,
+    )
+    if decision.outcome is Outcome.FAIL:
+        _settle(
+            ctx,
+            record.id,
+            JobStatus.FAILED,
+            reason=f"permanent error: {exc.code}",
+            error=info,
+            writer=writer,
+        )
+        return "failed"
+    if decision.outcome is Outcome.DEAD_LETTER:
+        exhausted = ErrorInfo(
+            code=ErrorCode.RETRIES_EXHAUSTED,
+            message=f"gave up after {record.attempts} attempts; last error {exc.code}: {exc.message}",
+            retryable=True,
+        )
+        dead_letter(
+            ctx,
+            record.id,
+            reason="retries_exhausted",
+            message=exhausted.message,
+            error=exhausted,
+            writer=writer,
+        )
+        return "dead_lettered"
+    requeued = ctx.store.transition(
+        record.id,
+        JobStatus.QUEUED,
+        worker=ctx.worker_id,
+        reason=f"retry in {decision.delay_seconds:.1f}s after {exc.code}",
+        only_worker=ctx.worker_id,
+        values={
+            "error": info.model_dump(mode="json"),
+            "worker_id": None,
+            # Dispatch-by time: the sweep re-sends the message if it is not picked up by then.
+            "lease_expires_at": utcnow()
+            + timedelta(seconds=decision.delay_seconds + s.lease_seconds),
+        },
+    )
+    if requeued is not None:
+        send_job(
+            ctx.app,
+            s,
+            job_id=record.id,
+            kind=record.kind,
+            lane=record.lane,
+            priority=record.priority,
+            countdown=decision.delay_seconds,
+        )
+    return "retrying"
+
+
+def _settle(
+    ctx: WorkerContext,
+    job_id: str,
+    target: JobStatus,
+    *,
+    reason: str,
+    result: dict[str, object] | None = None,
+    usage: dict[str, int] | None = None,
+    error: ErrorInfo | None = None,
+    writer: ChunkWriter | None = None,
+) -> None:
+    values: dict[str, object] = {}
+    if result is not None:
+        values["result"] = result
+    if usage is not None:
+        values["usage"] = usage
+    if error is not None:
+        values["error"] = error.model_dump(mode="json")
+    # A running job is settled only by the worker holding it; a queued one by whoever wins.
+    only_worker = ctx.worker_id if writer is not None else None
+    record = ctx.store.transition(
+        job_id, target, worker=ctx.worker_id, reason=reason, values=values, only_worker=only_worker
+    )
+    if record is None:
+        return  # someone else settled it (recovery, cancel): their effects, not ours
+    after_terminal(ctx, record, writer)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+__all__ = ["LeaseLost", "PermanentError", "run_job"]

@@ -1,0 +1,118 @@
+"""The periodic sweep: recover lapsed leases, re-send lost retries, expire overdue jobs.
+
+Every action is a compare-and-set, so two sweeps running at once are harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from genq.dispatch import send_job
+from genq.replies import flush_replies
+from genq.store import utcnow
+from genq.webhooks_dispatch import dispatch_pending_deliveries
+from schemas import ErrorCode, ErrorInfo, JobKind, JobStatus
+from tasks.effects import after_terminal, dead_letter
+from workers.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    recovered: int = 0
+    crash_dead_lettered: int = 0
+    redispatched: int = 0
+    expired: int = 0
+    replies: int = 0
+    webhooks: int = 0
+
+
+def run_sweep(ctx: WorkerContext, now: datetime | None = None) -> SweepReport:
+    now = now or utcnow()
+    report = SweepReport()
+    _recover_lapsed(ctx, now, report)
+    _redispatch_stale(ctx, now, report)
+    _expire_overdue(ctx, now, report)
+    report.replies = flush_replies(ctx.app, ctx.store)
+    report.webhooks = dispatch_pending_deliveries(ctx.app, ctx.store, now=now)
+    if report.recovered or report.crash_dead_lettered or report.redispatched or report.expired:
+        log.info("sweep: %s", report)
+    return report
+
+
+def _recover_lapsed(ctx: WorkerContext, now: datetime, report: SweepReport) -> None:
+    s = ctx.settings
+    for job in ctx.store.lapsed_leases(now):
+        crashes = job["crashes"] + 1
+        if crashes >= s.crash_limit:
+            message = (
+                f"the job's worker stopped {crashes} times while running it "
+                f"(last {job['worker_id']}); dead-lettered so it cannot crash-loop the fleet"
+            )
+            dead_letter(
+                ctx,
+                job["id"],
+                reason="worker_crashed",
+                message=message,
+                error=ErrorInfo(code=ErrorCode.WORKER_CRASHED, message=message),
+            )
+            report.crash_dead_lettered += 1
+            continue
+        record = ctx.store.transition(
+            job["id"],
+            JobStatus.QUEUED,
+            worker=ctx.worker_id,
+            reason=f"lease lapsed (worker {job['worker_id']}); recovered",
+            only_from=frozenset({JobStatus.RUNNING}),
+            values={
+                "crashes": crashes,
+                "worker_id": None,
+                "lease_expires_at": now + timedelta(seconds=s.lease_seconds),
+            },
+        )
+        if record is not None:
+            send_job(
+                ctx.app,
+                s,
+                job_id=record.id,
+                kind=record.kind,
+                lane=record.lane,
+                priority=record.priority,
+            )
+            report.recovered += 1
+
+
+def _redispatch_stale(ctx: WorkerContext, now: datetime, report: SweepReport) -> None:
+    s = ctx.settings
+    for job in ctx.store.stale_dispatches(now):
+        if ctx.store.push_dispatch_deadline(job["id"], now + timedelta(seconds=s.lease_seconds)):
+            send_job(
+                ctx.app,
+                s,
+                job_id=job["id"],
+                kind=JobKind(job["kind"]),
+                lane=job["lane"],
+                priority=job["priority"],
+            )
+            report.redispatched += 1
+
+
+def _expire_overdue(ctx: WorkerContext, now: datetime, report: SweepReport) -> None:
+    error = ErrorInfo(
+        code=ErrorCode.EXPIRED, message="the job's deadline passed before it could start"
+    )
+    for job_id in ctx.store.overdue_queued(now):
+        record = ctx.store.transition(
+            job_id,
+            JobStatus.EXPIRED,
+            worker=ctx.worker_id,
+            reason="deadline passed while queued",
+            only_from=frozenset({JobStatus.QUEUED}),
+            values={"error": error.model_dump(mode="json")},
+        )
+        if record is not None:
+            after_terminal(ctx, record, None)
+            report.expired += 1

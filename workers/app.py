@@ -1,0 +1,88 @@
+"""The Celery app factory: every broker and worker setting genq relies on, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from genq import constants as c
+from genq.settings import Settings
+from schemas.priority import PRIORITY_MAX, PRIORITY_STEPS
+
+TASK_MODULES = ["tasks.generate", "tasks.maintenance"]
+
+
+def _queue(name: str) -> Queue:
+    # x-max-priority makes the same declaration work natively on RabbitMQ later.
+    return Queue(
+        name,
+        Exchange(name, type="direct"),
+        routing_key=name,
+        durable=True,
+        queue_arguments={"x-max-priority": PRIORITY_MAX + 1},
+    )
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration genq runs with (see DESIGN.md, Priority and Recovery)."""
+    lane_queues = [_queue(settings.queue_for(lane)) for lane in settings.lanes]
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "priority_steps": PRIORITY_STEPS,
+            "sep": ":",
+            "queue_order_strategy": "priority",
+            "visibility_timeout": settings.visibility_timeout_seconds,
+        },
+        "broker_pool_limit": 10,
+        "task_queues": [*lane_queues, _queue(c.WEBHOOK_QUEUE), _queue(c.MAINTENANCE_QUEUE)],
+        "task_default_queue": settings.queue_for(settings.default_lane),
+        "task_default_priority": PRIORITY_MAX - 5,
+        "task_queue_max_priority": PRIORITY_MAX + 1,
+        "task_routes": {
+            c.TASK_DELIVER_WEBHOOK: {"queue": c.WEBHOOK_QUEUE},
+            c.TASK_SWEEP: {"queue": c.MAINTENANCE_QUEUE},
+        },
+        # JSON only on the wire: no pickle anywhere.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # The store is the result backend of record; Celery keeps none.
+        "task_ignore_result": True,
+        "result_backend": None,
+        # Work waits in the broker, where priority can still reorder it.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_disable_prefetch": True,
+        "worker_max_tasks_per_child": None,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        # Flower needs task events.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "beat_schedule": {
+            "genq-sweep": {
+                "task": c.TASK_SWEEP,
+                "schedule": settings.sweep_interval_seconds,
+                "options": {
+                    "queue": c.MAINTENANCE_QUEUE,
+                    "expires": settings.sweep_interval_seconds,
+                },
+            }
+        },
+    }
+
+
+def create_app(settings: Settings) -> Celery:
+    """A Celery app bound to ``settings``; tasks load only when a worker starts."""
+    app = Celery("genq", set_as_current=False, include=TASK_MODULES)
+    app.conf.update(celery_config(settings))
+    app.genq_settings = settings
+    return app

@@ -1,0 +1,85 @@
+"""Per-process resources a worker's tasks use, built on first use and closed on shutdown."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+import httpx
+import redis
+from celery import Celery
+
+from genq.settings import Settings
+from genq.store import JobStore, build_engine
+from workers.runtimes import Runtime, build_runtime
+
+
+def runtime_client(settings: Settings) -> httpx.Client:
+    """The one httpx client a runtime adapter gets; pooled, with generation-length timeouts."""
+    headers = {}
+    if settings.runtime_api_key is not None:
+        headers["Authorization"] = f"Bearer {settings.runtime_api_key.get_secret_value()}"
+    timeout = httpx.Timeout(
+        connect=5.0, read=settings.runtime_read_timeout_seconds, write=30.0, pool=30.0
+    )
+    limits = httpx.Limits(max_connections=settings.runtime_slots * 2 + 2)
+    return httpx.Client(
+        base_url=settings.effective_runtime_url, headers=headers, timeout=timeout, limits=limits
+    )
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    app: Celery
+    store: JobStore
+    redis: redis.Redis
+    http: httpx.Client
+    runtime: Runtime
+    worker_id: str
+    pid: int
+
+    def close(self) -> None:
+        self.http.close()
+        self.redis.close()
+        self.store.engine.dispose()
+
+
+_current: WorkerContext | None = None
+_lock = threading.Lock()
+
+
+def build_context(app: Celery) -> WorkerContext:
+    settings: Settings = app.genq_settings
+    engine = build_engine(settings.store_url)
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    http = runtime_client(settings)
+    return WorkerContext(
+        settings=settings,
+        app=app,
+        store=JobStore(engine, default_webhook_secret=secret),
+        redis=redis.Redis.from_url(settings.redis_url, health_check_interval=30),
+        http=http,
+        runtime=build_runtime(settings.runtime_kind, http),
+        worker_id=f"{socket.gethostname()}:{os.getpid()}",
+        pid=os.getpid(),
+    )
+
+
+def context_for(app: Celery) -> WorkerContext:
+    """This process's context; rebuilt after a fork so no connection is shared across it."""
+    global _current
+    with _lock:
+        if _current is None or _current.pid != os.getpid():
+            _current = build_context(app)
+        return _current
+
+
+def close_context() -> None:
+    global _current
+    with _lock:
+        if _current is not None and _current.pid == os.getpid():
+            _current.close()
+        _current = None
