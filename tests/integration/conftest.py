@@ -1,0 +1,84 @@
+"""A running genq stack for integration tests: real Redis, real worker processes, a runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from genq.settings import Settings
+from producers import GenqClient
+from tests.fakes.runtime_server import FakeRuntime
+from tests.support import GenqProcess
+
+FAST_TIMINGS = {
+    "GENQ_BACKOFF_BASE_SECONDS": "0.2",
+    "GENQ_BACKOFF_CAP_SECONDS": "2",
+    "GENQ_MAX_RETRIES": "3",
+    "GENQ_LEASE_SECONDS": "3",
+    "GENQ_LEASE_RENEW_SECONDS": "1",
+    "GENQ_SWEEP_INTERVAL_SECONDS": "1",
+    "GENQ_STREAM_COALESCE_MS": "10",
+    "GENQ_LOG_JSON": "false",
+}
+
+
+@dataclass
+class Stack:
+    """Env for genq processes plus a client speaking to the same Redis and store."""
+
+    env: dict[str, str]
+    start_genq: Callable[..., GenqProcess]
+    clients: list[GenqClient] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(**{k[5:].lower(): v for k, v in self.env.items() if k.startswith("GENQ_")})
+
+    def client(self, tenant: str = "default") -> GenqClient:
+        client = GenqClient(self.settings, tenant=tenant)
+        self.clients.append(client)
+        return client
+
+    def worker(self, *extra: str, name: str = "worker", ready: bool = True) -> GenqProcess:
+        proc: GenqProcess = self.start_genq(["worker", "--name", name, *extra], self.env, name=name)
+        if ready:
+            proc.wait_for_log("ready.", timeout=30)
+        return proc
+
+    def ops_worker(self) -> GenqProcess:
+        """Consumes webhooks and maintenance (the sweep), never LLM lanes."""
+        return self.worker("--lanes", "", "--queues", "webhooks,maintenance", "--pool", "threads",
+                           "--concurrency", "4", name="ops")
+
+    def beat(self) -> GenqProcess:
+        return self.start_genq(["beat"], self.env, name="beat")
+
+
+@pytest.fixture
+def fake_runtime() -> Iterator[FakeRuntime]:
+    with FakeRuntime() as fake:
+        yield fake
+
+
+@pytest.fixture
+def stack_env(redis_url: str, tmp_data_dir: Path) -> dict[str, str]:
+    return {
+        "GENQ_REDIS_URL": redis_url,
+        "GENQ_DATA_DIR": str(tmp_data_dir),
+        **FAST_TIMINGS,
+    }
+
+
+@pytest.fixture
+def stack(
+    stack_env: dict[str, str], start_genq: Callable[..., GenqProcess], fake_runtime: FakeRuntime
+) -> Iterator[Stack]:
+    """A stack pointed at the fake runtime (model ``fake-model``)."""
+    env = {**stack_env, "GENQ_RUNTIME_URL": fake_runtime.url, "GENQ_DEFAULT_MODEL": "fake-model"}
+    s = Stack(env=env, start_genq=start_genq)
+    yield s
+    for client in s.clients:
+        client.close()

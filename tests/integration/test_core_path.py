@@ -1,0 +1,124 @@
+"""The core job path against a real Redis, real worker processes and a fake runtime over HTTP."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from schemas import ErrorCode, InvalidRequest, JobStatus
+from tests.fakes.runtime_server import Fault, FakeRuntime
+from tests.integration.conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+CHAT = {"messages": [{"role": "user", "content": "say hello"}]}
+
+
+def test_chat_job_succeeds_with_usage_and_timings(stack: Stack) -> None:
+    stack.worker()
+    client = stack.client()
+    record = client.submit({**CHAT, "priority": 7, "metadata": {"team": "search"}})
+    assert record.status is JobStatus.QUEUED
+    done = client.wait(record.id, timeout=20)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.result is not None and done.result.text == "Hello, world!"
+    assert done.result.finish_reason == "stop"
+    assert done.usage is not None and done.usage.completion_tokens == 4
+    assert done.created_at <= done.started_at <= done.first_token_at <= done.finished_at  # type: ignore[operator]
+    assert done.attempts == 1 and done.worker_id
+    assert done.metadata == {"team": "search"}
+
+
+def test_embedding_job_returns_one_vector_per_input(stack: Stack) -> None:
+    stack.worker()
+    client = stack.client()
+    record = client.submit({"kind": "embedding", "input": ["alpha", "beta gamma"]})
+    done = client.wait(record.id, timeout=20)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.result is not None and done.result.embeddings is not None
+    assert len(done.result.embeddings) == 2
+    assert len({len(v) for v in done.result.embeddings}) == 1
+
+
+def test_bad_request_enqueues_nothing(stack: Stack) -> None:
+    client = stack.client()
+    with pytest.raises(InvalidRequest) as info:
+        client.submit({**CHAT, "temperature": 5})
+    assert info.value.details[0]["field"] == "temperature"
+    assert client.redis.keys("genq.*") == []
+    assert client.store.list(tenant=None).records == []
+
+
+def test_unknown_lane_is_refused(stack: Stack) -> None:
+    client = stack.client()
+    with pytest.raises(InvalidRequest, match="unknown lane"):
+        client.submit({**CHAT, "lane": "nope"})
+
+
+def test_503_with_retry_after_then_success(stack: Stack, fake_runtime: FakeRuntime) -> None:
+    fake_runtime.fail_next.extend([Fault.status(503, retry_after=1), Fault.status(429, retry_after=1)])
+    stack.worker()
+    client = stack.client()
+    record = client.submit(CHAT)
+    started = time.monotonic()
+    done = client.wait(record.id, timeout=30)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.attempts == 3
+    assert time.monotonic() - started >= 2.0  # both Retry-After waits were honoured
+
+
+def test_dropped_stream_is_retried(stack: Stack, fake_runtime: FakeRuntime) -> None:
+    fake_runtime.fail_next.append(Fault.drop_after(2))
+    stack.worker()
+    client = stack.client()
+    done = client.wait(client.submit(CHAT).id, timeout=30)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.attempts == 2
+    assert done.result is not None and done.result.text == "Hello, world!"
+
+
+def test_unknown_model_fails_at_once(stack: Stack, fake_runtime: FakeRuntime) -> None:
+    stack.worker()
+    client = stack.client()
+    done = client.wait(client.submit({**CHAT, "model": "no-such-model"}).id, timeout=20)
+    assert done.status is JobStatus.FAILED
+    assert done.error is not None and done.error.code == ErrorCode.MODEL_NOT_FOUND
+    assert done.attempts == 1
+
+
+def test_retries_exhausted_dead_letters(stack: Stack, fake_runtime: FakeRuntime) -> None:
+    fake_runtime.fail_next.extend([Fault.status(503)] * 10)
+    stack.worker()
+    client = stack.client()
+    done = client.wait(client.submit(CHAT).id, timeout=40)
+    assert done.status is JobStatus.DEAD_LETTERED
+    assert done.error is not None and done.error.code == ErrorCode.RETRIES_EXHAUSTED
+    assert done.attempts == 4  # first try + GENQ_MAX_RETRIES=3
+
+
+def test_slow_tokens_stream_incrementally(stack: Stack, fake_runtime: FakeRuntime) -> None:
+    fake_runtime.configure(tokens=[f"t{i} " for i in range(10)], token_delay_seconds=0.1)
+    stack.worker()
+    client = stack.client()
+    record = client.submit(CHAT)
+    arrivals = []
+    for chunk in client.stream(record.id):
+        arrivals.append((time.monotonic(), chunk))
+    deltas = [c for _, c in arrivals if c.type == "delta"]
+    assert "".join(c.delta for c in deltas) == "".join(f"t{i} " for i in range(10))
+    assert len(deltas) >= 5  # coalescing (10 ms) must not batch 100 ms tokens together
+    assert arrivals[-1][1].final
+    assert [c.seq for _, c in arrivals] == list(range(1, len(arrivals) + 1))
+
+
+def test_reply_queue_receives_each_terminal_record_once(stack: Stack, fake_runtime: FakeRuntime) -> None:
+    stack.worker()
+    client = stack.client()
+    ids = {client.submit({**CHAT, "reply_to": "svc.replies"}).id for _ in range(5)}
+    failed = client.submit({**CHAT, "model": "missing", "reply_to": "svc.replies"}).id
+    got = [r for r in client.replies("svc.replies", timeout=10)]
+    assert sorted(r.id for r in got) == sorted([*ids, failed])
+    statuses = {r.id: r.status for r in got}
+    assert statuses[failed] is JobStatus.FAILED
+    assert all(statuses[i] is JobStatus.SUCCEEDED for i in ids)
