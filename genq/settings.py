@@ -70,7 +70,7 @@ class Settings(BaseSettings):
 
     webhook_timeout_seconds: float = c.WEBHOOK_TIMEOUT_SECONDS
     webhook_retry_schedule_seconds: Annotated[list[float], NoDecode] = Field(
-        default_factory=lambda: list(c.WEBHOOK_RETRY_SCHEDULE_SECONDS)
+        default_factory=lambda: [float(s) for s in c.WEBHOOK_RETRY_SCHEDULE_SECONDS]
     )
     webhook_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_secret: SecretStr | None = None

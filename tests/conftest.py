@@ -1,0 +1,110 @@
+"""Shared fixtures: real servers on loopback, started once per session and cleaned per test.
+
+Nothing here touches ``os.environ``: fixtures hand out URLs and paths, and tests pass them on
+explicitly (``Settings(redis_url=...)``, or ``env=`` for a ``GenqProcess``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from genq import constants as c
+from genq.settings import Settings
+from tests.support import (
+    EmbeddedRuntime,
+    GenqProcess,
+    PostgresCluster,
+    PostgresNotFound,
+    RedisServer,
+)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private redis-server for the whole session. Tests normally want ``redis_url``."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session Redis, emptied (FLUSHALL) before the test; restarted if a test killed it."""
+    if not redis_server.running:
+        redis_server.restart()
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    """A private PostgreSQL cluster for the session; fails (never skips) if it cannot start."""
+    try:
+        cluster = PostgresCluster(tmp_path_factory.mktemp("postgres"))
+    except PostgresNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """SQLAlchemy URL of database ``genq`` in the session cluster (shared by all tests)."""
+    return postgres_cluster.url
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """SQLAlchemy URL of a brand-new, empty database, dropped after the test."""
+    name = f"genq_test_{uuid.uuid4().hex[:12]}"
+    url = postgres_cluster.create_database(name)
+    yield url
+    postgres_cluster.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def embedded_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRuntime]:
+    """The real embedded llama.cpp server, started once per session by the first test asking.
+
+    Its ``.url`` is an OpenAI-compatible base URL; ``.model`` is the model alias to request.
+    """
+    data_dir = tmp_path_factory.mktemp("embedded")
+    settings = Settings(
+        data_dir=data_dir,
+        embedded_model_path=None,
+        default_model=c.EMBEDDED_MODEL_ALIAS,
+        embedded_context_tokens=c.EMBEDDED_CONTEXT_TOKENS,
+    )
+    with EmbeddedRuntime(settings, data_dir / "runtime.log") as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def tmp_data_dir(tmp_path: Path) -> Path:
+    """An empty directory to use as ``Settings.data_dir`` for this test."""
+    data_dir = tmp_path / "genq-data"
+    data_dir.mkdir()
+    return data_dir
+
+
+@pytest.fixture
+def start_genq(tmp_path: Path) -> Iterator[Callable[..., GenqProcess]]:
+    """Factory: ``start_genq(argv, env, name=...)`` starts ``python -m genq *argv``.
+
+    Every process it started is stopped (whole process group) when the test ends.
+    """
+    started: list[GenqProcess] = []
+
+    def start(argv: list[str], env: Mapping[str, str], name: str | None = None) -> GenqProcess:
+        log_name = name or f"genq-{len(started)}"
+        process = GenqProcess(argv, dict(env), tmp_path / f"{log_name}.log")
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in reversed(started):
+        process.stop()

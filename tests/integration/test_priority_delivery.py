@@ -1,0 +1,81 @@
+"""Priority ordering and at-least-once delivery against a real worker."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from kombu import Connection
+
+from genq import constants as c
+from schemas import JobStatus, celery_priority
+from tests.fakes.runtime_server import FakeRuntime
+from tests.integration.conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+CHAT = {"messages": [{"role": "user", "content": "x"}]}
+
+
+def _wait_status(stack: Stack, job_id: str, status: JobStatus, timeout: float = 15) -> None:
+    client = stack.client()
+    deadline = time.monotonic() + timeout
+    while client.get(job_id).status is not status:
+        assert time.monotonic() < deadline, f"{job_id} never reached {status}"
+        time.sleep(0.05)
+
+
+def test_urgent_job_submitted_last_starts_next(stack: Stack, fake_runtime: FakeRuntime) -> None:
+    fake_runtime.configure(job_delay_seconds=1.5)
+    stack.worker("--concurrency", "1")
+    client = stack.client()
+    blocker = client.submit({**CHAT, "priority": 5}).id
+    _wait_status(stack, blocker, JobStatus.RUNNING)
+    low = [client.submit({**CHAT, "priority": 1}).id for _ in range(20)]
+    urgent = client.submit({**CHAT, "priority": 9}).id
+    fake_runtime.configure(job_delay_seconds=0)
+    for job_id in [blocker, urgent, *low]:
+        assert client.wait(job_id, timeout=60).status is JobStatus.SUCCEEDED
+    order = sorted([blocker, urgent, *low], key=lambda j: client.get(j).started_at)  # type: ignore[arg-type,return-value]
+    assert order[:2] == [blocker, urgent]
+    # Equal priorities stay FIFO.
+    assert order[2:] == low
+
+
+def test_duplicate_delivery_completes_once_and_replies_once(
+    stack: Stack, fake_runtime: FakeRuntime
+) -> None:
+    client = stack.client()
+    record = client.submit({**CHAT, "reply_to": "dup.replies"})
+    # Deliver the very same task message a second time, as a broker redelivery would.
+    with Connection(stack.settings.redis_url) as conn:
+        conn.default_channel.client.lpush(
+            f"{c.QUEUE_PREFIX}interactive:{celery_priority(5)}"
+            if celery_priority(5)
+            else f"{c.QUEUE_PREFIX}interactive",
+            *[_raw_message(conn, record.id)] * 1,
+        )
+    stack.worker("--concurrency", "2", "--pool", "threads")
+    done = client.wait(record.id, timeout=20)
+    assert done.status is JobStatus.SUCCEEDED
+    time.sleep(1.0)  # let the duplicate be processed too
+    replies = list(client.replies("dup.replies", timeout=2))
+    assert [r.id for r in replies] == [record.id]
+    history = client.get(record.id, history=True).history or []
+    assert [h.to_status for h in history] == [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED]
+    assert fake_runtime.stats()["requests_seen"] == 1
+
+
+def _raw_message(conn: Connection, job_id: str) -> str:
+    """A copy of the job's task message as Celery's Redis transport stores it."""
+    client = conn.default_channel.client
+    for key in client.keys(f"{c.QUEUE_PREFIX}interactive*"):
+        for raw in client.lrange(key, 0, -1):
+            payload = json.loads(raw)
+            if payload["headers"]["id"] == job_id:
+                copy = dict(payload)
+                copy["properties"] = {**payload["properties"], "delivery_tag": str(uuid.uuid4())}
+                return json.dumps(copy)
+    raise AssertionError("task message not found in the broker")
