@@ -173,8 +173,9 @@ def worker(
     loglevel: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
     """Run a worker. An LLM worker's concurrency equals its runtime's parallel slots."""
-    from workers.main import run_worker, worker_queues
+    from workers.main import ensure_cold_sigterm, run_worker, worker_queues
 
+    ensure_cold_sigterm()
     settings = Settings()
     lane_list = None if lanes is None else [x for x in lanes.split(",") if x]
     extra = [x for x in queues.split(",") if x]
@@ -213,6 +214,11 @@ def _job_id(value: str) -> str:
         return str(uuid.UUID(value))
     except ValueError:
         fail(InvalidRequest(f"{value!r} is not a job id (a UUID)"))
+
+
+from producers.cli_dlq import dlq_app  # noqa: E402
+
+app.add_typer(dlq_app, name="dlq")
 
 
 def main() -> None:

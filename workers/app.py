@@ -67,6 +67,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # What cannot be decoded or has no task goes to genq.dead_letter, not the floor.
+        "worker_consumer": "workers.consumer:DeadLetteringConsumer",
+        # SIGTERM: stop taking work, let running jobs finish for the grace period, then the
+        # cold shutdown interrupts them and they are handed back (see tasks.execution).
+        "worker_soft_shutdown_timeout": settings.shutdown_grace_seconds,
         "beat_schedule": {
             "genq-sweep": {
                 "task": c.TASK_SWEEP,

@@ -51,6 +51,11 @@ _current: WorkerContext | None = None
 _lock = threading.Lock()
 
 
+def node_name(app: Celery) -> str:
+    """The Celery node this process belongs to (set by ``run_worker``), else the host name."""
+    return str(getattr(app, "genq_node", None) or socket.gethostname())
+
+
 def build_context(app: Celery) -> WorkerContext:
     settings: Settings = app.genq_settings
     engine = build_engine(settings.store_url)
@@ -63,7 +68,7 @@ def build_context(app: Celery) -> WorkerContext:
         redis=redis.Redis.from_url(settings.redis_url, health_check_interval=30),
         http=http,
         runtime=build_runtime(settings.runtime_kind, http),
-        worker_id=f"{socket.gethostname()}:{os.getpid()}",
+        worker_id=f"{node_name(app)}/{os.getpid()}",
         pid=os.getpid(),
     )
 

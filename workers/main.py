@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
-
+import sys
+from datetime import timedelta
+from celery import Celery
 from celery.signals import worker_process_shutdown, worker_shutdown
+from sqlalchemy import select
 
 from genq import constants as c
 from genq.logs import configure_logging
 from genq.settings import Settings
-from genq.store import build_engine, create_schema
+from genq.migrate import upgrade_database
+from genq.store import JobStore, build_engine, utcnow
+from genq.store.tables import jobs
+from schemas import JobStatus
 from workers.app import create_app
 from workers.context import close_context
+
+log = logging.getLogger(__name__)
 
 ROLE_QUEUES = {"webhooks": c.WEBHOOK_QUEUE, "maintenance": c.MAINTENANCE_QUEUE}
 
@@ -28,6 +38,55 @@ def worker_queues(settings: Settings, lanes: list[str] | None, extra: list[str])
     return names
 
 
+def ensure_cold_sigterm() -> None:
+    """Make SIGTERM a *soft* shutdown: stop consuming, give running jobs the grace period
+    (``worker_soft_shutdown_timeout``), then interrupt and hand them back.
+
+    Celery's default SIGTERM is a warm shutdown that waits for every running task however long
+    it takes (an LLM job can take hours). Celery reads ``REMAP_SIGTERM`` when billiard is first
+    imported, so the process re-executes itself once with it set.
+    """
+    if os.environ.get("REMAP_SIGTERM") == "SIGQUIT":
+        return
+    os.environ["REMAP_SIGTERM"] = "SIGQUIT"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "genq", *sys.argv[1:]])
+
+
+def hand_back_running(app: Celery, settings: Settings, node: str) -> int:
+    """Requeue the jobs this node's processes still hold (called as the worker shuts down).
+
+    Their messages are restored to the broker by kombu on the cold shutdown; the dispatch-by
+    time lets the sweep re-send any message that did not make it back.
+    """
+    store = JobStore(build_engine(settings.store_url))
+    with store.engine.connect() as conn:
+        held = conn.execute(
+            select(jobs.c.id).where(
+                jobs.c.status == JobStatus.RUNNING.value, jobs.c.worker_id.like(f"{node}/%")
+            )
+        ).all()
+    handed = 0
+    for (job_id,) in held:
+        record = store.transition(
+            job_id,
+            JobStatus.QUEUED,
+            worker=node,
+            reason="worker shutdown: handed back",
+            only_from=frozenset({JobStatus.RUNNING}),
+            values={
+                "worker_id": None,
+                "lease_expires_at": utcnow() + timedelta(seconds=settings.lease_seconds),
+            },
+        )
+        handed += record is not None
+    store.engine.dispose()
+    if handed:
+        log.warning("handed %d running job(s) back to the queue on shutdown", handed)
+    return handed
+
+
 def run_worker(
     settings: Settings,
     *,
@@ -39,8 +98,11 @@ def run_worker(
 ) -> None:
     """Run a Celery worker in the foreground. Concurrency defaults to the runtime's slots."""
     configure_logging(settings)
-    create_schema(build_engine(settings.store_url))
+    upgrade_database(settings.store_url)
     app = create_app(settings)
+    node = f"{name or 'genq'}-{os.getpid()}@{socket.gethostname()}"
+    app.genq_node = node
+
     worker_process_shutdown.connect(lambda **_: close_context(), weak=False)
     worker_shutdown.connect(lambda **_: close_context(), weak=False)
     argv = [
@@ -48,13 +110,18 @@ def run_worker(
         f"--queues={','.join(queues)}",
         f"--concurrency={concurrency or settings.runtime_slots}",
         f"--pool={pool}",
-        f"--hostname={name or 'genq'}@{socket.gethostname()}",
+        f"--hostname={node}",
         f"--loglevel={loglevel}",
         "--task-events",
         "--without-gossip",
         "--without-mingle",
     ]
-    app.worker_main(argv=argv)
+    try:
+        app.worker_main(argv=argv)
+    finally:
+        # Runs after the soft shutdown's grace period and the cold shutdown (Celery exits via
+        # SystemExit): whatever this node still holds goes back to the queue right away.
+        hand_back_running(app, settings, node)
 
 
 def run_beat(settings: Settings, *, loglevel: str = "INFO") -> None:

@@ -1,0 +1,108 @@
+"""``genq dlq``: list, inspect, requeue and purge dead letters."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from genq import dead_letters as dlq
+from genq.settings import Settings
+from genq.store import JobStore, build_engine
+from schemas import GenqError, InvalidRequest
+from workers.app import create_app
+
+dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter queue: list, show, requeue, purge.")
+
+
+def _store(settings: Settings) -> JobStore:
+    return JobStore(build_engine(settings.store_url))
+
+
+def _fail(exc: GenqError) -> None:
+    typer.echo(json.dumps(exc.to_body()), err=True)
+    raise typer.Exit(2 if exc.code.value == "invalid_request" else 1)
+
+
+def _targets(ids: list[str] | None, all_: bool, store: JobStore) -> list[str]:
+    if all_ and ids:
+        _fail(InvalidRequest("give dead-letter ids or --all, not both"))
+    if all_:
+        return [d.id for d in dlq.list_dead_letters(store, limit=100_000)]
+    if not ids:
+        _fail(InvalidRequest("give one or more dead-letter (or job) ids, or --all"))
+    return list(ids or [])
+
+
+@dlq_app.command("list")
+def list_cmd(
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Open dead letters, oldest first."""
+    settings = Settings()
+    letters = dlq.list_dead_letters(_store(settings), limit=limit)
+    if as_json:
+        typer.echo(json.dumps([d.summary() for d in letters], indent=2))
+        return
+    table = Table("id", "job", "reason", "attempts", "error", "at")
+    for d in letters:
+        error = (d.error or {}).get("message", "")
+        table.add_row(d.id, d.job_id or "-", d.reason, str(d.attempts), error[:60],
+                      d.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+    Console().print(table)
+    typer.echo(f"{len(letters)} dead letter(s)")
+
+
+@dlq_app.command("show")
+def show(ident: str) -> None:
+    """One dead letter in full (by dead-letter id or job id)."""
+    try:
+        letter = dlq.find_dead_letter(_store(Settings()), ident)
+    except GenqError as exc:
+        _fail(exc)
+        return
+    typer.echo(json.dumps(letter.summary(), indent=2))
+
+
+@dlq_app.command("requeue")
+def requeue(
+    ids: Annotated[list[str] | None, typer.Argument()] = None,
+    all_: Annotated[bool, typer.Option("--all", help="requeue every open dead letter")] = False,
+) -> None:
+    """Run dead-lettered jobs again: same job id, attempts reset, recorded in their history."""
+    settings = Settings()
+    store = _store(settings)
+    app = create_app(settings)
+    operator = f"cli:{getpass.getuser()}"
+    failures = 0
+    for ident in _targets(ids, all_, store):
+        try:
+            typer.echo(json.dumps(dlq.requeue(app, store, settings, ident, operator=operator)))
+        except GenqError as exc:
+            failures += 1
+            typer.echo(json.dumps(exc.to_body()), err=True)
+    raise typer.Exit(1 if failures else 0)
+
+
+@dlq_app.command("purge")
+def purge(
+    ids: Annotated[list[str] | None, typer.Argument()] = None,
+    all_: Annotated[bool, typer.Option("--all", help="purge every open dead letter")] = False,
+) -> None:
+    """Drop dead letters for good (job records stay, marked dead_lettered)."""
+    settings = Settings()
+    store = _store(settings)
+    app = create_app(settings)
+    failures = 0
+    for ident in _targets(ids, all_, store):
+        try:
+            typer.echo(json.dumps(dlq.purge(app, store, ident)))
+        except GenqError as exc:
+            failures += 1
+            typer.echo(json.dumps(exc.to_body()), err=True)
+    raise typer.Exit(1 if failures else 0)

@@ -1,0 +1,63 @@
+"""A Celery consumer that dead-letters what it cannot run instead of dropping it.
+
+Celery's default acks (drops) an undecodable message after logging it, and rejects messages
+for unknown tasks; genq keeps each one, raw bytes and error, in ``genq.dead_letter``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from celery.worker.consumer import Consumer
+
+from genq.dead_letters import publish_dead_letter
+from genq.store import utcnow
+from schemas import ErrorCode, ErrorInfo
+from workers.context import context_for
+
+log = logging.getLogger(__name__)
+
+
+def _raw(message: Any) -> bytes:
+    body = getattr(message, "body", b"")
+    return body if isinstance(body, bytes) else str(body).encode()
+
+
+class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
+    """Consumer whose "cannot process" paths publish to the dead-letter queue, then ack."""
+
+    def _dead_letter(self, message: Any, reason: str, exc: BaseException | None) -> None:
+        detail = f"{exc.__class__.__name__}: {exc}" if exc else reason
+        try:
+            ctx = context_for(self.app)
+            publish_dead_letter(
+                self.app,
+                ctx.store,
+                dead_letter_id=str(uuid.uuid4()),
+                job_id=None,
+                reason=reason,
+                error=ErrorInfo(code=ErrorCode.UNDECODABLE, message=detail[:2000]),
+                attempts=0,
+                raw_body=_raw(message),
+                at=utcnow(),
+            )
+        except Exception:
+            # Leave it unacked: the broker redelivers it rather than it being lost.
+            log.exception("could not dead-letter a %s message; leaving it unacked", reason)
+            return
+        log.warning("dead-lettered a message: %s (%s)", reason, detail[:200])
+        message.ack()
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        self._dead_letter(message, "undecodable", exc)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        self._dead_letter(message, "unknown_message_format", None)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        self._dead_letter(message, "unknown_task", exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        self._dead_letter(message, "invalid_task", exc)
