@@ -48,3 +48,29 @@ WEBHOOK_TIMEOUT_SECONDS = 15.0
 # Svix-like: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 WEBHOOK_RETRY_SCHEDULE_SECONDS = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 WEBHOOK_TOLERANCE_SECONDS = 300
+
+# HTTP gateway (issue 3).
+GATEWAY_WAIT_DEFAULT_SECONDS = 30.0
+GATEWAY_WAIT_MAX_SECONDS = 300.0
+# An idle stream reader re-checks the store this often, in case the end entry never comes
+# (the stream expired, or its writer died before closing it).
+GATEWAY_STORE_RECHECK_SECONDS = 5.0
+GATEWAY_SSE_PING_SECONDS = 15.0
+GATEWAY_QUEUE_FULL_RETRY_AFTER_SECONDS = 5
+GATEWAY_KEY_CACHE_SECONDS = 5.0
+
+# Webhooks (issue 5).
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_BYTES = 24
+# How long a rotated-out secret keeps signing next to the new one (Svix: 24 h).
+WEBHOOK_ROTATION_OVERLAP_SECONDS = 24 * 3600
+# A dispatched delivery is not re-sent by the sweep before this; its message may be lost.
+WEBHOOK_DISPATCH_LEASE_SECONDS = 30
+# A claimed delivery is in flight for its timeout plus this; then the sweep may retry it.
+WEBHOOK_CLAIM_MARGIN_SECONDS = 10
+WEBHOOK_DISPATCH_BATCH = 500
+WEBHOOK_RESPONSE_EXCERPT_CHARS = 512
+WEBHOOK_USER_AGENT = "genq-webhooks/1"
+
+# Raw broker items that were not even a message envelope, waiting for the sweep to dead-letter.
+QUARANTINE_KEY = "genq:quarantine"

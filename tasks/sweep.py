@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from genq.constants import QUARANTINE_KEY
 from genq.dispatch import send_job
 from genq.replies import flush_replies
 from genq.store import utcnow
@@ -28,6 +29,7 @@ class SweepReport:
     expired: int = 0
     replies: int = 0
     webhooks: int = 0
+    quarantined: int = 0
 
 
 def run_sweep(ctx: WorkerContext, now: datetime | None = None) -> SweepReport:
@@ -36,6 +38,7 @@ def run_sweep(ctx: WorkerContext, now: datetime | None = None) -> SweepReport:
     _recover_lapsed(ctx, now, report)
     _redispatch_stale(ctx, now, report)
     _expire_overdue(ctx, now, report)
+    report.quarantined = _dead_letter_quarantine(ctx)
     report.replies = flush_replies(ctx.app, ctx.store)
     report.webhooks = dispatch_pending_deliveries(ctx.app, ctx.store, now=now)
     if report.recovered or report.crash_dead_lettered or report.redispatched or report.expired:
@@ -98,6 +101,24 @@ def _redispatch_stale(ctx: WorkerContext, now: datetime, report: SweepReport) ->
                 priority=job["priority"],
             )
             report.redispatched += 1
+
+
+def _dead_letter_quarantine(ctx: WorkerContext, limit: int = 100) -> int:
+    """Undecodable broker items the transport set aside become dead letters (bytes intact)."""
+    moved = 0
+    for _ in range(limit):
+        raw = ctx.redis.rpop(QUARANTINE_KEY)
+        if raw is None:
+            break
+        try:
+            dead_letter(ctx, None, reason="undecodable",
+                        message="a broker item that is not a message envelope (not JSON)",
+                        raw_body=bytes(raw))
+        except Exception:
+            ctx.redis.rpush(QUARANTINE_KEY, raw)  # keep it for the next sweep
+            raise
+        moved += 1
+    return moved
 
 
 def _expire_overdue(ctx: WorkerContext, now: datetime, report: SweepReport) -> None:

@@ -30,6 +30,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     lane_queues = [_queue(settings.queue_for(lane)) for lane in settings.lanes]
     return {
         "broker_url": settings.redis_url,
+        # kombu's Redis transport, minus the crash on an undecodable item (see transport.py).
+        "broker_transport": "workers.transport:Transport",
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "priority_steps": PRIORITY_STEPS,

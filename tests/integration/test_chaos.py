@@ -1,0 +1,292 @@
+"""Chaos: kill workers, Redis and the runtime mid-run; nothing accepted is lost or done twice.
+
+Bounded in count and time. Each test prints its figures (accepted / completed / duplicated /
+lost, recovery seconds); run them alone with ``pytest -m chaos -s``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from genq.store.tables import job_history, webhook_events
+from schemas import BrokerUnavailable, JobStatus
+from tests.fakes.runtime_server import FakeRuntime
+from tests.integration.conftest import Stack
+from tests.support import GenqProcess, RedisServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.slow]
+
+CHAT = {"messages": [{"role": "user", "content": "chaos"}]}
+
+
+class Receiver(ThreadingHTTPServer):
+    """A webhook receiver on loopback that counts what it gets."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.hits.append(body.decode())
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.shutdown()
+
+
+def _figures(name: str, **numbers: object) -> None:
+    print(f"\n[chaos:{name}] " + " ".join(f"{k}={v}" for k, v in numbers.items()))
+
+
+def _wait_all(stack: Stack, ids: list[str], timeout: float) -> dict[str, JobStatus]:
+    client = stack.client()
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = {r.id: r.status for r in client.store.list(tenant=None, limit=10_000).records
+                    if r.id in set(ids)}
+        if all(s.terminal for s in statuses.values()) and len(statuses) == len(ids):
+            return statuses
+        if time.monotonic() > deadline:
+            return statuses
+        time.sleep(0.25)
+
+
+def test_kill_workers_three_times(stack: Stack, fake_runtime: FakeRuntime, receiver: Receiver) -> None:
+    fake_runtime.configure(job_delay_seconds=(0.2, 0.5))
+    stack.env["GENQ_WEBHOOK_ALLOW"] = "127.0.0.1/32"
+    stack.env["GENQ_CRASH_LIMIT"] = "10"
+    workers = [stack.worker("--concurrency", "4", name=f"w{i}") for i in range(2)]
+    stack.ops_worker()
+    stack.beat()
+    client = stack.client()
+    ids = [
+        client.submit({**CHAT, "reply_to": "chaos.replies", "webhook_url": receiver.url}).id
+        for _ in range(200)
+    ]
+    rng = random.Random(7)
+    kills: list[float] = []
+    for _ in range(3):
+        time.sleep(rng.uniform(1.0, 3.0))
+        victim = workers[rng.randrange(2)]
+        victim.kill()
+        kills.append(time.time())
+        victim.start()
+        victim.wait_for_log("ready.", timeout=30)
+    statuses = _wait_all(stack, ids, timeout=120)
+    replies = Counter(r.id for r in client.replies("chaos.replies", timeout=5))
+    with client.store.engine.connect() as conn:
+        events = Counter(
+            row[0] for row in conn.execute(select(webhook_events.c.job_id)).all()
+        )
+        recoveries = conn.execute(
+            select(job_history.c.at).where(job_history.c.reason.like("lease lapsed%"))
+        ).all()
+    succeeded = sum(s is JobStatus.SUCCEEDED for s in statuses.values())
+    duplicated = sum(n - 1 for n in replies.values() if n > 1) + sum(
+        n - 1 for n in events.values() if n > 1
+    )
+    recovery = [round(r[0].timestamp() - max(k for k in kills if k <= r[0].timestamp()), 1)
+                for r in recoveries if any(k <= r[0].timestamp() for k in kills)]
+    _figures("kill-9", accepted=len(ids), completed=succeeded, replies=len(replies),
+             outbox=len(events), duplicated=duplicated, lost=len(ids) - succeeded,
+             recovered=len(recoveries), recovery_seconds_max=max(recovery, default=0))
+    assert succeeded == 200
+    assert len(replies) == 200 and set(replies) == set(ids) and max(replies.values()) == 1
+    assert len(events) == 200 and max(events.values()) == 1
+    assert all(r <= 30 for r in recovery), recovery
+
+
+def test_redis_killed_and_restarted(
+    stack: Stack, fake_runtime: FakeRuntime, tmp_path: Path
+) -> None:
+    fake_runtime.configure(job_delay_seconds=(0.05, 0.15))
+    with RedisServer(tmp_path / "aof-redis", aof=True) as redis_server:
+        stack.env["GENQ_REDIS_URL"] = redis_server.url
+        stack.worker("--concurrency", "2")
+        stack.ops_worker()
+        stack.beat()
+        client = stack.client()
+        accepted: list[str] = []
+        refused = 0
+        stop_at = time.monotonic() + 8
+        restarted = False
+        while time.monotonic() < stop_at:
+            if not restarted and time.monotonic() > stop_at - 5:
+                redis_server.kill()
+                time.sleep(1.0)
+                redis_server.start()
+                restarted = True
+            try:
+                accepted.append(client.submit(CHAT).id)
+            except BrokerUnavailable:
+                refused += 1
+            time.sleep(0.02)
+        statuses = _wait_all(stack, accepted, timeout=90)
+        succeeded = sum(s is JobStatus.SUCCEEDED for s in statuses.values())
+        _figures("redis-restart", accepted=len(accepted), refused=refused, completed=succeeded,
+                 lost=len(accepted) - succeeded)
+        assert succeeded == len(accepted), Counter(statuses.values())
+
+
+def test_runtime_down_for_20_seconds_then_dlq_requeue(
+    stack: Stack, fake_runtime: FakeRuntime
+) -> None:
+    stack.worker("--concurrency", "2")
+    stack.ops_worker()
+    stack.beat()
+    client = stack.client()
+    first = [client.submit(CHAT).id for _ in range(10)]
+    assert all(s is JobStatus.SUCCEEDED for s in _wait_all(stack, first, 30).values())
+    port = int(fake_runtime.url.rsplit(":", 1)[1])
+    fake_runtime.stop()
+    during = [client.submit(CHAT).id for _ in range(10)]
+    time.sleep(20)
+    revived = FakeRuntime(port=port).start()
+    try:
+        statuses = _wait_all(stack, during, 60)
+        dead = [j for j, s in statuses.items() if s is JobStatus.DEAD_LETTERED]
+        assert dead, "with 3 retries over ~7 s, a 20 s outage must exhaust some jobs"
+        out = subprocess.run(
+            [sys.executable, "-m", "genq", "dlq", "requeue", "--all"],
+            env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        final = _wait_all(stack, during, 60)
+        _figures("runtime-down", accepted=len(during), dead_lettered=len(dead),
+                 completed=sum(s is JobStatus.SUCCEEDED for s in final.values()))
+        assert all(s is JobStatus.SUCCEEDED for s in final.values()), final
+        history = client.get(dead[0], history=True).history or []
+        assert any("requeued from the dead-letter queue" in (h.reason or "") for h in history)
+        assert client.get(dead[0]).attempts == 1  # reset by the requeue
+    finally:
+        revived.stop()
+
+
+def test_poison_job_dead_lettered_while_others_flow(
+    stack: Stack, fake_runtime: FakeRuntime
+) -> None:
+    fake_runtime.configure(job_delay_seconds=0.3)
+    stack.worker("--concurrency", "2")
+    stack.ops_worker()
+    stack.beat()
+    client = stack.client()
+    poison = client.submit({**CHAT, "metadata": {"kind": "poison"}}).id
+    others = []
+    crashes = 0
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        others.append(client.submit(CHAT).id)
+        record = client.get(poison)
+        if record.status is JobStatus.DEAD_LETTERED:
+            break
+        if record.status is JobStatus.RUNNING and record.worker_id:
+            # The job "crashes its worker process": kill the prefork child running it.
+            pid = int(record.worker_id.rsplit("/", 1)[1])
+            try:
+                os.kill(pid, signal.SIGKILL)
+                crashes += 1
+            except ProcessLookupError:
+                pass
+            time.sleep(0.2)
+        time.sleep(0.1)
+    record = client.get(poison, history=True)
+    statuses = _wait_all(stack, others, 60)
+    _figures("poison", crashes=crashes, others=len(others),
+             others_succeeded=sum(s is JobStatus.SUCCEEDED for s in statuses.values()))
+    assert record.status is JobStatus.DEAD_LETTERED
+    assert record.error is not None and record.error.code == "worker_crashed"
+    assert all(s is JobStatus.SUCCEEDED for s in statuses.values())
+    letters = json.loads(subprocess.run(
+        [sys.executable, "-m", "genq", "dlq", "list", "--json"],
+        env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=60,
+    ).stdout)
+    assert [d["job_id"] for d in letters] == [poison]
+
+
+def test_undecodable_message_lands_in_dead_letter_queue(stack: Stack) -> None:
+    stack.worker()
+    stack.ops_worker()
+    stack.beat()
+    client = stack.client()
+    broker = client.redis
+    broker.lpush("genq.interactive", b"\x80this is not json")
+    envelope = {
+        "body": "gASVAAAAAAAAAAA=", "content-encoding": "binary",
+        "content-type": "application/x-python-serialize",
+        "headers": {"id": "x", "task": "genq.generate"},
+        "properties": {"delivery_tag": "t1", "body_encoding": "base64",
+                       "delivery_info": {"exchange": "", "routing_key": "genq.interactive"}},
+    }
+    broker.lpush("genq.interactive", json.dumps(envelope))
+    deadline = time.monotonic() + 20
+    while broker.llen("genq.dead_letter") < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    from genq.dead_letters import list_dead_letters
+
+    letters = list_dead_letters(client.store)
+    by_reason = {d.reason: d.raw_body for d in letters}
+    assert by_reason["undecodable"] == b"\x80this is not json"  # not even an envelope
+    assert by_reason["invalid_task"] == b"\x80\x04\x95" + b"\x00" * 8  # pickle refused, kept
+    assert broker.llen("genq.dead_letter") == 2
+    # Still healthy afterwards.
+    assert client.wait(client.submit(CHAT).id, timeout=20).status is JobStatus.SUCCEEDED
+
+
+def test_sigterm_during_long_job_loses_nothing(stack: Stack, fake_runtime: FakeRuntime) -> None:
+    fake_runtime.configure(tokens=[f"t{i} " for i in range(40)], token_delay_seconds=0.2)
+    stack.env["GENQ_SHUTDOWN_GRACE_SECONDS"] = "1"
+    worker = stack.worker()
+    client = stack.client()
+    job = client.submit(CHAT).id
+    deadline = time.monotonic() + 10
+    while client.get(job).status is not JobStatus.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    while worker.running:
+        assert time.monotonic() - started < 20, "worker ignored SIGTERM"
+        time.sleep(0.1)
+    after = client.get(job, history=True)
+    assert after.status is JobStatus.QUEUED
+    assert (after.history or [])[-1].reason == "worker shutdown: handed back"
+    fake_runtime.configure(token_delay_seconds=0)
+    stack.worker(name="replacement")
+    done = client.wait(job, timeout=30)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result is not None and done.result.text == "".join(f"t{i} " for i in range(40))
+
+
+def _unused(_: Callable[..., GenqProcess]) -> None:  # keeps the import for type checkers
+    pass
