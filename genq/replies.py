@@ -12,6 +12,9 @@ from genq.store import JobStore
 
 log = logging.getLogger(__name__)
 
+# A claim this old belongs to a publisher that died between claiming and publishing.
+REPLY_CLAIM_SECONDS = 30.0
+
 
 def reply_queue(name: str) -> Queue:
     return Queue(name, exchange="", routing_key=name, durable=True)
@@ -39,6 +42,8 @@ def flush_replies(
     """Publish pending outbox replies (all, or one job's); returns how many went out."""
     sent = 0
     for row in store.pending_replies(limit=limit, job_id=job_id):
+        if not store.claim_reply(row["id"], REPLY_CLAIM_SECONDS):
+            continue  # someone else is publishing it
         try:
             publish_reply(app, row["queue"], row["payload"])
         except Exception:

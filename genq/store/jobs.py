@@ -358,6 +358,24 @@ class JobStore:
             rows = conn.execute(query.order_by(reply_outbox.c.id).limit(limit)).all()
         return [dict(r._mapping) for r in rows]
 
+    def claim_reply(self, outbox_id: int, stale_after_seconds: float) -> bool:
+        """Claim an unpublished reply for publishing (CAS); a stale claim can be taken over."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(reply_outbox)
+                .where(
+                    reply_outbox.c.id == outbox_id,
+                    reply_outbox.c.published_at.is_(None),
+                    or_(
+                        reply_outbox.c.claimed_at.is_(None),
+                        reply_outbox.c.claimed_at < now - timedelta(seconds=stale_after_seconds),
+                    ),
+                )
+                .values(claimed_at=now)
+            )
+        return result.rowcount == 1
+
     def mark_reply_published(self, outbox_id: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(

@@ -108,6 +108,8 @@ reply_outbox = Table(
     Column("payload", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("published_at", UTCDateTime),
+    # Set by whoever is publishing; a claim older than REPLY_CLAIM_SECONDS is a crashed one.
+    Column("claimed_at", UTCDateTime),
     Index("ix_reply_outbox_pending", "published_at", "id"),
 )
 
@@ -176,6 +178,8 @@ webhook_deliveries = Table(
     Column("status", String(16), nullable=False),  # pending | succeeded | exhausted | disabled
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime),
+    # When a task message for the next attempt was sent: the sweep re-sends only after a lease.
+    Column("dispatched_at", UTCDateTime),
     Column("last_status_code", Integer),
     Column("last_error", Text),
     Column("created_at", UTCDateTime, nullable=False),
