@@ -11,7 +11,12 @@ import typer
 from genq.settings import Settings
 from schemas import GenqError, JobRecord
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="genq: LLM jobs on a queue.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="genq: LLM jobs on a queue.",
+)
 
 
 def fail(exc: GenqError, exit_code: int = 1) -> NoReturn:
@@ -220,6 +225,33 @@ from producers.cli_dlq import dlq_app  # noqa: E402
 
 app.add_typer(dlq_app, name="dlq")
 
+from producers.cli_gateway import register as register_gateway_commands  # noqa: E402
+
+register_gateway_commands(app)  # `genq gateway`, `genq keys …`
+
+from genq.cli_ops import db_app, ops_app  # noqa: E402  (up, flower, metrics, stats, db)
+
+app.add_typer(ops_app)
+app.add_typer(db_app, name="db")
+
+from producers.cli_webhooks import webhooks_app  # noqa: E402
+
+app.add_typer(webhooks_app, name="webhooks")
+
 
 def main() -> None:
-    app()
+    """Run the CLI; an unexpected failure prints the stable error shape, not a traceback."""
+    import logging
+
+    try:
+        app()
+    except GenqError as exc:
+        typer.echo(json.dumps(exc.to_body()), err=True)
+        raise SystemExit(2 if exc.code.value == "invalid_request" else 1) from None
+    except Exception as exc:  # last resort: name the failure, keep the details in the log
+        logging.getLogger("genq.cli").debug("unexpected failure", exc_info=True)
+        body = {"error": {"code": "internal", "details": [],
+                          "message": f"{exc.__class__.__name__}: {str(exc)[:300]} "
+                                     "(re-run with GENQ_LOG_LEVEL=DEBUG for details)"}}
+        typer.echo(json.dumps(body), err=True)
+        raise SystemExit(1) from None

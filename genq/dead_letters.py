@@ -182,7 +182,7 @@ def requeue(
             .where(dead_letters.c.job_id == letter.job_id, dead_letters.c.requeued_at.is_(None))
             .values(requeued_at=utcnow(), requeued_by=operator)
         )
-    _remove_from_broker(app, {letter.id})
+    remove_from_broker(app, {letter.id})
     send_job(app, settings, job_id=record.id, kind=JobKind(record.kind), lane=record.lane,
              priority=record.priority)
     return {"dead_letter_id": letter.id, "job_id": record.id, "status": record.status.value}
@@ -202,7 +202,7 @@ def purge(app: Celery, store: JobStore, ident: str) -> dict[str, Any]:
         raise
     with store.engine.begin() as conn:
         conn.execute(delete(dead_letters).where(dead_letters.c.id == letter.id))
-    _remove_from_broker(app, {letter.id})
+    remove_from_broker(app, {letter.id})
     return {"dead_letter_id": letter.id, "job_id": letter.job_id, "purged": True}
 
 
@@ -211,7 +211,7 @@ def broker_depth(app: Celery) -> int:
         return int(conn.default_channel.client.llen(c.DEAD_LETTER_QUEUE))
 
 
-def _remove_from_broker(app: Celery, ids: set[str]) -> int:
+def remove_from_broker(app: Celery, ids: set[str]) -> int:
     """Remove the broker copies of these dead letters (kombu's Redis list of JSON envelopes)."""
     removed = 0
     with app.connection_for_write() as conn:

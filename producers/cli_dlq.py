@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genq import dead_letters as dlq
+from genq.migrate import upgrade_database
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
 from schemas import GenqError, InvalidRequest
@@ -20,6 +21,7 @@ dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter queue: list, show,
 
 
 def _store(settings: Settings) -> JobStore:
+    upgrade_database(settings.store_url)
     return JobStore(build_engine(settings.store_url))
 
 

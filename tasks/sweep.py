@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from genq.constants import QUARANTINE_KEY
+from genq.dead_letters import remove_from_broker
 from genq.dispatch import send_job
+from genq.retention import purge_expired
 from genq.replies import flush_replies
 from genq.store import utcnow
 from genq.webhooks_dispatch import dispatch_pending_deliveries
@@ -30,6 +32,7 @@ class SweepReport:
     replies: int = 0
     webhooks: int = 0
     quarantined: int = 0
+    purged: int = 0
 
 
 def run_sweep(ctx: WorkerContext, now: datetime | None = None) -> SweepReport:
@@ -39,6 +42,14 @@ def run_sweep(ctx: WorkerContext, now: datetime | None = None) -> SweepReport:
     _redispatch_stale(ctx, now, report)
     _expire_overdue(ctx, now, report)
     report.quarantined = _dead_letter_quarantine(ctx)
+    report.purged, letters = purge_expired(
+        ctx.store,
+        now=now,
+        finished_after_seconds=ctx.settings.retention_finished_seconds,
+        dead_letter_after_seconds=ctx.settings.retention_dead_letter_seconds,
+    )
+    if letters:
+        remove_from_broker(ctx.app, set(letters))
     report.replies = flush_replies(ctx.app, ctx.store)
     report.webhooks = dispatch_pending_deliveries(ctx.app, ctx.store, now=now)
     if report.recovered or report.crash_dead_lettered or report.redispatched or report.expired:
