@@ -53,13 +53,15 @@ class ChunkWriter:
         coalesce_ms: int,
         maxlen: int,
         ttl_seconds: int,
+        fresh: bool = False,
     ) -> None:
         self.client = client
         self.key = stream_key(job_id)
         self.coalesce_seconds = coalesce_ms / 1000
         self.maxlen = maxlen
         self.ttl_seconds = ttl_seconds
-        self.seq = self._last_seq()
+        # A first attempt starts an empty stream; a retry continues after what readers saw.
+        self.seq = 0 if fresh else self._last_seq()
         self._buffer: list[str] = []
         self._first_buffered_at = 0.0
         self.flushes = 0
@@ -68,14 +70,16 @@ class ChunkWriter:
         last = self.client.xrevrange(self.key, count=1)
         return int(last[0][0].decode().split("-", 1)[0]) if last else 0
 
-    def _add(self, fields: dict[str, str]) -> None:
+    def _add(self, fields: dict[str, str], pipe: Any = None) -> None:
+        own = pipe is None
+        pipe = self.client.pipeline(transaction=False) if own else pipe
         self.seq += 1
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(self.key, fields, id=f"{self.seq}-0", maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-        if self.seq == 1 or fields["type"] != "delta":
-            # Expire even if the worker dies mid-job; refreshed at the end.
+        pipe.xadd(self.key, fields, id=f"{self.seq}-0", maxlen=self.maxlen, approximate=True)
+        if self.seq == 1:
+            # Expire even if the worker dies mid-job; shortened when the job ends.
             pipe.expire(self.key, self.ttl_seconds + 86400)
-        pipe.execute()
+        if own:
+            pipe.execute()
         self.flushes += 1
 
     def begin_attempt(self, attempt: int) -> None:
@@ -102,17 +106,15 @@ class ChunkWriter:
             self._buffer.clear()
 
     def finish(self, status: str, finish_reason: str | None, usage: dict[str, Any] | None) -> None:
-        """Write the final entry and start the expiry clock."""
-        self.flush()
-        self._add(
-            {
-                "type": "end",
-                "data": json.dumps(
-                    {"status": status, "finish_reason": finish_reason, "usage": usage}
-                ),
-            }
-        )
-        self.client.expire(self.key, self.ttl_seconds)
+        """Write what is buffered, the final entry and the expiry, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        if self._buffer:
+            self._add({"type": "delta", "delta": "".join(self._buffer)}, pipe)
+            self._buffer.clear()
+        data = {"status": status, "finish_reason": finish_reason, "usage": usage}
+        self._add({"type": "end", "data": json.dumps(data)}, pipe)
+        pipe.expire(self.key, self.ttl_seconds)
+        pipe.execute()
 
 
 def last_chunk(client: redis.Redis, job_id: str) -> Chunk | None:

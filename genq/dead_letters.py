@@ -19,6 +19,7 @@ from sqlalchemy import delete, select, update
 
 from genq import constants as c
 from genq.dispatch import send_job
+from genq.keys import stream_key
 from genq.settings import Settings
 from genq.store import JobStore, utcnow
 from genq.store.tables import dead_letters, jobs
@@ -183,6 +184,9 @@ def requeue(
             .values(requeued_at=utcnow(), requeued_by=operator)
         )
     remove_from_broker(app, {letter.id})
+    with app.connection_for_write() as conn:
+        # The old attempts' output is obsolete: the rerun starts a fresh chunk stream.
+        conn.default_channel.client.delete(stream_key(record.id))
     send_job(app, settings, job_id=record.id, kind=JobKind(record.kind), lane=record.lane,
              priority=record.priority)
     return {"dead_letter_id": letter.id, "job_id": record.id, "status": record.status.value}

@@ -45,5 +45,7 @@ def settle_effects(
         writer.finish(record.status.value, finish_reason, usage)
     except Exception:
         log.warning("job %s: could not close its chunk stream", record.id, exc_info=True)
-    flush_replies(app, store, job_id=record.id)
-    dispatch_pending_deliveries(app, store, job_id=record.id)
+    if record.request.get("reply_to"):
+        flush_replies(app, store, job_id=record.id)
+    if record.webhook_deliveries_queued != 0:
+        dispatch_pending_deliveries(app, store, job_id=record.id)

@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from genq.chunks import ChunkWriter
 from genq.dispatch import send_job
+from genq.logs import bind_job_context
 from genq.store import utcnow
 from schemas import (
     ErrorCode,
@@ -44,6 +45,7 @@ class Generation:
     usage: Usage | None = None
     cancelled: bool = False
     chunks_seen: int = 0
+    first_token_at: datetime | None = None
 
     @property
     def text(self) -> str:
@@ -55,12 +57,22 @@ def run_job(ctx: WorkerContext, job_id: object) -> str:
     if not isinstance(job_id, str) or not _is_uuid(job_id):
         dead_letter(ctx, None, reason="undecodable", message=f"job id {job_id!r} is not a UUID")
         return "undecodable"
+    record = ctx.store.start(job_id, ctx.worker_id, ctx.settings.lease_seconds)
+    if record is not None:
+        return _attempt(ctx, record)
+    return _not_started(ctx, job_id)  # the rare path: find out why the CAS did not match
+
+
+def _not_started(ctx: WorkerContext, job_id: str) -> str:
     routing = ctx.store.routing(job_id)
     if routing is None:
         dead_letter(ctx, None, reason="unknown_job", message=f"job {job_id} is not in the store")
         return "unknown"
     if routing["status"] != JobStatus.QUEUED.value:
         return f"skipped:{routing['status']}"  # duplicate or late redelivery: harmless
+    if routing["cancel_requested"]:
+        _settle(ctx, job_id, JobStatus.CANCELLED, reason="cancelled before start")
+        return "cancelled"
     deadline = routing["deadline"]
     if deadline is not None and deadline <= utcnow():
         _settle(
@@ -73,16 +85,11 @@ def run_job(ctx: WorkerContext, job_id: object) -> str:
             ),
         )
         return "expired"
-    if routing["cancel_requested"]:
-        _settle(ctx, job_id, JobStatus.CANCELLED, reason="cancelled before start")
-        return "cancelled"
-    record = ctx.store.start(job_id, ctx.worker_id, ctx.settings.lease_seconds)
-    if record is None:
-        return "skipped:lost-race"
-    return _attempt(ctx, record)
+    return "skipped:lost-race"
 
 
 def _attempt(ctx: WorkerContext, record: JobRecord) -> str:
+    bind_job_context(tenant=record.tenant, lane=record.lane, attempt=record.attempts)
     s = ctx.settings
     keeper = LeaseKeeper(
         ctx.store,
@@ -98,6 +105,7 @@ def _attempt(ctx: WorkerContext, record: JobRecord) -> str:
         coalesce_ms=s.stream_coalesce_ms,
         maxlen=s.stream_maxlen,
         ttl_seconds=s.stream_ttl_seconds,
+        fresh=record.attempts == 1,
     )
     with keeper:
         try:
@@ -118,6 +126,7 @@ def _attempt(ctx: WorkerContext, record: JobRecord) -> str:
             reason="cancelled while running",
             result={"text": generation.text, "finish_reason": "cancelled"},
             usage=_usage(generation),
+            first_token_at=generation.first_token_at,
             writer=writer,
         )
         return "cancelled"
@@ -128,6 +137,7 @@ def _attempt(ctx: WorkerContext, record: JobRecord) -> str:
         reason="completed",
         result={"text": generation.text, "finish_reason": generation.finish_reason},
         usage=_usage(generation),
+        first_token_at=generation.first_token_at,
         writer=writer,
     )
     return "succeeded"
@@ -147,7 +157,7 @@ def _stream(
         for event in events:
             if event.delta:
                 if not gen.parts:
-                    ctx.store.mark_first_token(record.id, ctx.worker_id, utcnow())
+                    gen.first_token_at = utcnow()  # stored with the final transition
                 gen.parts.append(event.delta)
                 gen.chunks_seen += 1
                 writer.append(event.delta)
@@ -266,9 +276,12 @@ def _settle(
     result: dict[str, object] | None = None,
     usage: dict[str, int] | None = None,
     error: ErrorInfo | None = None,
+    first_token_at: datetime | None = None,
     writer: ChunkWriter | None = None,
 ) -> None:
     values: dict[str, object] = {}
+    if first_token_at is not None:
+        values["first_token_at"] = first_token_at
     if result is not None:
         values["result"] = result
     if usage is not None:

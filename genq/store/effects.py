@@ -29,8 +29,14 @@ def record_terminal_effects(
     webhook_secret: str | None,
     default_secret: str | None,
     now: datetime,
-) -> None:
-    """Queue the reply message and the webhook event of a job that just reached ``record.status``."""
+) -> int:
+    """Queue the reply message and the webhook event of a job that just reached ``record.status``.
+
+    One event per transition (its id is the stable ``webhook-id``) and one pending delivery per
+    target. Secrets are resolved when each attempt is sent: a registered endpoint's current
+    secrets, else the job's own, else the deployment default (``default_secret`` is not
+    copied into the row, so rotating it also covers retries already queued).
+    """
     payload = record.model_dump(mode="json")
     if reply_to:
         conn.execute(
@@ -40,12 +46,10 @@ def record_terminal_effects(
         )
     event_type = WEBHOOK_EVENT_TYPES.get(record.status)
     if event_type is None:
-        return
-    targets = _webhook_targets(
-        conn, record.tenant, event_type, webhook_url, webhook_secret, default_secret
-    )
+        return 0
+    targets = _webhook_targets(conn, record.tenant, event_type, webhook_url, webhook_secret)
     if not targets:
-        return
+        return 0
     event_id = f"msg_{uuid.uuid4().hex}"
     conn.execute(
         webhook_events.insert().values(
@@ -76,6 +80,7 @@ def record_terminal_effects(
             for target in targets
         ],
     )
+    return len(targets)
 
 
 def _webhook_targets(
@@ -84,12 +89,10 @@ def _webhook_targets(
     event_type: str,
     webhook_url: str | None,
     webhook_secret: str | None,
-    default_secret: str | None,
 ) -> list[dict[str, Any]]:
     targets: list[dict[str, Any]] = []
     if webhook_url:
-        secret = webhook_secret or default_secret
-        secrets = [{"secret": secret, "expires_at": None}] if secret else []
+        secrets = [{"secret": webhook_secret, "expires_at": None}] if webhook_secret else []
         targets.append({"endpoint_id": None, "url": webhook_url, "secrets": secrets, "thin": False})
     rows = conn.execute(
         select(webhook_endpoints).where(
@@ -100,7 +103,6 @@ def _webhook_targets(
         m = row._mapping
         if m["events"] and event_type not in m["events"]:
             continue
-        targets.append(
-            {"endpoint_id": m["id"], "url": m["url"], "secrets": m["secrets"], "thin": m["thin"]}
-        )
+        # Secrets stay on the endpoint (read at send time), so no copy is made here.
+        targets.append({"endpoint_id": m["id"], "url": m["url"], "secrets": [], "thin": m["thin"]})
     return targets

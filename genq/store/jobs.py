@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from genq.store.effects import record_terminal_effects
@@ -114,7 +114,7 @@ class JobStore:
         }
         try:
             with self.engine.begin() as conn:
-                conn.execute(jobs.insert().values(**values))
+                row = conn.execute(jobs.insert().values(**values).returning(*jobs.c)).one()
                 _history(conn, job.id, None, JobStatus.QUEUED, now, None, "submitted")
         except IntegrityError:
             if req.idempotency_key is None:
@@ -122,9 +122,7 @@ class JobStore:
             return self._replay(job), False
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
-        record = self.get(job.id)
-        assert record is not None
-        return record, True
+        return job_record(row), True
 
     def _replay(self, job: NewJob) -> JobRecord:
         with self.engine.connect() as conn:
@@ -225,8 +223,13 @@ class JobStore:
         values: dict[str, Any] | None = None,
         only_from: frozenset[JobStatus] | None = None,
         only_worker: str | None = None,
+        extra_where: list[ColumnElement[bool]] | None = None,
     ) -> JobRecord | None:
-        """Compare-and-set ``job_id`` into ``target``; the new record, or None if it lost."""
+        """Compare-and-set ``job_id`` into ``target``; the new record, or None if it lost.
+
+        One ``UPDATE … WHERE id=? AND status IN (…) RETURNING *`` plus its history row (and, for
+        a terminal state, its outbox rows) in one transaction.
+        """
         now = utcnow()
         allowed = sources_for(target) if only_from is None else only_from & sources_for(target)
         new_values: dict[str, Any] = {"status": target.value, "updated_at": now, **(values or {})}
@@ -236,19 +239,24 @@ class JobStore:
         where = [jobs.c.id == job_id, jobs.c.status.in_([s.value for s in allowed])]
         if only_worker is not None:
             where.append(jobs.c.worker_id == only_worker)
+        where.extend(extra_where or [])
         with self.engine.begin() as conn:
-            before = conn.execute(select(jobs.c.status).where(*where)).first()
-            if before is None:
+            source: JobStatus | None = next(iter(allowed)) if len(allowed) == 1 else None
+            if source is None:  # several possible sources: read which one, for the history
+                before = conn.execute(select(jobs.c.status).where(*where)).first()
+                if before is None:
+                    return None
+                source = JobStatus(before[0])
+            row = conn.execute(
+                update(jobs).where(*where).values(**new_values).returning(*jobs.c)
+            ).first()
+            if row is None:
                 return None
-            result = conn.execute(update(jobs).where(*where).values(**new_values))
-            if result.rowcount != 1:
-                return None
-            _history(conn, job_id, JobStatus(before[0]), target, now, worker, reason)
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
+            _history(conn, job_id, source, target, now, worker, reason)
             record = job_record(row)
             if target in TERMINAL_STATES:
                 m = row._mapping
-                record_terminal_effects(
+                record._webhook_deliveries = record_terminal_effects(
                     conn,
                     record,
                     reply_to=m["reply_to"],
@@ -260,13 +268,18 @@ class JobStore:
         return record
 
     def start(self, job_id: str, worker: str, lease_seconds: float) -> JobRecord | None:
-        """``queued → running`` for ``worker`` with a fresh lease; None if someone else has it."""
+        """``queued → running`` for ``worker`` with a fresh lease, unless it was cancelled or its
+        deadline passed; None if it did not start (the caller finds out why)."""
         now = utcnow()
         return self.transition(
             job_id,
             JobStatus.RUNNING,
             worker=worker,
             reason="started",
+            extra_where=[
+                jobs.c.cancel_requested.is_(False),
+                or_(jobs.c.deadline.is_(None), jobs.c.deadline > now),
+            ],
             values={
                 "worker_id": worker,
                 "started_at": now,

@@ -1,0 +1,222 @@
+"""Core path benchmark: genq vs a raw Celery round trip, and genq vs a direct runtime client.
+
+Side by side in one run on this machine:
+  * overhead: idle end-to-end latency p50/p99 with an instant (fake) runtime, genq vs a raw
+    Celery no-op round trip on the same Redis; throughput over 2000 jobs, genq vs raw Celery;
+  * runtime efficiency: completion tokens/s through genq vs a direct streaming client on the
+    same embedded runtime at the same concurrency (one slot);
+  * peak RSS of the worker processes.
+Run: ``python -m benchmarks core`` (or ``make bench``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.stats import median, peak_rss_mb, percentile, process_tree
+from genq.settings import Settings
+from producers import GenqClient
+from schemas import JobStatus
+from tests.support import EmbeddedRuntime, GenqProcess, ManagedProcess, RedisServer, free_port
+
+ROUND_TRIPS = 200
+THROUGHPUT_JOBS = 2000
+CONCURRENCY = 2
+CHAT = {"messages": [{"role": "user", "content": "ping"}]}
+
+
+def _fake_runtime(tmp: Path) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    fake = ManagedProcess(
+        [sys.executable, "-m", "tests.fakes.runtime_server", "--port", str(port), "--mode",
+         "instant"],
+        log_path=tmp / "fake.log",
+    )
+    fake.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(f"{url}/v1/models", timeout=0.5)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    return fake, url
+
+
+def _env(redis_url: str, tmp: Path, runtime_url: str, model: str) -> dict[str, str]:
+    return {
+        "GENQ_REDIS_URL": redis_url,
+        "GENQ_DATA_DIR": str(tmp / "data"),
+        "GENQ_RUNTIME_URL": runtime_url,
+        "GENQ_DEFAULT_MODEL": model,
+        "GENQ_LOG_LEVEL": "WARNING",
+        "GENQ_STREAM_COALESCE_MS": "15",
+    }
+
+
+def _settings(env: dict[str, str]) -> Settings:
+    return Settings(**{k[5:].lower(): v for k, v in env.items() if k.startswith("GENQ_")})
+
+
+def _wait_all_terminal(client: GenqClient, ids: list[str], timeout: float = 600) -> None:
+    pending = set(ids)
+    deadline = time.monotonic() + timeout
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(pending)} jobs unfinished")
+        page = client.store.list(tenant=None, status=JobStatus.SUCCEEDED, limit=len(ids) + 10)
+        pending -= {r.id for r in page.records}
+        time.sleep(0.05)
+
+
+def overhead(tmp: Path) -> dict[str, Any]:
+    with RedisServer(tmp / "redis") as redis_server:
+        fake, fake_url = _fake_runtime(tmp)
+        env = _env(redis_server.url, tmp, fake_url, "fake-model")
+        worker = GenqProcess(["worker", "--concurrency", str(CONCURRENCY)], env,
+                             tmp / "worker.log").start()
+        raw_url = redis_server.url[:-1] + "1"
+        raw_env = {**os.environ, "BENCH_REDIS_URL": raw_url}
+        raw = ManagedProcess(
+            [sys.executable, "-m", "celery", "-A", "benchmarks.raw_celery", "worker",
+             "-c", str(CONCURRENCY), "-P", "prefork", "--without-gossip", "--without-mingle",
+             "--loglevel", "WARNING"],
+            log_path=tmp / "raw.log", env=raw_env,
+        ).start()
+        os.environ["BENCH_REDIS_URL"] = raw_url
+        from benchmarks.raw_celery import make_app
+
+        raw_app = make_app()
+        noop = raw_app.tasks["raw.noop"]
+        client = GenqClient(_settings(env))
+        try:
+            noop.delay().get(timeout=30)  # warm up both paths
+            client.wait(client.submit(CHAT).id, timeout=60)  # also: the worker is up
+            genq_lat, raw_lat = [], []
+            for _ in range(ROUND_TRIPS):
+                t0 = time.perf_counter()
+                client.wait(client.submit(CHAT).id, timeout=30)
+                genq_lat.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                noop.delay().get(timeout=30)
+                raw_lat.append((time.perf_counter() - t0) * 1000)
+
+            t0 = time.perf_counter()
+            results = [noop.delay() for _ in range(THROUGHPUT_JOBS)]
+            for result in results:
+                result.get(timeout=300)
+            raw_rate = THROUGHPUT_JOBS / (time.perf_counter() - t0)
+
+            t0 = time.perf_counter()
+            ids = [client.submit(CHAT).id for _ in range(THROUGHPUT_JOBS)]
+            _wait_all_terminal(client, ids)
+            genq_rate = THROUGHPUT_JOBS / (time.perf_counter() - t0)
+            rss = {pid: peak_rss_mb(pid) for pid in process_tree(worker.pid)}
+        finally:
+            client.close()
+            raw.stop()
+            worker.stop()
+            fake.stop()
+    return {
+        "latency_ms": {
+            "genq_p50": median(genq_lat), "genq_p99": percentile(genq_lat, 99),
+            "raw_celery_p50": median(raw_lat), "raw_celery_p99": percentile(raw_lat, 99),
+            "overhead_p50": median(genq_lat) - median(raw_lat),
+        },
+        "throughput_jobs_per_s": {
+            "genq": genq_rate, "raw_celery": raw_rate, "ratio": genq_rate / raw_rate,
+        },
+        "worker_peak_rss_mb": {"max_process": max(rss.values()), "processes": len(rss),
+                               "total": sum(rss.values())},
+    }
+
+
+PROMPTS = [
+    "Write a short story about a lighthouse keeper.",
+    "Explain how rain forms, step by step.",
+    "List ten fruits and describe each one.",
+    "Describe a walk through a busy market.",
+]
+
+
+def _direct_tokens_per_s(url: str, model: str, max_tokens: int) -> float:
+    tokens = 0
+    t0 = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=300) as http:
+        for prompt in PROMPTS:
+            body = {"model": model, "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": max_tokens, "temperature": 0, "seed": 1, "stream": True}
+            with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data:") and '"content"' in line:
+                        tokens += 1
+    return tokens / (time.perf_counter() - t0)
+
+
+def _genq_tokens_per_s(client: GenqClient, max_tokens: int) -> float:
+    t0 = time.perf_counter()
+    ids = [client.submit({"messages": [{"role": "user", "content": p}], "max_tokens": max_tokens,
+                          "temperature": 0, "seed": 1}).id for p in PROMPTS]
+    tokens = 0
+    for job_id in ids:
+        record = client.wait(job_id, timeout=600)
+        assert record.status is JobStatus.SUCCEEDED, record.error
+        tokens += record.usage.completion_tokens if record.usage else 0
+    return tokens / (time.perf_counter() - t0)
+
+
+def runtime_efficiency(tmp: Path, rounds: int = 3, max_tokens: int = 64) -> dict[str, Any]:
+    settings = Settings(data_dir=tmp / "embedded")
+    with RedisServer(tmp / "redis-rt") as redis_server, EmbeddedRuntime(
+        settings, tmp / "runtime.log"
+    ) as runtime:
+        env = _env(redis_server.url, tmp / "rt", runtime.url, runtime.model)
+        worker = GenqProcess(["worker", "--concurrency", "1"], env, tmp / "worker-rt.log").start()
+        client = GenqClient(_settings(env))
+        try:
+            _direct_tokens_per_s(runtime.url, runtime.model, 8)  # warm the model
+            direct, through = [], []
+            for _ in range(rounds):
+                direct.append(_direct_tokens_per_s(runtime.url, runtime.model, max_tokens))
+                through.append(_genq_tokens_per_s(client, max_tokens))
+        finally:
+            client.close()
+            worker.stop()
+    return {
+        "direct_tokens_per_s": median(direct),
+        "genq_tokens_per_s": median(through),
+        "ratio": median([g / d for g, d in zip(through, direct, strict=True)]),
+        "rounds": rounds,
+    }
+
+
+def main() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="genq-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        results = {"overhead": overhead(tmp), "runtime": runtime_efficiency(tmp)}
+    o, r = results["overhead"], results["runtime"]
+    lat, thr, rss = o["latency_ms"], o["throughput_jobs_per_s"], o["worker_peak_rss_mb"]
+    print("== core path ==")
+    print(f"idle latency p50/p99 ms: genq {lat['genq_p50']:.1f}/{lat['genq_p99']:.1f}  "
+          f"raw celery {lat['raw_celery_p50']:.1f}/{lat['raw_celery_p99']:.1f}  "
+          f"overhead p50 {lat['overhead_p50']:.1f} ms (target <= 10)")
+    print(f"throughput jobs/s ({THROUGHPUT_JOBS} jobs, concurrency {CONCURRENCY}): "
+          f"genq {thr['genq']:.0f}  raw celery {thr['raw_celery']:.0f}  "
+          f"ratio {thr['ratio']:.2f} (target >= 0.5)")
+    print(f"runtime tokens/s: direct {r['direct_tokens_per_s']:.1f}  genq "
+          f"{r['genq_tokens_per_s']:.1f}  ratio {r['ratio']:.3f} (target >= 0.97)")
+    print(f"worker peak RSS MB: max process {rss['max_process']:.0f} over {rss['processes']} "
+          f"processes, total {rss['total']:.0f} (target <= 150 per process)")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""The baseline: a plain Celery app with a no-op task, configured like genq's (acks late,
+prefetch 1, JSON), used by the overhead benchmark. Broker URL from BENCH_REDIS_URL."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+
+def make_app() -> Celery:
+    url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    app = Celery("raw", broker=url, backend=url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        worker_disable_prefetch=True,
+        worker_hijack_root_logger=False,
+    )
+
+    @app.task(name="raw.noop")
+    def noop() -> None:
+        return None
+
+    return app
+
+
+app = make_app() if os.environ.get("BENCH_REDIS_URL") else None
