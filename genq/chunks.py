@@ -67,7 +67,7 @@ class ChunkWriter:
         self.flushes = 0
 
     def _last_seq(self) -> int:
-        last = self.client.xrevrange(self.key, count=1)
+        last: Any = self.client.xrevrange(self.key, count=1)
         return int(last[0][0].decode().split("-", 1)[0]) if last else 0
 
     def _add(self, fields: dict[str, str], pipe: Any = None) -> None:
@@ -119,7 +119,7 @@ class ChunkWriter:
 
 def last_chunk(client: redis.Redis, job_id: str) -> Chunk | None:
     """The newest entry of the job's stream, if any."""
-    last = client.xrevrange(stream_key(job_id), count=1)
+    last: Any = client.xrevrange(stream_key(job_id), count=1)
     return _decode(last[0][0], last[0][1]) if last else None
 
 
@@ -132,7 +132,7 @@ def read_chunks(
     count: int = 500,
 ) -> list[Chunk]:
     """Chunks with ``seq > after_seq``, waiting up to ``block_ms`` for new ones."""
-    reply = client.xread({stream_key(job_id): f"{after_seq}-0"}, count=count, block=block_ms)
+    reply: Any = client.xread({stream_key(job_id): f"{after_seq}-0"}, count=count, block=block_ms)
     if not reply:
         return []
     _key, entries = reply[0]

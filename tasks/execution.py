@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import cast
 from datetime import datetime, timedelta
 
 from genq.chunks import ChunkWriter
@@ -30,6 +32,7 @@ from tasks.effects import after_terminal, dead_letter
 from tasks.retry_policy import Outcome, decide
 from workers.context import WorkerContext
 from workers.lease import LeaseKeeper
+from workers.runtimes import StreamEvent
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +155,7 @@ def _stream(
 ) -> Generation:
     gen = Generation()
     writer.begin_attempt(record.attempts)
-    events = ctx.runtime.stream(request, record.model)
+    events = cast(Generator[StreamEvent, None, None], ctx.runtime.stream(request, record.model))
     try:
         for event in events:
             if event.delta:

@@ -35,7 +35,7 @@ def backoff_delay(
     the random draw, for tests.
     """
     draw = random.random() if jitter is None else jitter
-    ceiling = min(cap_seconds, base_seconds * (2 ** max(attempt - 1, 0)))
+    ceiling = min(cap_seconds, base_seconds * float(2 ** max(attempt - 1, 0)))
     delay = ceiling / 2 + draw * ceiling / 2  # "equal jitter": never collapses to zero
     if retry_after_seconds is not None:
         delay = max(delay, min(retry_after_seconds, cap_seconds * 10))

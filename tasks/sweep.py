@@ -119,12 +119,16 @@ def _dead_letter_quarantine(ctx: WorkerContext, limit: int = 100) -> int:
     moved = 0
     for _ in range(limit):
         raw = ctx.redis.rpop(QUARANTINE_KEY)
-        if raw is None:
+        if not isinstance(raw, bytes):
             break
         try:
-            dead_letter(ctx, None, reason="undecodable",
-                        message="a broker item that is not a message envelope (not JSON)",
-                        raw_body=bytes(raw))
+            dead_letter(
+                ctx,
+                None,
+                reason="undecodable",
+                message="a broker item that is not a message envelope (not JSON)",
+                raw_body=raw,
+            )
         except Exception:
             ctx.redis.rpush(QUARANTINE_KEY, raw)  # keep it for the next sweep
             raise

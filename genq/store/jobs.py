@@ -172,37 +172,6 @@ class JobStore:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
         return dict(row._mapping) if row else None
 
-    def list(
-        self,
-        *,
-        tenant: str | None,
-        status: JobStatus | None = None,
-        lane: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> Page:
-        """Newest first, cursor-paginated."""
-        query = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
-        if tenant is not None:
-            query = query.where(jobs.c.tenant == tenant)
-        if status is not None:
-            query = query.where(jobs.c.status == status.value)
-        if lane is not None:
-            query = query.where(jobs.c.lane == lane)
-        if cursor:
-            at, job_id = decode_cursor(cursor)
-            query = query.where(
-                or_(jobs.c.created_at < at, and_(jobs.c.created_at == at, jobs.c.id < job_id))
-            )
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        records = [job_record(r) for r in rows[:limit]]
-        next_cursor = None
-        if len(rows) > limit:
-            last = records[-1]
-            next_cursor = encode_cursor(last.created_at, last.id)
-        return Page(records, next_cursor)
-
     def count_queued(self, tenant: str) -> int:
         with self.engine.connect() as conn:
             value = conn.execute(
@@ -396,6 +365,38 @@ class JobStore:
                 .where(reply_outbox.c.id == outbox_id)
                 .values(published_at=utcnow())
             )
+
+    # Last in the class: a method named ``list`` shadows the builtin in annotations after it.
+    def list(
+        self,
+        *,
+        tenant: str | None,
+        status: JobStatus | None = None,
+        lane: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Newest first, cursor-paginated."""
+        query = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+        if tenant is not None:
+            query = query.where(jobs.c.tenant == tenant)
+        if status is not None:
+            query = query.where(jobs.c.status == status.value)
+        if lane is not None:
+            query = query.where(jobs.c.lane == lane)
+        if cursor:
+            at, job_id = decode_cursor(cursor)
+            query = query.where(
+                or_(jobs.c.created_at < at, and_(jobs.c.created_at == at, jobs.c.id < job_id))
+            )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        records = [job_record(r) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = records[-1]
+            next_cursor = encode_cursor(last.created_at, last.id)
+        return Page(records, next_cursor)
 
 
 def _history(
