@@ -58,6 +58,9 @@ GATEWAY_STORE_RECHECK_SECONDS = 5.0
 GATEWAY_SSE_PING_SECONDS = 15.0
 GATEWAY_QUEUE_FULL_RETRY_AFTER_SECONDS = 5
 GATEWAY_KEY_CACHE_SECONDS = 5.0
+# How stale the per-tenant queued count may get before the cap check reads it again.
+GATEWAY_QUEUED_RECOUNT_SECONDS = 1.0
+GATEWAY_THREADS = 4
 
 # Webhooks (issue 5).
 WEBHOOK_SECRET_PREFIX = "whsec_"

@@ -10,11 +10,13 @@ import redis
 from kombu import Connection
 
 from genq.chunks import Chunk, follow, last_chunk, read_chunks
+from genq.migrate import upgrade_database
 from genq.replies import reply_queue
 from genq.settings import Settings
-from genq.store import JobStore, build_engine, create_schema
+from genq.store import JobStore, build_engine
 from producers.cancel import CancelOutcome, cancel_job
 from producers.submission import submit_job
+from producers.webhooks import webhook_submit_check
 from schemas import JobRecord, JobRequest, NotFound
 from schemas.errors import ErrorCode, GenqError
 from schemas.validation import parse
@@ -35,8 +37,8 @@ class GenqClient:
         self.settings = settings
         self.tenant = tenant
         self.app = create_app(settings)
+        upgrade_database(settings.store_url)
         engine = build_engine(settings.store_url)
-        create_schema(engine)
         self.store = JobStore(engine)
         self._redis: redis.Redis | None = None
 
@@ -50,7 +52,13 @@ class GenqClient:
         """Validate and enqueue one job; returns its queued record (id included)."""
         req = request if isinstance(request, JobRequest) else parse(JobRequest, request)
         record, _created = submit_job(
-            self.app, self.store, self.settings, req, tenant=self.tenant, job_id=job_id
+            self.app,
+            self.store,
+            self.settings,
+            req,
+            tenant=self.tenant,
+            job_id=job_id,
+            webhook_check=webhook_submit_check(self.settings),
         )
         return record
 

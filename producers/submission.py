@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from typing import Protocol
 
 from celery import Celery
 
@@ -12,8 +12,13 @@ from genq.settings import Settings
 from genq.store import JobStore, NewJob
 from schemas import BrokerUnavailable, InvalidRequest, JobRecord, JobRequest
 
-# Called with the webhook URL before the job is stored; raises InvalidRequest to refuse it.
-WebhookCheck = Callable[[str], None]
+
+class WebhookCheck(Protocol):
+    """Called with the job's webhook URL and its own secret (None without one) before the job
+    is stored; raises InvalidRequest to refuse it. ``producers.webhooks.webhook_submit_check``
+    builds genq's (SSRF guard + "some secret must sign it")."""
+
+    def __call__(self, url: str, secret: str | None = None, /) -> None: ...
 
 
 def resolve_lane(settings: Settings, request: JobRequest) -> str:
@@ -41,7 +46,7 @@ def submit_job(
     and a job the broker refused is removed, so an accepted job is always a queued one."""
     lane = resolve_lane(settings, request)
     if request.webhook_url is not None and webhook_check is not None:
-        webhook_check(str(request.webhook_url))
+        webhook_check(str(request.webhook_url), request.webhook_secret)
     new = NewJob(
         id=job_id or str(uuid.uuid4()),
         tenant=tenant,

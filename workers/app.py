@@ -11,7 +11,7 @@ from genq import constants as c
 from genq.settings import Settings
 from schemas.priority import PRIORITY_MAX, PRIORITY_STEPS
 
-TASK_MODULES = ["tasks.generate", "tasks.maintenance"]
+TASK_MODULES = ["tasks.generate", "tasks.maintenance", "tasks.webhooks"]
 
 
 def _queue(name: str) -> Queue:
