@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup of a fresh Debian/Ubuntu machine for genq: the OS servers the tests and
-# `genq up` start (redis-server, PostgreSQL), a C++ toolchain for llama-cpp-python, and genq
-# itself with the dev and runtime extras. Each step is skipped quietly when already done.
+# `genq up` start (redis-server, PostgreSQL), a C++ toolchain for llama-cpp-python, Chromium
+# (the Flower test screenshots its page) and genq itself with the dev and runtime extras. Each
+# step is skipped quietly when already done.
 #
 #   PYTHON=python3.12 scripts/install.sh     # interpreter to install into (default python3)
 #   INSTALL_EXTRAS=dev scripts/install.sh    # extras (default dev,runtime)
@@ -46,6 +47,10 @@ apt_packages=()
 command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
 have_initdb || apt_packages+=(postgresql)
 command -v "$PYTHON" >/dev/null 2>&1 || apt_packages+=(python3 python3-pip python3-venv)
+if [[ " ${EXTRAS//,/ } " == *" dev "* ]] && ! command -v chromium >/dev/null 2>&1 \
+    && ! command -v chromium-browser >/dev/null 2>&1; then
+    apt_packages+=(chromium)  # the Flower test screenshots its tasks page headless
+fi
 if [[ " ${EXTRAS//,/ } " == *" runtime "* ]] && ! command -v c++ >/dev/null 2>&1; then
     apt_packages+=(build-essential)  # llama-cpp-python compiles llama.cpp on install
 fi

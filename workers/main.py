@@ -7,14 +7,26 @@ import os
 import socket
 import sys
 from datetime import timedelta
+
 from celery import Celery
-from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 from sqlalchemy import select
 
 from genq import constants as c
-from genq.logs import configure_logging
-from genq.settings import Settings
+from genq.logs import (
+    bind_task_context,
+    clear_job_context,
+    configure_logging,
+    json_worker_notices,
+)
 from genq.migrate import upgrade_database
+from genq.settings import Settings
 from genq.store import JobStore, build_engine, utcnow
 from genq.store.tables import jobs
 from schemas import JobStatus
@@ -87,6 +99,11 @@ def hand_back_running(app: Celery, settings: Settings, node: str) -> int:
     return handed
 
 
+def _quiet(settings: Settings) -> list[str]:
+    # With JSON logs every line of output is a JSON object: no banner.
+    return ["--quiet"] if settings.log_json else []
+
+
 def run_worker(
     settings: Settings,
     *,
@@ -105,7 +122,14 @@ def run_worker(
 
     worker_process_shutdown.connect(lambda **_: close_context(), weak=False)
     worker_shutdown.connect(lambda **_: close_context(), weak=False)
+    # genq configured logging above; Celery must not add its own handlers (JSON lines only).
+    setup_logging.connect(lambda **_: None, weak=False)
+    if settings.log_json:
+        json_worker_notices()
+    task_prerun.connect(bind_task_context, weak=False)
+    task_postrun.connect(clear_job_context, weak=False)
     argv = [
+        *_quiet(settings),
         "worker",
         f"--queues={','.join(queues)}",
         f"--concurrency={concurrency or settings.runtime_slots}",
@@ -127,7 +151,8 @@ def run_worker(
 def run_beat(settings: Settings, *, loglevel: str = "INFO") -> None:
     """Run Celery beat: it sends the sweep to ``genq.maintenance`` every sweep interval."""
     configure_logging(settings)
+    setup_logging.connect(lambda **_: None, weak=False)
     app = create_app(settings)
     schedule = settings.data_dir / "beat-schedule"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app.start(argv=["beat", f"--loglevel={loglevel}", f"--schedule={schedule}"])
+    app.start(argv=[*_quiet(settings), "beat", f"--loglevel={loglevel}", f"--schedule={schedule}"])

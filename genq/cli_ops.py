@@ -1,0 +1,119 @@
+"""Operator commands: ``genq up``, ``flower``, ``metrics``, ``stats`` and ``db upgrade|current``.
+
+``ops_app``'s commands join the top level of ``genq``; ``db_app`` is ``genq db``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from genq.settings import Settings
+from schemas import GenqError
+
+__all__ = ["db_app", "genq_commands", "ops_app"]
+
+ops_app = typer.Typer()
+db_app = typer.Typer(no_args_is_help=True, help="The result store's schema (Alembic).")
+
+
+def genq_commands() -> set[str]:
+    """The top-level `genq` subcommands that exist in this installation."""
+    from genq.cli import app
+
+    group = typer.main.get_command(app)
+    return set(getattr(group, "commands", {}))
+
+
+def _fail(exc: GenqError) -> None:
+    from genq.cli import fail
+
+    fail(exc)
+
+
+@ops_app.command()
+def up(
+    demo: Annotated[bool, typer.Option(help="run the demonstration once everything is ready")] = (
+        False
+    ),
+    exit_after: Annotated[
+        bool, typer.Option("--exit", help="stop everything after the demonstration")
+    ] = False,
+) -> None:
+    """Run the whole stack on loopback (Redis, runtime, workers, beat, gateway, Flower)."""
+    from genq.demo import run_demo
+    from genq.stack import run_stack
+
+    try:
+        code = run_stack(
+            Settings(),
+            genq_commands(),
+            demo=run_demo if demo else None,
+            exit_after=exit_after,
+            output=sys.stdout,
+        )
+    except GenqError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
+
+
+@ops_app.command()
+def flower() -> None:
+    """Run Flower (task monitor) against genq's broker; basic auth from GENQ_FLOWER_BASIC_AUTH."""
+    from workers.flower import run_flower
+
+    try:
+        run_flower(Settings())
+    except GenqError as exc:
+        _fail(exc)
+
+
+@ops_app.command()
+def metrics() -> None:
+    """Serve Prometheus metrics on GENQ_METRICS_HOST:GENQ_METRICS_PORT at /metrics."""
+    from genq.exporter import serve_metrics
+
+    serve_metrics(Settings())
+
+
+@ops_app.command()
+def stats() -> None:
+    """Print queue depth, jobs, timings and recorded outcomes as tables."""
+    from genq.metrics import build_registry, metric_samples
+    from genq.stats import print_stats
+
+    registry, collector = build_registry(Settings())
+    try:
+        print_stats(metric_samples(registry))
+    finally:
+        collector.close()
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the result store to the newest schema (safe to run at every start)."""
+    from genq.migrate import upgrade_database
+
+    settings = Settings()
+    try:
+        revision = upgrade_database(settings.store_url)
+    except GenqError as exc:
+        _fail(exc)
+    typer.echo(f"result store at revision {revision} (head)")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the store's revision and the newest one this genq ships."""
+    from genq.migrate import current_revision, head_revision
+
+    settings = Settings()
+    try:
+        current = current_revision(settings.store_url)
+    except GenqError as exc:
+        _fail(exc)
+    head = head_revision()
+    state = "up to date" if current == head else "needs `genq db upgrade`"
+    typer.echo(f"current {current or 'none'}; head {head}; {state}")

@@ -1,0 +1,234 @@
+"""Prometheus metrics, computed at scrape time from the broker and the store.
+
+Nothing is counted in process memory by the workers: every value is read from Redis or the
+store when scraped, so the gateway's ``/metrics``, the ``genq metrics`` exporter and
+``genq stats`` all tell the same truth however many worker processes there are.
+
+- Gauges read whole at each scrape: queue depth per lane and priority (kombu's Redis priority
+  lists), jobs per lane and status, and counts of what the store recorded (retries, lease
+  recoveries, dead letters, webhook attempts). Those recorded counts shrink when retention
+  deletes old rows, so they are gauges, not counters.
+- Histograms and counters over finished jobs (queue wait, time to first token, duration,
+  tokens per second): :class:`~genq.metrics_finished.FinishedJobs` observes each job once, the
+  first time a scrape sees it terminal.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+
+import redis
+from prometheus_client import CollectorRegistry, generate_latest, make_asgi_app
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, case, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.elements import Label
+
+from genq import constants as c
+from genq.metrics_finished import FinishedJobs
+from genq.settings import Settings
+from genq.store import build_engine
+from genq.store.tables import dead_letters, job_history, jobs, webhook_attempts, webhook_deliveries
+from schemas import JobStatus
+from schemas.priority import PRIORITY_MAX, PRIORITY_MIN, celery_priority
+
+__all__ = [
+    "GenqCollector",
+    "build_registry",
+    "metrics_app",
+    "priority_list_key",
+    "render_metrics",
+]
+
+# Must match the broker transport option `sep` in workers/app.py.
+PRIORITY_SEPARATOR = ":"
+# kombu keeps delivered-but-unacked messages of every queue in this hash.
+UNACKED_HASH = "unacked"
+RETRY_REASON_PREFIX = "retry"
+RECOVERY_REASON_PREFIX = "lease lapsed"
+
+
+def priority_list_key(queue: str, priority: int) -> str:
+    """The Redis list holding ``queue``'s messages of genq ``priority`` (step 9-p; 0 is bare)."""
+    step = celery_priority(priority)
+    return queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}"
+
+
+def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+class GenqCollector(Collector):
+    """Reads the broker and the store on every ``collect()``; thread-safe."""
+
+    def __init__(self, settings: Settings, engine: Engine, client: redis.Redis) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.redis = client
+        self.finished = FinishedJobs()
+        self._lock = threading.Lock()
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # registering must not touch Redis or the store
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            up = _gauge("genq_component_up", "1 when the scrape could read it", ["component"])
+            broker = self._safe(self._broker_metrics)
+            store = self._safe(self._store_metrics)
+            up.add_metric(["broker"], float(broker is not None))
+            up.add_metric(["store"], float(store is not None))
+            return [up, *(broker or []), *(store or [])]
+
+    def close(self) -> None:
+        self.redis.close()
+        self.engine.dispose()
+
+    @staticmethod
+    def _safe(read: Callable[[], list[Metric]]) -> list[Metric] | None:
+        try:
+            return read()
+        except (redis.RedisError, SQLAlchemyError, OSError):
+            return None
+
+    # -- broker ------------------------------------------------------------------------------
+    def _broker_metrics(self) -> list[Metric]:
+        lanes = list(self.settings.lanes)
+        others = [c.WEBHOOK_QUEUE, c.MAINTENANCE_QUEUE, c.DEAD_LETTER_QUEUE]
+        queues = [self.settings.queue_for(lane) for lane in lanes] + others
+        priorities = range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            for priority in priorities:
+                pipe.llen(priority_list_key(queue, priority))
+        pipe.hlen(UNACKED_HASH)
+        lengths = [int(n) for n in pipe.execute()]
+        depth = _gauge(
+            "genq_queue_depth",
+            "Messages waiting in a lane's broker queue, by genq priority (9 most urgent)",
+            ["lane", "priority"],
+        )
+        messages = _gauge("genq_queue_messages", "Messages waiting in a broker queue", ["queue"])
+        per_queue = len(priorities)
+        for index, queue in enumerate(queues):
+            counts = lengths[index * per_queue : (index + 1) * per_queue]
+            messages.add_metric([queue], float(sum(counts)))
+            if index < len(lanes):
+                for priority, count in zip(priorities, counts, strict=True):
+                    depth.add_metric([lanes[index], str(priority)], float(count))
+        unacked = _gauge(
+            "genq_broker_unacked_messages", "Messages delivered to a worker and not yet acked", []
+        )
+        unacked.add_metric([], float(lengths[-1]))
+        return [depth, messages, unacked]
+
+    # -- store -------------------------------------------------------------------------------
+    def _store_metrics(self) -> list[Metric]:
+        with self.engine.connect() as conn:
+            by_status = conn.execute(
+                select(jobs.c.lane, jobs.c.status, func.count()).group_by(
+                    jobs.c.lane, jobs.c.status
+                )
+            ).all()
+            moves = conn.execute(
+                select(
+                    func.count(case((job_history.c.reason.like(f"{RETRY_REASON_PREFIX}%"), 1))),
+                    func.count(case((job_history.c.reason.like(f"{RECOVERY_REASON_PREFIX}%"), 1))),
+                ).where(
+                    job_history.c.from_status == JobStatus.RUNNING.value,
+                    job_history.c.to_status == JobStatus.QUEUED.value,
+                )
+            ).one()
+            letters = conn.execute(
+                select(dead_letters.c.reason, func.count()).group_by(dead_letters.c.reason)
+            ).all()
+            deliveries = conn.execute(
+                select(webhook_deliveries.c.status, func.count()).group_by(
+                    webhook_deliveries.c.status
+                )
+            ).all()
+            attempts = conn.execute(
+                select(_attempt_outcome(), func.count()).group_by(_attempt_outcome())
+            ).all()
+            finished = self.finished.refresh(conn)
+        return [
+            _jobs_gauge(by_status),
+            _single("genq_retries_recorded", "Retries (running → queued after an error)", moves[0]),
+            _single(
+                "genq_lease_recoveries_recorded",
+                "Running jobs the sweep requeued because their worker's lease lapsed",
+                moves[1],
+            ),
+            _labelled("genq_dead_letters_recorded", "Dead letters by reason", "reason", letters),
+            _labelled(
+                "genq_webhook_deliveries", "Webhook deliveries by status", "status", deliveries
+            ),
+            _labelled(
+                "genq_webhook_attempts_recorded", "Webhook attempts by outcome", "outcome", attempts
+            ),
+            *finished,
+        ]
+
+
+def _attempt_outcome() -> Label[str]:
+    code = webhook_attempts.c.status_code
+    return case(
+        (code.is_(None), "network_error"),
+        ((code >= 200) & (code < 300), "success"),
+        else_="http_error",
+    ).label("outcome")
+
+
+def _jobs_gauge(rows: Iterable[tuple[str, str, int]]) -> Metric:
+    gauge = _gauge(
+        "genq_jobs", "Jobs in the store by lane and status (within retention)", ["lane", "status"]
+    )
+    for lane, status, count in rows:
+        gauge.add_metric([lane, status], float(count))
+    return gauge
+
+
+def _single(name: str, doc: str, value: int) -> Metric:
+    gauge = _gauge(name, f"{doc}, recorded in the store (within retention)", [])
+    gauge.add_metric([], float(value))
+    return gauge
+
+
+def _labelled(name: str, doc: str, label: str, rows: Iterable[tuple[str, int]]) -> Metric:
+    gauge = _gauge(name, f"{doc}, recorded in the store (within retention)", [label])
+    for value, count in rows:
+        gauge.add_metric([str(value)], float(count))
+    return gauge
+
+
+def build_registry(settings: Settings) -> tuple[CollectorRegistry, GenqCollector]:
+    """A registry holding genq's collector; ``close()`` the collector when done."""
+    collector = GenqCollector(
+        settings,
+        build_engine(settings.store_url),
+        redis.Redis.from_url(settings.redis_url, socket_timeout=5.0),
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry, collector
+
+
+def render_metrics(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text exposition of ``registry``, as ``/metrics`` serves it."""
+    return generate_latest(registry)
+
+
+def metrics_app(settings: Settings) -> Callable[..., Awaitable[None]]:
+    """An ASGI app serving genq's metrics, for the gateway to mount at ``/metrics``."""
+    registry, _collector = build_registry(settings)
+    app: Callable[..., Awaitable[None]] = make_asgi_app(registry=registry)
+    return app
+
+
+def metric_samples(registry: CollectorRegistry) -> Iterator[tuple[str, dict[str, str], float]]:
+    """Every sample as ``(name, labels, value)``: what ``genq stats`` and tests read."""
+    for family in registry.collect():
+        for sample in family.samples:
+            yield sample.name, dict(sample.labels), sample.value

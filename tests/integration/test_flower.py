@@ -1,0 +1,118 @@
+"""A real Flower process shows the jobs genq ran: in its API and on its tasks page."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from schemas import JobStatus
+from tests.integration.conftest import Stack
+from tests.support import GenqProcess, free_port
+from tests.support.processes import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = REPO_ROOT / "artifacts"
+PROMPT = "a prompt that must not travel in task arguments"
+
+
+class Flower:
+    def __init__(self, stack: Stack, start_genq: Callable[..., GenqProcess]) -> None:
+        self.port = free_port()
+        self.auth = ("ops", secrets.token_urlsafe(12))
+        env = {
+            **stack.env,
+            "GENQ_FLOWER_PORT": str(self.port),
+            "GENQ_FLOWER_BASIC_AUTH": ":".join(self.auth),
+        }
+        self.process = start_genq(["flower"], env, name="flower")
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 30
+        while not self._healthy():
+            assert self.process.running, self.process.log_tail()
+            assert time.monotonic() < deadline, f"flower not up:\n{self.process.log_tail()}"
+            time.sleep(0.2)
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthcheck", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def get(self, path: str, **params: Any) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", params=params, auth=self.auth, timeout=10)
+
+    def wait_for_task(self, job_id: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            tasks = self.get("/api/tasks").json()
+            task: dict[str, Any] | None = tasks.get(job_id)
+            if task is not None and task["state"] == state:
+                return task
+            assert time.monotonic() < deadline, f"flower never showed {job_id} {state}: {tasks}"
+            time.sleep(0.3)
+
+
+def test_flower_lists_a_job_genq_ran(stack: Stack, start_genq: Callable[..., GenqProcess]) -> None:
+    flower = Flower(stack, start_genq)
+    stack.worker()
+    client = stack.client()
+    record = client.submit({"messages": [{"role": "user", "content": PROMPT}], "priority": 8})
+    assert client.wait(record.id, timeout=30).status is JobStatus.SUCCEEDED
+
+    task = flower.wait_for_task(record.id, "SUCCESS")  # the Celery task id is the job id
+    assert task["name"] == "genq.generate"
+    assert record.id in task["kwargs"]  # {'job_id': '…'}: readable, and nothing else
+    assert PROMPT not in str(task)
+    assert httpx.get(f"{flower.url}/api/tasks", timeout=10).status_code == 401  # basic auth
+
+    shown = _tasks_page(flower, "flower-tasks")
+    assert record.id in shown and "genq.generate" in shown
+
+
+def test_flower_counts_every_priority_list(
+    stack: Stack, start_genq: Callable[..., GenqProcess]
+) -> None:
+    # Run as `genq flower` it knows the ten priority lists; genq's own metrics remain the
+    # truth for depth (Flower never sees retries waiting out a countdown, or unacked messages).
+    flower = Flower(stack, start_genq)
+    client = stack.client()
+    for priority in (9, 5, 0):
+        client.submit({"messages": [{"role": "user", "content": "hi"}], "priority": priority})
+    lengths = flower.get("/api/queues/length").json()["active_queues"]
+    assert {"name": "genq.interactive", "messages": 3} in lengths
+
+
+def _tasks_page(flower: Flower, name: str) -> str:
+    """Screenshot Flower's tasks page into artifacts/ with headless Chromium; return its DOM."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "Chromium is missing: run `make install` (Debian package `chromium`)"
+    user, password = flower.auth
+    url = f"http://{user}:{password}@127.0.0.1:{flower.port}/tasks"
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / f"{name}.png"
+    screenshot.unlink(missing_ok=True)
+    common = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+        "--window-size=1800,700", "--virtual-time-budget=5000",
+    ]  # fmt: skip
+    _chromium([*common, f"--screenshot={screenshot}", url])
+    assert screenshot.stat().st_size > 10_000, "the screenshot is blank"
+    # The same page after its scripts ran: what the screenshot shows, as text.
+    return _chromium([*common, "--dump-dom", url])
+
+
+def _chromium(argv: list[str]) -> str:
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=90, check=False, cwd=Path.cwd()
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
