@@ -187,6 +187,10 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     logging.captureWarnings(True)  # warnings become records: JSON like everything else
+    # httpx logs every request line at INFO: a runtime call per token stream, and URLs may carry
+    # credentials. Failures still surface as genq errors with their own messages.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

@@ -25,6 +25,7 @@ from honcho.environ import parse_procfile
 from honcho.manager import Manager
 from honcho.printer import Printer
 
+from genq.demo import DEMO_ENV
 from genq.migrate import upgrade_database
 from genq.settings import Settings
 from genq.stack_plan import Component, StackPlan, plan_stack
@@ -172,7 +173,7 @@ def _supervise(
         outcome.ready = True
         _describe(plan, echo)
         if demo is not None:
-            outcome.demo_ok = demo(plan.settings, echo)
+            outcome.demo_ok = demo(_as_components_see_it(plan), echo)
         if exit_after:
             manager.request_stop()
     except NotReady as exc:
@@ -184,6 +185,13 @@ def _supervise(
         outcome.failure = f"{type(exc).__name__}: {exc}"
         echo(f"genq up: {outcome.failure}; stopping")
         manager.request_stop()
+
+
+def _as_components_see_it(plan: StackPlan) -> Settings:
+    """The settings every component runs with: the environment plus the plan's overrides
+    (ports, generated admin key, demo timings)."""
+    overrides = {key[5:].lower(): value for key, value in plan.env.items()}
+    return Settings(**overrides)  # type: ignore[arg-type]
 
 
 def _kill_leftovers(group_ids: list[int]) -> None:
@@ -207,6 +215,8 @@ def run_stack(
         print(text, file=output, flush=True)
 
     plan = plan_stack(settings, commands)
+    if demo is not None:
+        plan.env.update(DEMO_ENV)
     for component in plan.components:
         if shutil.which(component.argv[0]) is None:
             raise PermanentError(

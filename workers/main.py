@@ -117,6 +117,10 @@ def run_worker(
     configure_logging(settings)
     upgrade_database(settings.store_url)
     app = create_app(settings)
+    if not any(q in {settings.queue_for(lane) for lane in settings.lanes} for q in queues):
+        # Webhook/maintenance-only workers have no priorities to protect: let them prefetch.
+        app.conf.worker_disable_prefetch = False
+        app.conf.worker_prefetch_multiplier = 4
     node = f"{name or 'genq'}-{os.getpid()}@{socket.gethostname()}"
     app.genq_node = node
 
