@@ -1,0 +1,121 @@
+"""The gateway's per-process resources, built in its lifespan and closed on shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import httpx
+import redis.asyncio as aioredis
+from anyio import CapacityLimiter, to_thread
+from celery import Celery
+from fastapi import Request
+from redis import Redis as SyncRedis
+
+from genq import constants as c
+from genq.settings import Settings
+from genq.store import build_engine, create_schema
+from producers.api_keys import ApiKeyStore
+from producers.gateway.cache import TtlCache
+from producers.gateway.principal import Principal
+from producers.gateway.quotas import QueuedGauge, RateLimiter
+from producers.gateway.store_turns import TurnTakingStore
+from producers.submission import WebhookCheck
+from schemas import JobRecord, NotFound
+from workers.app import create_app
+from workers.runtimes import Runtime, build_runtime
+
+T = TypeVar("T")
+
+
+@dataclass
+class Gateway:
+    """Everything a request handler needs. The store and Celery are sync: use ``call``."""
+
+    settings: Settings
+    store: TurnTakingStore
+    keys: ApiKeyStore
+    redis: aioredis.Redis
+    # The shared cancel path (``producers.cancel``) is sync and runs in a worker thread.
+    sync_redis: SyncRedis
+    celery: Celery
+    runtime_http: httpx.Client
+    runtime: Runtime
+    limiter: RateLimiter
+    key_cache: TtlCache[Principal]
+    queued: QueuedGauge
+    webhook_check: WebhookCheck | None
+    # Threads for store and broker calls: few, since they share one GIL (and, on SQLite, one
+    # store); more only make them contend. Other blocking work uses anyio's default pool.
+    store_threads: CapacityLimiter
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a blocking store (or store + broker) call in one of ``store_threads``."""
+        return await to_thread.run_sync(function, *args, limiter=self.store_threads)
+
+    async def find(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
+        """The job's record (within ``tenant``, unless None), read in a worker thread."""
+        return await self.call(self.store.get, job_id, tenant)
+
+    async def job(self, job_id: str, tenant: str | None) -> JobRecord:
+        """The job if ``tenant`` may see it; another tenant's job is missing, exactly."""
+        record = await self.find(job_id, tenant)
+        if record is None:
+            raise NotFound(f"no job {job_id}")
+        return record
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+        self.sync_redis.close()
+        self.runtime_http.close()
+        self.store.engine.dispose()
+        self.celery.close()
+
+
+def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gateway:
+    """Connect everything (lazily where the library allows) for one gateway process."""
+    engine = build_engine(settings.store_url)
+    create_schema(engine)
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    runtime_http = httpx.Client(
+        base_url=settings.effective_runtime_url,
+        timeout=c.RUNTIME_HEALTH_TIMEOUT_SECONDS,
+        headers=_runtime_headers(settings),
+    )
+    async_redis = aioredis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=c.RUNTIME_HEALTH_TIMEOUT_SECONDS
+    )
+    store = TurnTakingStore(engine, default_webhook_secret=secret)
+    return Gateway(
+        settings=settings,
+        store=store,
+        keys=ApiKeyStore(engine),
+        redis=async_redis,
+        sync_redis=SyncRedis.from_url(
+            settings.redis_url,
+            health_check_interval=30,
+            socket_connect_timeout=c.RUNTIME_HEALTH_TIMEOUT_SECONDS,
+        ),
+        celery=create_app(settings),
+        runtime_http=runtime_http,
+        runtime=build_runtime(settings.runtime_kind, runtime_http),
+        limiter=RateLimiter(
+            async_redis, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst
+        ),
+        key_cache=TtlCache(settings.gateway_key_cache_seconds),
+        queued=QueuedGauge(store, settings.max_queued_per_tenant, c.GATEWAY_QUEUED_RECOUNT_SECONDS),
+        webhook_check=webhook_check,
+        store_threads=CapacityLimiter(settings.gateway_threads),
+    )
+
+
+def _runtime_headers(settings: Settings) -> dict[str, str]:
+    if settings.runtime_api_key is None:
+        return {}
+    return {"Authorization": f"Bearer {settings.runtime_api_key.get_secret_value()}"}
+
+
+def gateway_of(request: Request) -> Gateway:
+    """The gateway the lifespan put into the request's state."""
+    return cast(Gateway, cast(Any, request.state).gateway)

@@ -1,0 +1,181 @@
+"""Following a job's chunk stream from the event loop: SSE to a client, and the long poll.
+
+Both block in ``XREAD`` on the job's Redis Stream (``genq.chunks`` writes it), so a reader wakes
+when a chunk or the final ``end`` entry arrives instead of polling the store. The store is asked
+only every ``GATEWAY_STORE_RECHECK_SECONDS`` of silence, for the case where the stream has
+already expired or its writer died before closing it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import redis.asyncio as aioredis
+from sse_starlette import ServerSentEvent
+
+from genq import constants as c
+from genq.chunks import Chunk
+from genq.keys import stream_key
+from genq.store import utcnow
+from producers.gateway.errors import redis_errors
+from producers.gateway.state import Gateway
+from schemas import GenqError, InvalidRequest, JobRecord
+
+RECHECK_MS = int(c.GATEWAY_STORE_RECHECK_SECONDS * 1000)
+READ_COUNT = 500
+# Stream entry ids are 64-bit; a larger resume point could only be a client's mistake.
+MAX_SEQ = 2**63 - 1
+
+
+def resume_point(last_event_id: str | None, starting_after: int | None) -> int:
+    """The seq to resume after: ``Last-Event-ID`` (what a reconnecting client sends) wins
+    over ``?starting_after``; neither means from the start."""
+    if last_event_id is not None and last_event_id.strip() != "":
+        value = last_event_id.strip()
+        if not value.isascii() or not value.isdigit():
+            raise InvalidRequest(
+                f"Last-Event-ID must be the number of the last event you received, not {value!r}",
+                details=[{"field": "Last-Event-ID", "in": "header", "message": "not a number"}],
+            )
+        if int(value) > MAX_SEQ:
+            raise InvalidRequest("Last-Event-ID is larger than any event id this API sends")
+        return int(value)
+    return starting_after or 0
+
+
+def chunk_from_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Chunk:
+    """Decode one stream entry (id ``<seq>-0``) the way ``genq.chunks`` wrote it."""
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    text = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in fields.items()
+    }
+    data = json.loads(text["data"]) if "data" in text else None
+    return Chunk(
+        seq=int(eid.split("-", 1)[0]),
+        type=text.get("type", "delta"),
+        delta=text.get("delta", ""),
+        data=data,
+    )
+
+
+async def read_after(client: aioredis.Redis, job_id: str, seq: int, block_ms: int) -> list[Chunk]:
+    """Chunks with a seq above ``seq``, waiting up to ``block_ms`` for the first one."""
+    with redis_errors("the job's chunk stream"):
+        reply: Any = await client.xread(
+            {stream_key(job_id): f"{seq}-0"}, count=READ_COUNT, block=max(1, block_ms)
+        )
+    if not reply:
+        return []
+    return [chunk_from_entry(eid, fields) for eid, fields in reply[0][1]]
+
+
+async def last_chunk(client: aioredis.Redis, job_id: str) -> Chunk | None:
+    with redis_errors("the job's chunk stream"):
+        last: Any = await client.xrevrange(stream_key(job_id), count=1)
+    return chunk_from_entry(last[0][0], last[0][1]) if last else None
+
+
+def sse_event(chunk: Chunk) -> ServerSentEvent:
+    """One SSE event per chunk: ``id`` is its seq, ``event`` its type, ``data`` JSON."""
+    if chunk.type == "delta":
+        data: dict[str, Any] = {"delta": chunk.delta}
+    else:
+        data = dict(chunk.data or {})
+    return ServerSentEvent(data=json.dumps(data), event=chunk.type, id=str(chunk.seq))
+
+
+def settled_long_ago(record: JobRecord) -> bool:
+    """Terminal for longer than a writer needs to close the stream after the transition."""
+    if not record.status.terminal or record.finished_at is None:
+        return False
+    grace = timedelta(seconds=c.GATEWAY_STORE_RECHECK_SECONDS)
+    return record.finished_at < utcnow() - grace
+
+
+def end_from_record(record: JobRecord) -> ServerSentEvent:
+    """A final event from the store, for a job whose stream has expired (its text is in the
+    record)."""
+    data = {
+        "status": record.status.value,
+        "finish_reason": record.result.finish_reason if record.result else None,
+        "usage": record.usage.model_dump() if record.usage else None,
+        "stream_expired": True,
+    }
+    return ServerSentEvent(data=json.dumps(data), event="end")
+
+
+async def chunk_events(
+    gateway: Gateway, record: JobRecord, after_seq: int
+) -> AsyncIterator[ServerSentEvent]:
+    """Events after ``after_seq`` until the ``end`` one; waits for a job that has not started.
+
+    Call it before the response starts: problems with the job or Redis are then still a
+    plain error answer. Once streaming, a lost Redis ends the stream with an ``error`` event
+    (the client reconnects with ``Last-Event-ID``).
+    """
+    last = await last_chunk(gateway.redis, record.id)
+    if last is not None and last.final and last.seq <= after_seq:
+        return _no_events()  # the client already has the end event
+    if last is None and settled_long_ago(record):
+        return _single(end_from_record(record))
+    return _follow(gateway, record.id, after_seq)
+
+
+async def _no_events() -> AsyncIterator[ServerSentEvent]:
+    return
+    yield  # pragma: no cover - makes this an async generator
+
+
+async def _single(event: ServerSentEvent) -> AsyncIterator[ServerSentEvent]:
+    yield event
+
+
+async def _follow(gateway: Gateway, job_id: str, seq: int) -> AsyncIterator[ServerSentEvent]:
+    try:
+        while True:
+            chunks = await read_after(gateway.redis, job_id, seq, RECHECK_MS)
+            if not chunks:
+                current = await gateway.find(job_id)
+                if current is None or settled_long_ago(current):
+                    if current is not None:
+                        yield end_from_record(current)
+                    return
+                continue
+            for chunk in chunks:
+                seq = chunk.seq
+                yield sse_event(chunk)
+                if chunk.final:
+                    return
+    except GenqError as exc:
+        yield ServerSentEvent(data=json.dumps(exc.to_body()), event="error")
+
+
+async def wait_until_terminal(
+    gateway: Gateway, job_id: str, tenant: str | None, timeout_seconds: float
+) -> JobRecord:
+    """The job's record as soon as it is terminal, or as it stands after ``timeout_seconds``."""
+    record = await gateway.job(job_id, tenant)
+    if record.status.terminal or timeout_seconds <= 0:
+        return record
+    last = await last_chunk(gateway.redis, job_id)
+    if last is not None and last.final:
+        return await gateway.job(job_id, tenant)  # it finished between the two reads
+    seq = last.seq if last else 0
+    deadline = anyio.current_time() + timeout_seconds
+    while (remaining := deadline - anyio.current_time()) > 0:
+        block_ms = int(min(remaining, c.GATEWAY_STORE_RECHECK_SECONDS) * 1000)
+        chunks = await read_after(gateway.redis, job_id, seq, block_ms)
+        if chunks:
+            seq = chunks[-1].seq
+            if any(chunk.final for chunk in chunks):
+                break
+            continue
+        record = await gateway.job(job_id, tenant)
+        if record.status.terminal:
+            return record
+    return await gateway.job(job_id, tenant)

@@ -1,0 +1,114 @@
+"""A real gateway (``genq gateway``, uvicorn on a free port) in front of the test stack."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from genq.settings import Settings
+from genq.store import build_engine, create_schema
+from producers.api_keys import ApiKeyStore
+from tests.integration.conftest import Stack
+from tests.support import GenqProcess, free_port
+
+ADMIN_KEY = "test-admin-key-0123456789"
+START_TIMEOUT_SECONDS = 20.0
+
+
+@dataclass
+class Gateway:
+    """A running gateway: its URL, the env it runs with, and helpers to talk to it."""
+
+    url: str
+    env: dict[str, str]
+    process: GenqProcess
+    _clients: list[httpx.Client] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(**{k[5:].lower(): v for k, v in self.env.items() if k.startswith("GENQ_")})
+
+    def key(self, tenant: str = "acme", *, admin: bool = False) -> str:
+        """A fresh API key for ``tenant``, written straight into the gateway's store."""
+        engine = build_engine(self.settings.store_url)
+        try:
+            create_schema(engine)
+            _row, plaintext = ApiKeyStore(engine).create(tenant, admin=admin)
+        finally:
+            engine.dispose()
+        return plaintext
+
+    def client(self, key: str | None = None, timeout: float = 10.0) -> httpx.Client:
+        """An httpx client for the gateway, sending ``key`` as its bearer token."""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+
+
+def wait_until_serving(url: str, process: GenqProcess) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if not process.running or time.monotonic() > deadline:
+            raise AssertionError(f"gateway did not start; log tail:\n{process.log_tail()}")
+        time.sleep(0.05)
+
+
+def gateway_env(base: dict[str, str], **extra: str) -> dict[str, str]:
+    port = free_port()
+    return {
+        **base,
+        "GENQ_GATEWAY_PORT": str(port),
+        "GENQ_ADMIN_KEY": ADMIN_KEY,
+        **{f"GENQ_{k.upper()}": v for k, v in extra.items()},
+    }
+
+
+class GatewayStarter:
+    """``starter(rate_limit_per_second="2", ...)`` starts a gateway whose settings are the
+    stack's plus these (as ``GENQ_<NAME>``); the stack's ``start_genq`` stops it."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.started: list[Gateway] = []
+
+    def __call__(self, **extra: str) -> Gateway:
+        env = gateway_env(self.stack.env, **extra)
+        name = f"gateway-{len(self.started)}"
+        process = self.stack.start_genq(["gateway"], env, name=name)
+        url = f"http://127.0.0.1:{env['GENQ_GATEWAY_PORT']}"
+        wait_until_serving(url, process)
+        gateway = Gateway(url=url, env=env, process=process)
+        self.started.append(gateway)
+        return gateway
+
+    def close(self) -> None:
+        for gateway in self.started:
+            gateway.close()
+
+
+@pytest.fixture
+def start_gateway(stack: Stack) -> Iterator[GatewayStarter]:
+    """Start gateways in front of the fake-runtime stack."""
+    starter = GatewayStarter(stack)
+    yield starter
+    starter.close()
+
+
+@pytest.fixture
+def gateway(start_gateway: GatewayStarter) -> Gateway:
+    """A gateway with default limits in front of the stack (fake runtime, no worker yet)."""
+    return start_gateway()
