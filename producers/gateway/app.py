@@ -9,8 +9,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from genq.metrics import metrics_app
 from genq.settings import Settings
-from producers.gateway import routes_health, routes_jobs
+from producers.gateway import routes_dead_letters, routes_health, routes_jobs, routes_webhooks
 from producers.gateway.errors import install_error_handlers
 from producers.gateway.limits import BodySizeLimit
 from producers.gateway.state import open_gateway
@@ -48,6 +49,10 @@ def create_gateway(settings: Settings, *, webhook_check: WebhookCheck | None = N
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_dead_letters.router)
+    app.include_router(routes_webhooks.router)
+    # Prometheus scrapes without an API key, as is usual; bind the gateway to a private network.
+    app.mount("/metrics", metrics_app(settings))
     app.openapi = _openapi_builder(app)  # type: ignore[method-assign]
     return app
 

@@ -22,7 +22,7 @@ from producers.gateway.principal import Principal
 from producers.gateway.state import Gateway, gateway_of
 from producers.gateway.streaming import MAX_SEQ, chunk_events, resume_point, wait_until_terminal
 from producers.submission import submit_job
-from schemas import JobRecord, JobRequest, JobStatus, RateLimited
+from schemas import JobRecord, JobRequest, JobStatus, NotFound, RateLimited
 from schemas.errors import InvalidRequest
 
 LIST_LIMIT_DEFAULT = 50
@@ -168,10 +168,27 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobRecord, responses=error_responses(400, 404))
-async def get_job(request: Request, principal: Caller, job_id: JobId) -> JSONResponse:
-    """One job's record."""
-    record = await gateway_of(request).job(inputs.job_id(job_id), principal.scope)
-    return record_response(record)
+async def get_job(
+    request: Request,
+    principal: Caller,
+    job_id: JobId,
+    history: Annotated[bool, Query(description="include every state transition")] = False,
+) -> JSONResponse:
+    """One job's record; with ``history=true`` also its transitions (from, to, at, worker,
+    reason)."""
+    gateway = gateway_of(request)
+    ident = inputs.job_id(job_id)
+    if history:
+        found = await gateway.call(_with_history, gateway, ident, principal.scope)
+        if found is None:
+            raise NotFound(f"no job {job_id}")
+        return record_response(found)
+    return record_response(await gateway.job(ident, principal.scope))
+
+
+def _with_history(gateway: Any, job_id: str, tenant: str | None) -> JobRecord | None:
+    found: JobRecord | None = gateway.store.get(job_id, tenant, history=True)
+    return found
 
 
 @router.get("/{job_id}/wait", response_model=JobRecord, responses=error_responses(400, 404))
