@@ -30,7 +30,7 @@ class Chunk:
         return self.type == "end"
 
 
-def _decode(entry_id: bytes | str, fields: dict[Any, Any]) -> Chunk:
+def decode_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Chunk:
     eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     f = {
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
@@ -63,6 +63,7 @@ class ChunkWriter:
         # A first attempt starts an empty stream; a retry continues after what readers saw.
         self.seq = 0 if fresh else self._last_seq()
         self._buffer: list[str] = []
+        self._sent_delta = False
         self._first_buffered_at = 0.0
         self.flushes = 0
 
@@ -88,15 +89,20 @@ class ChunkWriter:
             self._add({"type": "reset", "data": json.dumps({"attempt": attempt})})
 
     def append(self, delta: str) -> bool:
-        """Buffer ``delta``; returns True when the buffer was flushed to Redis."""
+        """Buffer ``delta``; returns True when the buffer was flushed to Redis.
+
+        The first delta of an attempt goes out at once (time to first token matters most);
+        later ones wait up to the coalescing window.
+        """
         if not delta:
             return False
         now = time.monotonic()
         if not self._buffer:
             self._first_buffered_at = now
         self._buffer.append(delta)
-        if now - self._first_buffered_at >= self.coalesce_seconds:
+        if not self._sent_delta or now - self._first_buffered_at >= self.coalesce_seconds:
             self.flush()
+            self._sent_delta = True
             return True
         return False
 
@@ -120,7 +126,7 @@ class ChunkWriter:
 def last_chunk(client: redis.Redis, job_id: str) -> Chunk | None:
     """The newest entry of the job's stream, if any."""
     last: Any = client.xrevrange(stream_key(job_id), count=1)
-    return _decode(last[0][0], last[0][1]) if last else None
+    return decode_entry(last[0][0], last[0][1]) if last else None
 
 
 def read_chunks(
@@ -136,7 +142,7 @@ def read_chunks(
     if not reply:
         return []
     _key, entries = reply[0]
-    return [_decode(eid, fields) for eid, fields in entries]
+    return [decode_entry(eid, fields) for eid, fields in entries]
 
 
 def follow(

@@ -26,7 +26,11 @@ def fail(exc: GenqError, exit_code: int = 1) -> NoReturn:
 
 
 def emit(record: JobRecord | dict[str, Any]) -> None:
-    data = record.model_dump(mode="json", exclude_none=True) if isinstance(record, JobRecord) else record
+    data = (
+        record.model_dump(mode="json", exclude_none=True)
+        if isinstance(record, JobRecord)
+        else record
+    )
     typer.echo(json.dumps(data, indent=2))
 
 
@@ -74,7 +78,9 @@ def submit(
     reply_to: Annotated[str | None, typer.Option()] = None,
     webhook_url: Annotated[str | None, typer.Option()] = None,
     metadata: Annotated[list[str] | None, typer.Option(help="key=value, repeatable")] = None,
-    request_json: Annotated[str | None, typer.Option("--json", help="request file, or - for stdin")] = None,
+    request_json: Annotated[
+        str | None, typer.Option("--json", help="request file, or - for stdin")
+    ] = None,
     wait: Annotated[bool, typer.Option(help="wait and print the result")] = False,
     timeout: Annotated[float | None, typer.Option(help="seconds to wait")] = None,
 ) -> None:
@@ -84,8 +90,13 @@ def submit(
     body = _request_from_options(kind, prompt, system, inputs, request_json)
     if request_json is None:
         options = {
-            "model": model, "priority": priority, "lane": lane, "max_tokens": max_tokens,
-            "temperature": temperature, "seed": seed, "reply_to": reply_to,
+            "model": model,
+            "priority": priority,
+            "lane": lane,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "seed": seed,
+            "reply_to": reply_to,
             "webhook_url": webhook_url,
         }
         body.update({k: v for k, v in options.items() if v is not None})
@@ -164,8 +175,15 @@ def cancel(job_id: str) -> None:
             outcome = client.cancel(_job_id(job_id))
         except GenqError as exc:
             fail(exc)
-        typer.echo(json.dumps({"id": outcome.record.id, "outcome": outcome.outcome,
-                               "status": outcome.record.status.value}))
+        typer.echo(
+            json.dumps(
+                {
+                    "id": outcome.record.id,
+                    "outcome": outcome.outcome,
+                    "status": outcome.record.status.value,
+                }
+            )
+        )
 
 
 @app.command()
@@ -190,8 +208,9 @@ def worker(
         from schemas import InvalidRequest
 
         fail(InvalidRequest(str(exc)))
-    run_worker(settings, queues=names, concurrency=concurrency, pool=pool, name=name,
-               loglevel=loglevel)
+    run_worker(
+        settings, queues=names, concurrency=concurrency, pool=pool, name=name, loglevel=loglevel
+    )
 
 
 @app.command()
@@ -250,8 +269,13 @@ def main() -> None:
         raise SystemExit(2 if exc.code.value == "invalid_request" else 1) from None
     except Exception as exc:  # last resort: name the failure, keep the details in the log
         logging.getLogger("genq.cli").debug("unexpected failure", exc_info=True)
-        body = {"error": {"code": "internal", "details": [],
-                          "message": f"{exc.__class__.__name__}: {str(exc)[:300]} "
-                                     "(re-run with GENQ_LOG_LEVEL=DEBUG for details)"}}
+        body = {
+            "error": {
+                "code": "internal",
+                "details": [],
+                "message": f"{exc.__class__.__name__}: {str(exc)[:300]} "
+                "(re-run with GENQ_LOG_LEVEL=DEBUG for details)",
+            }
+        }
         typer.echo(json.dumps(body), err=True)
         raise SystemExit(1) from None

@@ -187,8 +187,14 @@ def requeue(
     with app.connection_for_write() as conn:
         # The old attempts' output is obsolete: the rerun starts a fresh chunk stream.
         conn.default_channel.client.delete(stream_key(record.id))
-    send_job(app, settings, job_id=record.id, kind=JobKind(record.kind), lane=record.lane,
-             priority=record.priority)
+    send_job(
+        app,
+        settings,
+        job_id=record.id,
+        kind=JobKind(record.kind),
+        lane=record.lane,
+        priority=record.priority,
+    )
     return {"dead_letter_id": letter.id, "job_id": record.id, "status": record.status.value}
 
 
@@ -200,9 +206,7 @@ def purge(app: Celery, store: JobStore, ident: str) -> dict[str, Any]:
         with store.engine.connect() as conn:
             status = conn.execute(select(jobs.c.status).where(jobs.c.id == ident)).scalar()
         if status is not None:
-            raise Conflict(
-                f"job {ident} is {status}; only dead letters can be purged"
-            ) from None
+            raise Conflict(f"job {ident} is {status}; only dead letters can be purged") from None
         raise
     with store.engine.begin() as conn:
         conn.execute(delete(dead_letters).where(dead_letters.c.id == letter.id))

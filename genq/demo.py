@@ -83,13 +83,18 @@ def _streamed(settings: Settings, echo: Echo) -> DemoStep:
         return DemoStep("stream", False, "no admin key to call the gateway with")
     base = f"http://127.0.0.1:{settings.gateway_port}"
     headers = {"Authorization": f"Bearer {settings.admin_key.get_secret_value()}"}
-    body = {"messages": [{"role": "user", "content": "Tell me about the sea."}],
-            "max_tokens": 48, "priority": 9}
+    body = {
+        "messages": [{"role": "user", "content": "Tell me about the sea."}],
+        "max_tokens": 48,
+        "priority": 9,
+    }
     parts: list[str] = []
     with httpx.Client(base_url=base, headers=headers, timeout=JOB_TIMEOUT_SECONDS) as http:
         job = http.post("/v1/jobs", json=body).raise_for_status().json()
         job_id = job.get("id") or job["job"]["id"]
-        echo(f"  streaming job {job_id}: ", )
+        echo(
+            f"  streaming job {job_id}: ",
+        )
         with connect_sse(http, "GET", f"/v1/jobs/{job_id}/stream") as source:
             for event in source.iter_sse():
                 if event.event == "delta":
@@ -117,8 +122,13 @@ def _delta(data: str) -> str:
 def _cancelled(settings: Settings, echo: Echo) -> DemoStep:
     """A long job cancelled while running: it stops within a second and keeps its partial text."""
     with _client(settings) as client:
-        job = client.submit({"messages": [{"role": "user", "content": "Count slowly to 500."}],
-                             "max_tokens": 400, "priority": 9})
+        job = client.submit(
+            {
+                "messages": [{"role": "user", "content": "Count slowly to 500."}],
+                "max_tokens": 400,
+                "priority": 9,
+            }
+        )
         deadline = time.monotonic() + JOB_TIMEOUT_SECONDS
         while client.get(job.id).status.value != "running" and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -128,8 +138,10 @@ def _cancelled(settings: Settings, echo: Echo) -> DemoStep:
         done = client.wait(job.id, timeout=30)
         took = time.monotonic() - asked
     partial = (done.result.text or "") if done.result else ""
-    echo(f"  cancel → {outcome.outcome}; ended {done.status.value} after {took:.2f}s with "
-         f"{len(partial)} characters kept")
+    echo(
+        f"  cancel → {outcome.outcome}; ended {done.status.value} after {took:.2f}s with "
+        f"{len(partial)} characters kept"
+    )
     ok = done.status.value == "cancelled" and took < 5
     return DemoStep("cancel", ok, f"{done.status.value} in {took:.2f}s")
 
@@ -167,8 +179,15 @@ def _webhook(settings: Settings, echo: Echo) -> DemoStep:
     url = f"http://127.0.0.1:{receiver.server_address[1]}/genq-webhook"
     try:
         with _client(settings) as client:
-            job = client.submit({"kind": "completion", "prompt": "Hello", "max_tokens": 8,
-                                 "webhook_url": url, "webhook_secret": secret})
+            job = client.submit(
+                {
+                    "kind": "completion",
+                    "prompt": "Hello",
+                    "max_tokens": 8,
+                    "webhook_url": url,
+                    "webhook_secret": secret,
+                }
+            )
             client.wait(job.id, timeout=JOB_TIMEOUT_SECONDS)
         deadline = time.monotonic() + 30
         while not receiver.events and time.monotonic() < deadline:
@@ -188,8 +207,14 @@ def _dead_letter(settings: Settings, echo: Echo) -> DemoStep:
     from genq import dead_letters as dlq
 
     with _client(settings) as client:
-        job = client.submit({"kind": "completion", "prompt": "Poison?", "max_tokens": 64,
-                             "metadata": {"demo": "poison"}})
+        job = client.submit(
+            {
+                "kind": "completion",
+                "prompt": "Poison?",
+                "max_tokens": 64,
+                "metadata": {"demo": "poison"},
+            }
+        )
         crashes = 0
         deadline = time.monotonic() + JOB_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
@@ -207,16 +232,21 @@ def _dead_letter(settings: Settings, echo: Echo) -> DemoStep:
                 time.sleep(0.5)
             time.sleep(0.05)
         record = client.get(job.id)
-        echo(f"  after {crashes} crash(es): {record.status.value} "
-             f"({record.error.code if record.error else '-'})")
+        echo(
+            f"  after {crashes} crash(es): {record.status.value} "
+            f"({record.error.code if record.error else '-'})"
+        )
         if record.status.value != "dead_lettered":
             return DemoStep("dead-letter", False, f"ended {record.status.value}")
         requeued = dlq.requeue(client.app, client.store, settings, job.id, operator="demo")
         echo(f"  operator requeued it: {requeued}")
         done = client.wait(job.id, timeout=JOB_TIMEOUT_SECONDS)
     echo(f"  after requeue: {done.status.value}, attempts {done.attempts}")
-    return DemoStep("dead-letter", done.status.value == "succeeded",
-                    f"dead-lettered after {crashes} crashes, requeued, {done.status.value}")
+    return DemoStep(
+        "dead-letter",
+        done.status.value == "succeeded",
+        f"dead-lettered after {crashes} crashes, requeued, {done.status.value}",
+    )
 
 
 STEPS: list[Callable[[Settings, Echo], DemoStep]] = [

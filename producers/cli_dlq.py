@@ -54,8 +54,14 @@ def list_cmd(
     table = Table("id", "job", "reason", "attempts", "error", "at")
     for d in letters:
         error = (d.error or {}).get("message", "")
-        table.add_row(d.id, d.job_id or "-", d.reason, str(d.attempts), error[:60],
-                      d.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+        table.add_row(
+            d.id,
+            d.job_id or "-",
+            d.reason,
+            str(d.attempts),
+            error[:60],
+            d.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
     Console().print(table)
     typer.echo(f"{len(letters)} dead letter(s)")
 

@@ -48,7 +48,9 @@ class GenqClient:
             self._redis = redis.Redis.from_url(self.settings.redis_url)
         return self._redis
 
-    def submit(self, request: JobRequest | dict[str, Any], *, job_id: str | None = None) -> JobRecord:
+    def submit(
+        self, request: JobRequest | dict[str, Any], *, job_id: str | None = None
+    ) -> JobRecord:
         """Validate and enqueue one job; returns its queued record (id included)."""
         req = request if isinstance(request, JobRequest) else parse(JobRequest, request)
         record, _created = submit_job(
@@ -100,8 +102,9 @@ class GenqClient:
         return follow(self.redis, job_id, after_seq=starting_after or 0)
 
     def cancel(self, job_id: str) -> CancelOutcome:
-        return cancel_job(self.app, self.store, self.redis, self.settings, job_id,
-                          tenant=self._scope())
+        return cancel_job(
+            self.app, self.store, self.redis, self.settings, job_id, tenant=self._scope()
+        )
 
     def replies(self, queue: str, *, timeout: float = 5.0) -> Iterator[JobRecord]:
         """Terminal records published to ``queue`` (the ``reply_to`` of your jobs), each acked

@@ -67,7 +67,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_redirect_stdouts": False,
         # Flower needs task events.
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # No "task-sent" events: each costs the producer a second broker publish per job, and
+        # Flower shows a job from "received" on; the store is the record of queued jobs.
+        "task_send_sent_event": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         # What cannot be decoded or has no task goes to genq.dead_letter, not the floor.
         "worker_consumer": "workers.consumer:DeadLetteringConsumer",

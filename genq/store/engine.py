@@ -22,10 +22,22 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+READ_ONLY = "genq_read_only"
+
+
 def _sqlite_begin(conn: Any) -> None:
-    # pysqlite's deferred BEGIN turns concurrent read-then-write into SQLITE_BUSY; take the
-    # write lock up front so the busy timeout applies.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # pysqlite's deferred BEGIN turns concurrent read-then-write into SQLITE_BUSY; a writing
+    # transaction takes the write lock up front so the busy timeout applies. Reads (engines
+    # from ``reader()``) stay deferred: in WAL mode they never wait for a writer.
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def reader(engine: Engine) -> Engine:
+    """A view of ``engine`` (same pool) for read-only work: it never takes SQLite's write lock."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def build_engine(url: str) -> Engine:

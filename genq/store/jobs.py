@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, or
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from genq.store.effects import record_terminal_effects
+from genq.store.engine import reader
 from genq.store.records import history_entry, job_record
 from genq.store.tables import job_history, jobs, reply_outbox
 from schemas import (
@@ -77,6 +78,7 @@ class JobStore:
 
     def __init__(self, engine: Engine, *, default_webhook_secret: str | None = None) -> None:
         self.engine = engine
+        self.reads = reader(engine)
         self.default_webhook_secret = default_webhook_secret
 
     # -- producer side -------------------------------------------------------------------
@@ -125,7 +127,7 @@ class JobStore:
         return job_record(row), True
 
     def _replay(self, job: NewJob) -> JobRecord:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             row = conn.execute(
                 select(jobs).where(
                     jobs.c.tenant == job.tenant,
@@ -152,7 +154,7 @@ class JobStore:
         query = select(jobs).where(jobs.c.id == job_id)
         if tenant is not None:
             query = query.where(jobs.c.tenant == tenant)
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             row = conn.execute(query).first()
             if row is None:
                 return None
@@ -168,12 +170,12 @@ class JobStore:
 
     def routing(self, job_id: str) -> dict[str, Any] | None:
         """Internal fields a worker needs (reply queue, deadline, counters)."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
         return dict(row._mapping) if row else None
 
     def count_queued(self, tenant: str) -> int:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             value = conn.execute(
                 select(func.count()).where(
                     jobs.c.tenant == tenant, jobs.c.status == JobStatus.QUEUED.value
@@ -289,7 +291,7 @@ class JobStore:
 
     def lapsed_leases(self, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
         """Running jobs whose worker stopped renewing: candidates for recovery."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(
                 select(jobs.c.id, jobs.c.worker_id, jobs.c.crashes, jobs.c.attempts)
                 .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now)
@@ -299,7 +301,7 @@ class JobStore:
 
     def stale_dispatches(self, now: datetime, limit: int = 500) -> list[dict[str, Any]]:
         """Queued jobs whose (retry) message should have been picked up by now: re-send them."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(
                 select(jobs.c.id, jobs.c.kind, jobs.c.lane, jobs.c.priority)
                 .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.lease_expires_at < now)
@@ -319,7 +321,7 @@ class JobStore:
 
     def overdue_queued(self, now: datetime, limit: int = 500) -> list[str]:
         """Queued jobs past their deadline."""
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(
                 select(jobs.c.id)
                 .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.deadline < now)
@@ -336,7 +338,7 @@ class JobStore:
             query = query.where(reply_outbox.c.job_id == job_id)
         if older_than is not None:
             query = query.where(reply_outbox.c.created_at < older_than)
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(query.order_by(reply_outbox.c.id).limit(limit)).all()
         return [dict(r._mapping) for r in rows]
 
@@ -389,7 +391,7 @@ class JobStore:
             query = query.where(
                 or_(jobs.c.created_at < at, and_(jobs.c.created_at == at, jobs.c.id < job_id))
             )
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             rows = conn.execute(query).all()
         records = [job_record(r) for r in rows[:limit]]
         next_cursor = None

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from sse_starlette import ServerSentEvent
 
 from genq import constants as c
-from genq.chunks import Chunk
+from genq.chunks import Chunk, decode_entry
 from genq.keys import stream_key
 from genq.store import utcnow
 from producers.gateway.errors import redis_errors
@@ -49,18 +49,7 @@ def resume_point(last_event_id: str | None, starting_after: int | None) -> int:
 
 def chunk_from_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Chunk:
     """Decode one stream entry (id ``<seq>-0``) the way ``genq.chunks`` wrote it."""
-    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    text = {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in fields.items()
-    }
-    data = json.loads(text["data"]) if "data" in text else None
-    return Chunk(
-        seq=int(eid.split("-", 1)[0]),
-        type=text.get("type", "delta"),
-        delta=text.get("delta", ""),
-        data=data,
-    )
+    return decode_entry(entry_id, fields)
 
 
 async def read_after(client: aioredis.Redis, job_id: str, seq: int, block_ms: int) -> list[Chunk]:
