@@ -12,7 +12,6 @@ Run: ``python -m benchmarks core`` (or ``make bench``).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,8 +35,15 @@ CHAT = {"messages": [{"role": "user", "content": "ping"}]}
 def _fake_runtime(tmp: Path) -> tuple[ManagedProcess, str]:
     port = free_port()
     fake = ManagedProcess(
-        [sys.executable, "-m", "tests.fakes.runtime_server", "--port", str(port), "--mode",
-         "instant"],
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.runtime_server",
+            "--port",
+            str(port),
+            "--mode",
+            "instant",
+        ],
         log_path=tmp / "fake.log",
     )
     fake.start()
@@ -67,29 +73,52 @@ def _settings(env: dict[str, str]) -> Settings:
 
 
 def _wait_all_terminal(client: GenqClient, ids: list[str], timeout: float = 600) -> None:
-    pending = set(ids)
+    """Wait until every job is terminal, polling one cheap COUNT (not the records)."""
+    from sqlalchemy import func, select
+
+    from genq.store.tables import jobs
+
+    wanted = len(ids)
+    terminal = [s.value for s in JobStatus if s.terminal]
+    query = select(func.count()).where(jobs.c.id.in_(ids), jobs.c.status.in_(terminal))
     deadline = time.monotonic() + timeout
-    while pending:
+    while True:
+        with client.store.reads.connect() as conn:
+            if conn.execute(query).scalar_one() >= wanted:
+                return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(pending)} jobs unfinished")
-        page = client.store.list(tenant=None, status=JobStatus.SUCCEEDED, limit=len(ids) + 10)
-        pending -= {r.id for r in page.records}
-        time.sleep(0.05)
+            raise TimeoutError("jobs unfinished")
+        time.sleep(0.1)
 
 
 def overhead(tmp: Path) -> dict[str, Any]:
     with RedisServer(tmp / "redis") as redis_server:
         fake, fake_url = _fake_runtime(tmp)
         env = _env(redis_server.url, tmp, fake_url, "fake-model")
-        worker = GenqProcess(["worker", "--concurrency", str(CONCURRENCY)], env,
-                             tmp / "worker.log").start()
+        worker = GenqProcess(
+            ["worker", "--concurrency", str(CONCURRENCY)], env, tmp / "worker.log"
+        ).start()
         raw_url = redis_server.url[:-1] + "1"
         raw_env = {**os.environ, "BENCH_REDIS_URL": raw_url}
         raw = ManagedProcess(
-            [sys.executable, "-m", "celery", "-A", "benchmarks.raw_celery", "worker",
-             "-c", str(CONCURRENCY), "-P", "prefork", "--without-gossip", "--without-mingle",
-             "--loglevel", "WARNING"],
-            log_path=tmp / "raw.log", env=raw_env,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "benchmarks.raw_celery",
+                "worker",
+                "-c",
+                str(CONCURRENCY),
+                "-P",
+                "prefork",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "WARNING",
+            ],
+            log_path=tmp / "raw.log",
+            env=raw_env,
         ).start()
         os.environ["BENCH_REDIS_URL"] = raw_url
         from benchmarks.raw_celery import make_app
@@ -116,7 +145,7 @@ def overhead(tmp: Path) -> dict[str, Any]:
             raw_rate = THROUGHPUT_JOBS / (time.perf_counter() - t0)
 
             t0 = time.perf_counter()
-            ids = [client.submit(CHAT).id for _ in range(THROUGHPUT_JOBS)]
+            ids = [r.id for r in client.submit_many([CHAT] * THROUGHPUT_JOBS)]
             _wait_all_terminal(client, ids)
             genq_rate = THROUGHPUT_JOBS / (time.perf_counter() - t0)
             rss = {pid: peak_rss_mb(pid) for pid in process_tree(worker.pid)}
@@ -127,15 +156,22 @@ def overhead(tmp: Path) -> dict[str, Any]:
             fake.stop()
     return {
         "latency_ms": {
-            "genq_p50": median(genq_lat), "genq_p99": percentile(genq_lat, 99),
-            "raw_celery_p50": median(raw_lat), "raw_celery_p99": percentile(raw_lat, 99),
+            "genq_p50": median(genq_lat),
+            "genq_p99": percentile(genq_lat, 99),
+            "raw_celery_p50": median(raw_lat),
+            "raw_celery_p99": percentile(raw_lat, 99),
             "overhead_p50": median(genq_lat) - median(raw_lat),
         },
         "throughput_jobs_per_s": {
-            "genq": genq_rate, "raw_celery": raw_rate, "ratio": genq_rate / raw_rate,
+            "genq": genq_rate,
+            "raw_celery": raw_rate,
+            "ratio": genq_rate / raw_rate,
         },
-        "worker_peak_rss_mb": {"max_process": max(rss.values()), "processes": len(rss),
-                               "total": sum(rss.values())},
+        "worker_peak_rss_mb": {
+            "max_process": max(rss.values()),
+            "processes": len(rss),
+            "total": sum(rss.values()),
+        },
     }
 
 
@@ -152,8 +188,14 @@ def _direct_tokens_per_s(url: str, model: str, max_tokens: int) -> float:
     t0 = time.perf_counter()
     with httpx.Client(base_url=url, timeout=300) as http:
         for prompt in PROMPTS:
-            body = {"model": model, "messages": [{"role": "user", "content": prompt}],
-                    "max_tokens": max_tokens, "temperature": 0, "seed": 1, "stream": True}
+            body = {
+                "model": model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "seed": 1,
+                "stream": True,
+            }
             with http.stream("POST", "/v1/chat/completions", json=body) as response:
                 for line in response.iter_lines():
                     if line.startswith("data:") and '"content"' in line:
@@ -163,8 +205,17 @@ def _direct_tokens_per_s(url: str, model: str, max_tokens: int) -> float:
 
 def _genq_tokens_per_s(client: GenqClient, max_tokens: int) -> float:
     t0 = time.perf_counter()
-    ids = [client.submit({"messages": [{"role": "user", "content": p}], "max_tokens": max_tokens,
-                          "temperature": 0, "seed": 1}).id for p in PROMPTS]
+    ids = [
+        client.submit(
+            {
+                "messages": [{"role": "user", "content": p}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "seed": 1,
+            }
+        ).id
+        for p in PROMPTS
+    ]
     tokens = 0
     for job_id in ids:
         record = client.wait(job_id, timeout=600)
@@ -175,9 +226,10 @@ def _genq_tokens_per_s(client: GenqClient, max_tokens: int) -> float:
 
 def runtime_efficiency(tmp: Path, rounds: int = 3, max_tokens: int = 64) -> dict[str, Any]:
     settings = Settings(data_dir=tmp / "embedded")
-    with RedisServer(tmp / "redis-rt") as redis_server, EmbeddedRuntime(
-        settings, tmp / "runtime.log"
-    ) as runtime:
+    with (
+        RedisServer(tmp / "redis-rt") as redis_server,
+        EmbeddedRuntime(settings, tmp / "runtime.log") as runtime,
+    ):
         env = _env(redis_server.url, tmp / "rt", runtime.url, runtime.model)
         worker = GenqProcess(["worker", "--concurrency", "1"], env, tmp / "worker-rt.log").start()
         client = GenqClient(_settings(env))
@@ -205,16 +257,24 @@ def main() -> dict[str, Any]:
     o, r = results["overhead"], results["runtime"]
     lat, thr, rss = o["latency_ms"], o["throughput_jobs_per_s"], o["worker_peak_rss_mb"]
     print("== core path ==")
-    print(f"idle latency p50/p99 ms: genq {lat['genq_p50']:.1f}/{lat['genq_p99']:.1f}  "
-          f"raw celery {lat['raw_celery_p50']:.1f}/{lat['raw_celery_p99']:.1f}  "
-          f"overhead p50 {lat['overhead_p50']:.1f} ms (target <= 10)")
-    print(f"throughput jobs/s ({THROUGHPUT_JOBS} jobs, concurrency {CONCURRENCY}): "
-          f"genq {thr['genq']:.0f}  raw celery {thr['raw_celery']:.0f}  "
-          f"ratio {thr['ratio']:.2f} (target >= 0.5)")
-    print(f"runtime tokens/s: direct {r['direct_tokens_per_s']:.1f}  genq "
-          f"{r['genq_tokens_per_s']:.1f}  ratio {r['ratio']:.3f} (target >= 0.97)")
-    print(f"worker peak RSS MB: max process {rss['max_process']:.0f} over {rss['processes']} "
-          f"processes, total {rss['total']:.0f} (target <= 150 per process)")
+    print(
+        f"idle latency p50/p99 ms: genq {lat['genq_p50']:.1f}/{lat['genq_p99']:.1f}  "
+        f"raw celery {lat['raw_celery_p50']:.1f}/{lat['raw_celery_p99']:.1f}  "
+        f"overhead p50 {lat['overhead_p50']:.1f} ms (target <= 10)"
+    )
+    print(
+        f"throughput jobs/s ({THROUGHPUT_JOBS} jobs, concurrency {CONCURRENCY}): "
+        f"genq {thr['genq']:.0f}  raw celery {thr['raw_celery']:.0f}  "
+        f"ratio {thr['ratio']:.2f} (target >= 0.5)"
+    )
+    print(
+        f"runtime tokens/s: direct {r['direct_tokens_per_s']:.1f}  genq "
+        f"{r['genq_tokens_per_s']:.1f}  ratio {r['ratio']:.3f} (target >= 0.97)"
+    )
+    print(
+        f"worker peak RSS MB: max process {rss['max_process']:.0f} over {rss['processes']} "
+        f"processes, total {rss['total']:.0f} (target <= 150 per process)"
+    )
     return results
 
 

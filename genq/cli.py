@@ -42,7 +42,11 @@ def _request_from_options(
     request_json: str | None,
 ) -> dict[str, Any]:
     if request_json is not None:
-        raw = sys.stdin.read() if request_json == "-" else open(request_json).read()
+        if request_json == "-":
+            raw = sys.stdin.read()
+        else:
+            with open(request_json) as source:
+                raw = source.read()
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -193,7 +197,7 @@ def worker(
     concurrency: Annotated[int | None, typer.Option(help="default: the runtime's slots")] = None,
     pool: Annotated[str, typer.Option(help="prefork or threads")] = "prefork",
     name: Annotated[str | None, typer.Option(help="worker node name")] = None,
-    loglevel: Annotated[str, typer.Option()] = "INFO",
+    loglevel: Annotated[str | None, typer.Option(help="default: GENQ_LOG_LEVEL")] = None,
 ) -> None:
     """Run a worker. An LLM worker's concurrency equals its runtime's parallel slots."""
     from workers.main import ensure_cold_sigterm, run_worker, worker_queues
@@ -209,7 +213,12 @@ def worker(
 
         fail(InvalidRequest(str(exc)))
     run_worker(
-        settings, queues=names, concurrency=concurrency, pool=pool, name=name, loglevel=loglevel
+        settings,
+        queues=names,
+        concurrency=concurrency,
+        pool=pool,
+        name=name,
+        loglevel=loglevel or settings.log_level,
     )
 
 

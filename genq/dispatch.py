@@ -24,6 +24,7 @@ def send_job(
     lane: str,
     priority: int,
     countdown: float | None = None,
+    producer: Any = None,
 ) -> None:
     """Publish the job's task message; the Celery task id is the job id (Flower shows it)."""
     options: dict[str, Any] = {
@@ -36,6 +37,8 @@ def send_job(
     }
     if countdown:
         options["countdown"] = countdown
+    if producer is not None:  # one connection for a whole batch
+        options["producer"] = producer
     try:
         app.send_task(task_name_for(kind), kwargs={"job_id": job_id}, **options)
     except Exception as exc:  # kombu/redis raise many types; convert at the boundary

@@ -15,7 +15,7 @@ from genq.replies import reply_queue
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
 from producers.cancel import CancelOutcome, cancel_job
-from producers.submission import submit_job
+from producers.submission import submit_job, submit_many
 from producers.webhooks import webhook_submit_check
 from schemas import JobRecord, JobRequest, NotFound
 from schemas.errors import ErrorCode, GenqError
@@ -65,9 +65,16 @@ class GenqClient:
         return record
 
     def submit_many(self, requests: Iterable[JobRequest | dict[str, Any]]) -> list[JobRecord]:
-        """Validate every request first, so a bad one enqueues nothing; then enqueue all."""
+        """Validate every request first (a bad one enqueues nothing), then store the batch in
+        one transaction and publish it over one connection. Requests with an idempotency key
+        make the whole batch go one by one. Records come back in request order."""
         parsed = [r if isinstance(r, JobRequest) else parse(JobRequest, r) for r in requests]
-        return [self.submit(r) for r in parsed]
+        if any(r.idempotency_key for r in parsed):
+            return [self.submit(r) for r in parsed]
+        check = webhook_submit_check(self.settings)
+        return submit_many(
+            self.app, self.store, self.settings, parsed, tenant=self.tenant, webhook_check=check
+        )
 
     def get(self, job_id: str, *, history: bool = False) -> JobRecord:
         record = self.store.get(job_id, self._scope(), history=history)
@@ -97,7 +104,7 @@ class GenqClient:
             )
 
     def stream(self, job_id: str, starting_after: int | None = None) -> Iterator[Chunk]:
-        """Chunks as they are generated, resuming after ``starting_after``; ends with the final one."""
+        """Chunks as they are generated, after ``starting_after``; ends with the final one."""
         self.get(job_id)
         return follow(self.redis, job_id, after_seq=starting_after or 0)
 

@@ -70,3 +70,43 @@ def submit_job(
         store.delete(record.id)
         raise
     return record, True
+
+
+def submit_many(
+    app: Celery,
+    store: JobStore,
+    settings: Settings,
+    requests: list[JobRequest],
+    *,
+    tenant: str = "default",
+    webhook_check: WebhookCheck | None = None,
+) -> list[JobRecord]:
+    """Accept a batch: every request is checked first (one bad request accepts none), the jobs
+    are stored in one transaction and published over one broker connection. Jobs the broker
+    refused are removed again, so what is returned is exactly what was accepted."""
+    batch = []
+    for request in requests:
+        lane = resolve_lane(settings, request)
+        if request.webhook_url is not None and webhook_check is not None:
+            webhook_check(str(request.webhook_url), request.webhook_secret)
+        model = request.model or settings.default_model
+        batch.append(NewJob(str(uuid.uuid4()), tenant, lane, model, request))
+    records = store.create_many(batch)
+    sent = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for record in records:
+                send_job(
+                    app,
+                    settings,
+                    job_id=record.id,
+                    kind=record.kind,
+                    lane=record.lane,
+                    priority=record.priority,
+                    producer=producer,
+                )
+                sent += 1
+    except BrokerUnavailable:
+        store.delete_many([r.id for r in records[sent:]])
+        raise
+    return records

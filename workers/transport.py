@@ -25,9 +25,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         # decode step.
         try:
             try:
-                dest__item = self.client.parse_response(
-                    self.client.connection, "BRPOP", **options
-                )
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from genq.store.effects import record_terminal_effects
 from genq.store.engine import reader
-from genq.store.records import history_entry, job_record
+from genq.store.records import history_entry, job_record, job_record_from_values
 from genq.store.tables import job_history, jobs, reply_outbox
 from schemas import (
     TERMINAL_STATES,
@@ -87,33 +87,9 @@ class JobStore:
 
         Returns ``(record, created)``. Raises ``Conflict`` if the key was used with another body.
         """
-        req = job.request
         now = utcnow()
-        deadline = req.deadline
-        if req.expires_in is not None:
-            deadline = now + timedelta(seconds=req.expires_in)
-        values: dict[str, Any] = {
-            "id": job.id,
-            "tenant": job.tenant,
-            "status": JobStatus.QUEUED.value,
-            "kind": req.kind.value,
-            "model": job.model,
-            "lane": job.lane,
-            "priority": req.priority,
-            "request": req.public_dump(),
-            "metadata": dict(req.metadata),
-            "attempts": 0,
-            "crashes": 0,
-            "reply_to": req.reply_to,
-            "webhook_url": str(req.webhook_url) if req.webhook_url else None,
-            "webhook_secret": req.webhook_secret,
-            "idempotency_key": req.idempotency_key,
-            "request_hash": job.request_hash(),
-            "cancel_requested": False,
-            "created_at": now,
-            "deadline": deadline,
-            "updated_at": now,
-        }
+        values = _row_values(job, now)
+        req = job.request
         try:
             with self.engine.begin() as conn:
                 row = conn.execute(jobs.insert().values(**values).returning(*jobs.c)).one()
@@ -125,6 +101,39 @@ class JobStore:
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
         return job_record(row), True
+
+    def create_many(self, batch: list[NewJob]) -> list[JobRecord]:
+        """Insert many queued jobs in one transaction (no idempotency keys: use ``create``)."""
+        if any(job.request.idempotency_key for job in batch):
+            raise InvalidRequest("a batch cannot carry idempotency keys; submit those one by one")
+        now = utcnow()
+        rows = [_row_values(job, now) for job in batch]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(jobs.insert(), rows)
+                conn.execute(
+                    job_history.insert(),
+                    [
+                        {
+                            "job_id": job.id,
+                            "from_status": None,
+                            "to_status": "queued",
+                            "at": now,
+                            "worker": None,
+                            "reason": "submitted",
+                        }
+                        for job in batch
+                    ],
+                )
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
+        return [job_record_from_values(row) for row in rows]
+
+    def delete_many(self, job_ids: list[str]) -> None:
+        """Remove jobs that could not be handed to the broker (never accepted)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(job_history).where(job_history.c.job_id.in_(job_ids)))
+            conn.execute(delete(jobs).where(jobs.c.id.in_(job_ids)))
 
     def _replay(self, job: NewJob) -> JobRecord:
         with self.reads.connect() as conn:
@@ -399,6 +408,37 @@ class JobStore:
             last = records[-1]
             next_cursor = encode_cursor(last.created_at, last.id)
         return Page(records, next_cursor)
+
+
+def _row_values(job: NewJob, now: datetime) -> dict[str, Any]:
+    """The ``jobs`` row of a newly accepted job."""
+    req = job.request
+    deadline = req.deadline
+    if req.expires_in is not None:
+        deadline = now + timedelta(seconds=req.expires_in)
+    values: dict[str, Any] = {
+        "id": job.id,
+        "tenant": job.tenant,
+        "status": JobStatus.QUEUED.value,
+        "kind": req.kind.value,
+        "model": job.model,
+        "lane": job.lane,
+        "priority": req.priority,
+        "request": req.public_dump(),
+        "metadata": dict(req.metadata),
+        "attempts": 0,
+        "crashes": 0,
+        "reply_to": req.reply_to,
+        "webhook_url": str(req.webhook_url) if req.webhook_url else None,
+        "webhook_secret": req.webhook_secret,
+        "idempotency_key": req.idempotency_key,
+        "request_hash": job.request_hash(),
+        "cancel_requested": False,
+        "created_at": now,
+        "deadline": deadline,
+        "updated_at": now,
+    }
+    return values
 
 
 def _history(

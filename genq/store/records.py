@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Row
@@ -11,7 +12,13 @@ from schemas import ErrorInfo, HistoryEntry, JobKind, JobRecord, JobResult, JobS
 
 def job_record(row: Row[Any], history: list[HistoryEntry] | None = None) -> JobRecord:
     """Build the public record of one ``jobs`` row."""
-    m = row._mapping
+    return job_record_from_values(row._mapping, history)
+
+
+def job_record_from_values(
+    m: Mapping[str, Any], history: list[HistoryEntry] | None = None
+) -> JobRecord:
+    """Build the public record from a row's column values (a row, or what was inserted)."""
     return JobRecord(
         id=m["id"],
         status=JobStatus(m["status"]),
@@ -21,17 +28,17 @@ def job_record(row: Row[Any], history: list[HistoryEntry] | None = None) -> JobR
         priority=m["priority"],
         tenant=m["tenant"],
         request=m["request"],
-        result=JobResult.model_validate(m["result"]) if m["result"] else None,
-        usage=Usage.model_validate(m["usage"]) if m["usage"] else None,
-        error=ErrorInfo.model_validate(m["error"]) if m["error"] else None,
+        result=JobResult.model_validate(m["result"]) if m.get("result") else None,
+        usage=Usage.model_validate(m["usage"]) if m.get("usage") else None,
+        error=ErrorInfo.model_validate(m["error"]) if m.get("error") else None,
         attempts=m["attempts"],
-        worker_id=m["worker_id"],
-        metadata=m["metadata"] or {},
+        worker_id=m.get("worker_id"),
+        metadata=m.get("metadata") or {},
         created_at=m["created_at"],
-        started_at=m["started_at"],
-        first_token_at=m["first_token_at"],
-        finished_at=m["finished_at"],
-        deadline=m["deadline"],
+        started_at=m.get("started_at"),
+        first_token_at=m.get("first_token_at"),
+        finished_at=m.get("finished_at"),
+        deadline=m.get("deadline"),
         cancel_requested=bool(m["cancel_requested"]),
         history=history,
     )

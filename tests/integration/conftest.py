@@ -50,8 +50,17 @@ class Stack:
 
     def ops_worker(self) -> GenqProcess:
         """Consumes webhooks and maintenance (the sweep), never LLM lanes."""
-        return self.worker("--lanes", "", "--queues", "webhooks,maintenance", "--pool", "threads",
-                           "--concurrency", "4", name="ops")
+        return self.worker(
+            "--lanes",
+            "",
+            "--queues",
+            "webhooks,maintenance",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "4",
+            name="ops",
+        )
 
     def beat(self) -> GenqProcess:
         return self.start_genq(["beat"], self.env, name="beat")

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from genq.store.tables import job_history, webhook_events
 from schemas import BrokerUnavailable, JobStatus
@@ -73,8 +73,11 @@ def _wait_all(stack: Stack, ids: list[str], timeout: float) -> dict[str, JobStat
     client = stack.client()
     deadline = time.monotonic() + timeout
     while True:
-        statuses = {r.id: r.status for r in client.store.list(tenant=None, limit=10_000).records
-                    if r.id in set(ids)}
+        statuses = {
+            r.id: r.status
+            for r in client.store.list(tenant=None, limit=10_000).records
+            if r.id in set(ids)
+        }
         if all(s.terminal for s in statuses.values()) and len(statuses) == len(ids):
             return statuses
         if time.monotonic() > deadline:
@@ -82,7 +85,9 @@ def _wait_all(stack: Stack, ids: list[str], timeout: float) -> dict[str, JobStat
         time.sleep(0.25)
 
 
-def test_kill_workers_three_times(stack: Stack, fake_runtime: FakeRuntime, receiver: Receiver) -> None:
+def test_kill_workers_three_times(
+    stack: Stack, fake_runtime: FakeRuntime, receiver: Receiver
+) -> None:
     fake_runtime.configure(job_delay_seconds=(0.2, 0.5))
     stack.env["GENQ_WEBHOOK_ALLOW"] = "127.0.0.1/32"
     stack.env["GENQ_WEBHOOK_SECRET"] = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -107,9 +112,7 @@ def test_kill_workers_three_times(stack: Stack, fake_runtime: FakeRuntime, recei
     statuses = _wait_all(stack, ids, timeout=120)
     replies = Counter(r.id for r in client.replies("chaos.replies", timeout=5))
     with client.store.engine.connect() as conn:
-        events = Counter(
-            row[0] for row in conn.execute(select(webhook_events.c.job_id)).all()
-        )
+        events = Counter(row[0] for row in conn.execute(select(webhook_events.c.job_id)).all())
         recoveries = conn.execute(
             select(job_history.c.at).where(job_history.c.reason.like("lease lapsed%"))
         ).all()
@@ -117,11 +120,22 @@ def test_kill_workers_three_times(stack: Stack, fake_runtime: FakeRuntime, recei
     duplicated = sum(n - 1 for n in replies.values() if n > 1) + sum(
         n - 1 for n in events.values() if n > 1
     )
-    recovery = [round(r[0].timestamp() - max(k for k in kills if k <= r[0].timestamp()), 1)
-                for r in recoveries if any(k <= r[0].timestamp() for k in kills)]
-    _figures("kill-9", accepted=len(ids), completed=succeeded, replies=len(replies),
-             outbox=len(events), duplicated=duplicated, lost=len(ids) - succeeded,
-             recovered=len(recoveries), recovery_seconds_max=max(recovery, default=0))
+    recovery = [
+        round(r[0].timestamp() - max(k for k in kills if k <= r[0].timestamp()), 1)
+        for r in recoveries
+        if any(k <= r[0].timestamp() for k in kills)
+    ]
+    _figures(
+        "kill-9",
+        accepted=len(ids),
+        completed=succeeded,
+        replies=len(replies),
+        outbox=len(events),
+        duplicated=duplicated,
+        lost=len(ids) - succeeded,
+        recovered=len(recoveries),
+        recovery_seconds_max=max(recovery, default=0),
+    )
     stuck = [j for j, st in statuses.items() if st is not JobStatus.SUCCEEDED]
     assert succeeded == 200, [client.get(j, history=True) for j in stuck]
     assert len(replies) == 200 and set(replies) == set(ids) and max(replies.values()) == 1
@@ -156,8 +170,13 @@ def test_redis_killed_and_restarted(
             time.sleep(0.02)
         statuses = _wait_all(stack, accepted, timeout=90)
         succeeded = sum(s is JobStatus.SUCCEEDED for s in statuses.values())
-        _figures("redis-restart", accepted=len(accepted), refused=refused, completed=succeeded,
-                 lost=len(accepted) - succeeded)
+        _figures(
+            "redis-restart",
+            accepted=len(accepted),
+            refused=refused,
+            completed=succeeded,
+            lost=len(accepted) - succeeded,
+        )
         assert succeeded == len(accepted), Counter(statuses.values())
 
 
@@ -181,12 +200,19 @@ def test_runtime_down_for_20_seconds_then_dlq_requeue(
         assert dead, "with 3 retries over ~7 s, a 20 s outage must exhaust some jobs"
         out = subprocess.run(
             [sys.executable, "-m", "genq", "dlq", "requeue", "--all"],
-            env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=60,
+            env={**os.environ, **stack.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert out.returncode == 0, out.stderr
         final = _wait_all(stack, during, 60)
-        _figures("runtime-down", accepted=len(during), dead_lettered=len(dead),
-                 completed=sum(s is JobStatus.SUCCEEDED for s in final.values()))
+        _figures(
+            "runtime-down",
+            accepted=len(during),
+            dead_lettered=len(dead),
+            completed=sum(s is JobStatus.SUCCEEDED for s in final.values()),
+        )
         assert all(s is JobStatus.SUCCEEDED for s in final.values()), final
         history = client.get(dead[0], history=True).history or []
         assert any("requeued from the dead-letter queue" in (h.reason or "") for h in history)
@@ -224,15 +250,24 @@ def test_poison_job_dead_lettered_while_others_flow(
         time.sleep(0.1)
     record = client.get(poison, history=True)
     statuses = _wait_all(stack, others, 60)
-    _figures("poison", crashes=crashes, others=len(others),
-             others_succeeded=sum(s is JobStatus.SUCCEEDED for s in statuses.values()))
+    _figures(
+        "poison",
+        crashes=crashes,
+        others=len(others),
+        others_succeeded=sum(s is JobStatus.SUCCEEDED for s in statuses.values()),
+    )
     assert record.status is JobStatus.DEAD_LETTERED
     assert record.error is not None and record.error.code == "worker_crashed"
     assert all(s is JobStatus.SUCCEEDED for s in statuses.values())
-    letters = json.loads(subprocess.run(
-        [sys.executable, "-m", "genq", "dlq", "list", "--json"],
-        env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=60,
-    ).stdout)
+    letters = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "genq", "dlq", "list", "--json"],
+            env={**os.environ, **stack.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )
     assert [d["job_id"] for d in letters] == [poison]
 
 
@@ -244,11 +279,15 @@ def test_undecodable_message_lands_in_dead_letter_queue(stack: Stack) -> None:
     broker = client.redis
     broker.lpush("genq.interactive", b"\x80this is not json")
     envelope = {
-        "body": "gASVAAAAAAAAAAA=", "content-encoding": "binary",
+        "body": "gASVAAAAAAAAAAA=",
+        "content-encoding": "binary",
         "content-type": "application/x-python-serialize",
         "headers": {"id": "x", "task": "genq.generate"},
-        "properties": {"delivery_tag": "t1", "body_encoding": "base64",
-                       "delivery_info": {"exchange": "", "routing_key": "genq.interactive"}},
+        "properties": {
+            "delivery_tag": "t1",
+            "body_encoding": "base64",
+            "delivery_info": {"exchange": "", "routing_key": "genq.interactive"},
+        },
     }
     broker.lpush("genq.interactive", json.dumps(envelope))
     deadline = time.monotonic() + 20

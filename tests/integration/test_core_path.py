@@ -7,7 +7,7 @@ import time
 import pytest
 
 from schemas import ErrorCode, InvalidRequest, JobStatus
-from tests.fakes.runtime_server import Fault, FakeRuntime
+from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,9 @@ def test_unknown_lane_is_refused(stack: Stack) -> None:
 
 
 def test_503_with_retry_after_then_success(stack: Stack, fake_runtime: FakeRuntime) -> None:
-    fake_runtime.fail_next.extend([Fault.status(503, retry_after=1), Fault.status(429, retry_after=1)])
+    fake_runtime.fail_next.extend(
+        [Fault.status(503, retry_after=1), Fault.status(429, retry_after=1)]
+    )
     stack.worker()
     client = stack.client()
     record = client.submit(CHAT)
@@ -112,7 +114,9 @@ def test_slow_tokens_stream_incrementally(stack: Stack, fake_runtime: FakeRuntim
     assert [c.seq for _, c in arrivals] == list(range(1, len(arrivals) + 1))
 
 
-def test_reply_queue_receives_each_terminal_record_once(stack: Stack, fake_runtime: FakeRuntime) -> None:
+def test_reply_queue_receives_each_terminal_record_once(
+    stack: Stack, fake_runtime: FakeRuntime
+) -> None:
     stack.worker()
     client = stack.client()
     ids = {client.submit({**CHAT, "reply_to": "svc.replies"}).id for _ in range(5)}
@@ -122,3 +126,15 @@ def test_reply_queue_receives_each_terminal_record_once(stack: Stack, fake_runti
     statuses = {r.id: r.status for r in got}
     assert statuses[failed] is JobStatus.FAILED
     assert all(statuses[i] is JobStatus.SUCCEEDED for i in ids)
+
+
+def test_submit_many_accepts_all_or_nothing(stack: Stack) -> None:
+    client = stack.client()
+    with pytest.raises(InvalidRequest):
+        client.submit_many([CHAT, {**CHAT, "priority": 12}, CHAT])
+    assert client.store.list(tenant=None).records == []
+    records = client.submit_many([{**CHAT, "priority": p} for p in (1, 9, 5)])
+    assert [r.priority for r in records] == [1, 9, 5]
+    assert all(r.status is JobStatus.QUEUED for r in records)
+    stack.worker()
+    assert all(client.wait(r.id, timeout=20).status is JobStatus.SUCCEEDED for r in records)

@@ -14,7 +14,7 @@ import pytest
 from genq.retention import purge_expired
 from genq.store import utcnow
 from schemas import JobStatus
-from tests.fakes.runtime_server import Fault, FakeRuntime
+from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,10 @@ CHAT = {"messages": [{"role": "user", "content": "x"}]}
 def genq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "genq", *args],
-        env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=60,
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -102,8 +105,10 @@ def test_retention_purges_only_old_finished_jobs(stack: Stack, fake_runtime: Fak
     other = client.submit({**CHAT, "lane": "batch"}).id
     client.wait(other, timeout=20)
     purged, letters = purge_expired(
-        client.store, now=utcnow() + timedelta(days=8),
-        finished_after_seconds=7 * 86400, dead_letter_after_seconds=30 * 86400,
+        client.store,
+        now=utcnow() + timedelta(days=8),
+        finished_after_seconds=7 * 86400,
+        dead_letter_after_seconds=30 * 86400,
     )
     assert purged == 2 and letters == []
     assert client.store.get(done) is None and client.store.get(other) is None
@@ -113,7 +118,9 @@ def test_retention_never_touches_unfinished_jobs(stack: Stack) -> None:
     client = stack.client()
     job = client.submit(CHAT).id  # no worker: queued forever
     purged, _ = purge_expired(
-        client.store, now=utcnow() + timedelta(days=365),
-        finished_after_seconds=1, dead_letter_after_seconds=1,
+        client.store,
+        now=utcnow() + timedelta(days=365),
+        finished_after_seconds=1,
+        dead_letter_after_seconds=1,
     )
     assert purged == 0 and client.get(job).status is JobStatus.QUEUED

@@ -37,8 +37,12 @@ def test_chat_completion_and_embedding_jobs_succeed(real_stack: Stack) -> None:
         {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 16, "seed": 1}
     )
     completion = client.submit(
-        {"kind": "completion", "prompt": "The capital of France is", "max_tokens": 8,
-         "temperature": 0}
+        {
+            "kind": "completion",
+            "prompt": "The capital of France is",
+            "max_tokens": 8,
+            "temperature": 0,
+        }
     )
     embedding = client.submit({"kind": "embedding", "input": ["red apple", "green pear"]})
 

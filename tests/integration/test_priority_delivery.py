@@ -64,7 +64,11 @@ def test_duplicate_delivery_completes_once_and_replies_once(
     replies = list(client.replies("dup.replies", timeout=2))
     assert [r.id for r in replies] == [record.id]
     history = client.get(record.id, history=True).history or []
-    assert [h.to_status for h in history] == [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED]
+    assert [h.to_status for h in history] == [
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        JobStatus.SUCCEEDED,
+    ]
     assert fake_runtime.stats()["requests_seen"] == 1
 
 

@@ -45,13 +45,21 @@ def test_backoff_honours_retry_after() -> None:
         (TransientError("down"), 1, Outcome.RETRY),
         (TransientError("down"), 3, Outcome.RETRY),
         (TransientError("down"), 4, Outcome.DEAD_LETTER),
-        (TransientError("429", code=ErrorCode.RATE_LIMITED, retry_after_seconds=2), 1, Outcome.RETRY),
+        (
+            TransientError("429", code=ErrorCode.RATE_LIMITED, retry_after_seconds=2),
+            1,
+            Outcome.RETRY,
+        ),
         (PermanentError("no model", code=ErrorCode.MODEL_NOT_FOUND), 1, Outcome.FAIL),
         (PermanentError("too long", code=ErrorCode.CONTEXT_LENGTH_EXCEEDED), 1, Outcome.FAIL),
     ],
 )
-def test_retry_decision(error: TransientError | PermanentError, attempt: int, outcome: Outcome) -> None:
-    decision = decide(error, attempt=attempt, max_retries=3, base_seconds=1, cap_seconds=60, jitter=0)
+def test_retry_decision(
+    error: TransientError | PermanentError, attempt: int, outcome: Outcome
+) -> None:
+    decision = decide(
+        error, attempt=attempt, max_retries=3, base_seconds=1, cap_seconds=60, jitter=0
+    )
     assert decision.outcome is outcome
     if outcome is Outcome.RETRY and isinstance(error, TransientError) and error.retry_after_seconds:
         assert decision.delay_seconds >= error.retry_after_seconds

@@ -45,9 +45,15 @@ def test_bad_requests_name_the_field(body: dict[str, object], field: str) -> Non
     ("body", "kind"),
     [
         (CHAT, JobKind.CHAT),
-        ({"kind": "completion", "prompt": "Once upon", "max_tokens": 8, "stop": "\n"}, JobKind.COMPLETION),
+        (
+            {"kind": "completion", "prompt": "Once upon", "max_tokens": 8, "stop": "\n"},
+            JobKind.COMPLETION,
+        ),
         ({"kind": "embedding", "input": ["a", "b"]}, JobKind.EMBEDDING),
-        ({**CHAT, "priority": 0, "temperature": 0, "seed": 1, "metadata": {"team": "x"}}, JobKind.CHAT),
+        (
+            {**CHAT, "priority": 0, "temperature": 0, "seed": 1, "metadata": {"team": "x"}},
+            JobKind.CHAT,
+        ),
     ],
 )
 def test_good_requests(body: dict[str, object], kind: JobKind) -> None:
@@ -55,6 +61,8 @@ def test_good_requests(body: dict[str, object], kind: JobKind) -> None:
 
 
 def test_public_dump_hides_the_webhook_secret() -> None:
-    req = parse(JobRequest, {**CHAT, "webhook_url": "https://example.com/h",
-                             "webhook_secret": "whsec_" + "A" * 24})
+    req = parse(
+        JobRequest,
+        {**CHAT, "webhook_url": "https://example.com/h", "webhook_secret": "whsec_" + "A" * 24},
+    )
     assert "webhook_secret" not in req.public_dump()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.fakes.runtime_server import Fault, FakeRuntime
+from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
 from tests.integration.gateway.conftest import ADMIN_KEY, Gateway
 
@@ -64,8 +64,11 @@ def test_purge_of_a_queued_job_is_refused(gateway: Gateway) -> None:
 
 
 def _queued(text: str) -> float:
-    lines = [ln for ln in text.splitlines()
-             if ln.startswith("genq_jobs{") and 'status="queued"' in ln and "interactive" in ln]
+    lines = [
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("genq_jobs{") and 'status="queued"' in ln and "interactive" in ln
+    ]
     return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines)
 
 
