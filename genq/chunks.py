@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -80,8 +80,32 @@ class ChunkWriter:
             # Expire even if the worker dies mid-job; shortened when the job ends.
             pipe.expire(self.key, self.ttl_seconds + 86400)
         if own:
-            pipe.execute()
+            self._execute(pipe, [fields])
         self.flushes += 1
+
+    def _execute(
+        self, pipe: Any, pending: list[dict[str, str]], expire_seconds: int | None = None
+    ) -> None:
+        """Run ``pipe``; if another writer got ahead (an entry id already taken), continue
+        after the stream's real end instead of failing the job."""
+        try:
+            pipe.execute()
+        except redis.ResponseError as exc:
+            if "equal or smaller" not in str(exc):
+                raise
+            self.seq = self._last_seq()
+            retry = self.client.pipeline(transaction=False)
+            for fields in pending:
+                self.seq += 1
+                retry.xadd(
+                    self.key,
+                    cast(Any, fields),
+                    id=f"{self.seq}-0",
+                    maxlen=self.maxlen,
+                    approximate=True,
+                )
+            retry.expire(self.key, expire_seconds or self.ttl_seconds + 86400)
+            retry.execute()
 
     def begin_attempt(self, attempt: int) -> None:
         """A retry regenerates from scratch: tell readers to drop what they have."""
@@ -114,13 +138,16 @@ class ChunkWriter:
     def finish(self, status: str, finish_reason: str | None, usage: dict[str, Any] | None) -> None:
         """Write what is buffered, the final entry and the expiry, in one round trip."""
         pipe = self.client.pipeline(transaction=False)
+        pending = []
         if self._buffer:
-            self._add({"type": "delta", "delta": "".join(self._buffer)}, pipe)
+            pending.append({"type": "delta", "delta": "".join(self._buffer)})
             self._buffer.clear()
         data = {"status": status, "finish_reason": finish_reason, "usage": usage}
-        self._add({"type": "end", "data": json.dumps(data)}, pipe)
+        pending.append({"type": "end", "data": json.dumps(data)})
+        for fields in pending:
+            self._add(fields, pipe)
         pipe.expire(self.key, self.ttl_seconds)
-        pipe.execute()
+        self._execute(pipe, pending, self.ttl_seconds)
 
 
 def last_chunk(client: redis.Redis, job_id: str) -> Chunk | None:

@@ -77,3 +77,7 @@ WEBHOOK_USER_AGENT = "genq-webhooks/1"
 
 # Raw broker items that were not even a message envelope, waiting for the sweep to dead-letter.
 QUARANTINE_KEY = "genq:quarantine"
+
+# A queued job not picked up this long after it was stored is re-sent by the sweep (its message
+# may have been lost with a crashed producer); later re-sends back off with the job's age.
+REDISPATCH_AFTER_SECONDS = 600

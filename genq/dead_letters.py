@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import Celery
 from kombu import Queue
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from genq import constants as c
 from genq.dispatch import send_job
@@ -56,43 +56,52 @@ class DeadLetter:
         return data
 
 
-def publish_dead_letter(
-    app: Celery,
-    store: JobStore,
-    *,
-    dead_letter_id: str,
-    job_id: str | None,
-    reason: str,
-    error: ErrorInfo,
-    attempts: int,
-    raw_body: bytes | None,
-    at: datetime,
-) -> None:
-    """Record the dead letter in the store, then put it on the broker's dead-letter queue."""
-    with store.engine.begin() as conn:
-        conn.execute(
-            dead_letters.insert().values(
-                id=dead_letter_id,
-                job_id=job_id,
-                reason=reason,
-                error=error.model_dump(mode="json"),
-                attempts=attempts,
-                raw_body=raw_body,
-                created_at=at,
-            )
+@dataclass(frozen=True)
+class DeadLetterRow:
+    """One dead letter about to be recorded: a job's, or an undecodable message's bytes."""
+
+    id: str
+    job_id: str | None
+    reason: str
+    error: ErrorInfo
+    raw_body: bytes | None
+    at: datetime
+
+
+def insert_dead_letter(conn: Connection, letter: DeadLetterRow, *, attempts: int) -> None:
+    """Write the store's row (inside the caller's transaction)."""
+    conn.execute(
+        dead_letters.insert().values(
+            id=letter.id,
+            job_id=letter.job_id,
+            reason=letter.reason,
+            error=letter.error.model_dump(mode="json"),
+            attempts=attempts,
+            raw_body=letter.raw_body,
+            created_at=letter.at,
         )
+    )
+
+
+def record_dead_letter(store: JobStore, letter: DeadLetterRow, *, attempts: int) -> None:
+    with store.engine.begin() as conn:
+        insert_dead_letter(conn, letter, attempts=attempts)
+
+
+def publish_dead_letter(app: Celery, letter: DeadLetterRow, *, attempts: int) -> None:
+    """Put the dead letter on the broker's ``genq.dead_letter`` queue (the store has the row)."""
     message: dict[str, Any] = {
-        "dead_letter_id": dead_letter_id,
-        "job_id": job_id,
-        "reason": reason,
-        "error": error.model_dump(mode="json"),
+        "dead_letter_id": letter.id,
+        "job_id": letter.job_id,
+        "reason": letter.reason,
+        "error": letter.error.model_dump(mode="json"),
         "attempts": attempts,
-        "at": at.isoformat(),
+        "at": letter.at.isoformat(),
     }
-    if job_id is not None:
-        message["original"] = {"task_id": job_id, "kwargs": {"job_id": job_id}}
-    if raw_body is not None:
-        message["raw_body_b64"] = base64.b64encode(raw_body).decode()
+    if letter.job_id is not None:
+        message["original"] = {"task_id": letter.job_id, "kwargs": {"job_id": letter.job_id}}
+    if letter.raw_body is not None:
+        message["raw_body_b64"] = base64.b64encode(letter.raw_body).decode()
     with app.producer_pool.acquire(block=True) as producer:
         producer.publish(
             message,
@@ -101,7 +110,7 @@ def publish_dead_letter(
             serializer="json",
             declare=[dead_letter_queue()],
             delivery_mode=2,
-            headers={HEADER: dead_letter_id},
+            headers={HEADER: letter.id},
             retry=True,
         )
 
@@ -157,6 +166,10 @@ def requeue(
             f"dead letter {letter.id} is a message that never decoded ({letter.reason}); "
             "there is no job to run. Inspect it with `genq dlq show`, then purge it"
         )
+    with app.connection_for_write() as conn:
+        # The old attempts' output is obsolete: the rerun starts a fresh chunk stream. Deleted
+        # before the job can start again, so the rerun's first entry is seq 1.
+        conn.default_channel.client.delete(stream_key(letter.job_id))
     record = store.transition(
         letter.job_id,
         JobStatus.QUEUED,
@@ -169,7 +182,7 @@ def requeue(
             "worker_id": None,
             "error": None,
             "finished_at": None,
-            "lease_expires_at": None,
+            "lease_expires_at": utcnow() + timedelta(seconds=c.REDISPATCH_AFTER_SECONDS),
             "cancel_requested": False,
         },
     )
@@ -184,9 +197,6 @@ def requeue(
             .values(requeued_at=utcnow(), requeued_by=operator)
         )
     remove_from_broker(app, {letter.id})
-    with app.connection_for_write() as conn:
-        # The old attempts' output is obsolete: the rerun starts a fresh chunk stream.
-        conn.default_channel.client.delete(stream_key(record.id))
     send_job(
         app,
         settings,

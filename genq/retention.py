@@ -63,6 +63,7 @@ def purge_expired(
                 select(jobs.c.id).where(
                     jobs.c.id.in_([row[1] for row in letters if row[1]]),
                     jobs.c.status == JobStatus.DEAD_LETTERED.value,
+                    jobs.c.finished_at < dead_cutoff,  # not one dead-lettered again recently
                 )
             ).all()
         ]

@@ -106,7 +106,12 @@ def submit_many(
                     producer=producer,
                 )
                 sent += 1
-    except BrokerUnavailable:
+    except BrokerUnavailable as exc:
         store.delete_many([r.id for r in records[sent:]])
-        raise
+        accepted = [r.id for r in records[:sent]]
+        raise BrokerUnavailable(
+            f"the broker failed after {sent} of {len(records)} jobs; those {sent} were accepted "
+            "(their ids are in details), the rest were not",
+            details=[{"accepted": accepted}],
+        ) from exc
     return records

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from genq.chunks import ChunkWriter
-from genq.dead_letters import publish_dead_letter
+from genq.dead_letters import (
+    DeadLetterRow,
+    insert_dead_letter,
+    publish_dead_letter,
+    record_dead_letter,
+)
 from genq.effects import settle_effects
 from genq.store import utcnow
 from schemas import ErrorCode, ErrorInfo, JobRecord, JobStatus
@@ -26,31 +32,42 @@ def dead_letter(
     error: ErrorInfo | None = None,
     writer: ChunkWriter | None = None,
     raw_body: bytes | None = None,
-) -> None:
-    """Move a job (or an undecodable message) to the dead-letter queue, recording why."""
+    extra_where: list[Any] | None = None,
+    values: dict[str, Any] | None = None,
+) -> bool:
+    """Move a job (or an undecodable message) to the dead-letter queue, recording why.
+
+    For a job, the ``dead_letters`` row commits with the transition (so an operator can always
+    requeue what is dead-lettered); the broker copy and the effects follow. Returns whether
+    this call moved it (False: someone else settled the job first).
+    """
     error = error or ErrorInfo(code=ErrorCode.UNDECODABLE, message=message)
-    record: JobRecord | None = None
-    if job_id is not None:
-        record = ctx.store.transition(
-            job_id,
-            JobStatus.DEAD_LETTERED,
-            worker=ctx.worker_id,
-            reason=reason,
-            values={"error": error.model_dump(mode="json")},
-            only_worker=ctx.worker_id if writer is not None else None,
-        )
-        if record is None:
-            return
-    publish_dead_letter(
-        ctx.app,
-        ctx.store,
-        dead_letter_id=str(uuid.uuid4()),
+    letter = DeadLetterRow(
+        id=str(uuid.uuid4()),
         job_id=job_id,
         reason=reason,
         error=error,
-        attempts=record.attempts if record else 0,
         raw_body=raw_body,
         at=utcnow(),
     )
-    if record is not None:
+    if job_id is None:
+        record_dead_letter(ctx.store, letter, attempts=0)
+        publish_dead_letter(ctx.app, letter, attempts=0)
+        return True
+    record = ctx.store.transition(
+        job_id,
+        JobStatus.DEAD_LETTERED,
+        worker=ctx.worker_id,
+        reason=reason,
+        values={"error": error.model_dump(mode="json"), **(values or {})},
+        only_worker=ctx.worker_id if writer is not None else None,
+        extra_where=extra_where,
+        also=lambda conn, rec: insert_dead_letter(conn, letter, attempts=rec.attempts),
+    )
+    if record is None:
+        return False
+    try:
+        publish_dead_letter(ctx.app, letter, attempts=record.attempts)
+    finally:
         after_terminal(ctx, record, writer)
+    return True

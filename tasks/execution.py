@@ -9,8 +9,8 @@ import logging
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import cast
 from datetime import datetime, timedelta
+from typing import cast
 
 from genq.chunks import ChunkWriter
 from genq.dispatch import send_job
@@ -120,7 +120,9 @@ def _attempt(ctx: WorkerContext, record: JobRecord) -> str:
             log.warning("job %s: lease lost, leaving it to its new owner", record.id)
             return "lease-lost"
         except GenqError as exc:
-            return _handle_error(ctx, record, exc, writer)
+            if not keeper.cancelled.is_set():
+                return _handle_error(ctx, record, exc, writer)
+            generation = Generation(cancelled=True)  # cancelled: the error is moot
     if generation.cancelled:
         _settle(
             ctx,
@@ -231,7 +233,9 @@ def _handle_error(
     if decision.outcome is Outcome.DEAD_LETTER:
         exhausted = ErrorInfo(
             code=ErrorCode.RETRIES_EXHAUSTED,
-            message=f"gave up after {record.attempts} attempts; last error {exc.code}: {exc.message}",
+            message=(
+                f"gave up after {record.attempts} attempts; last error {exc.code}: {exc.message}"
+            ),
             retryable=True,
         )
         dead_letter(
@@ -249,6 +253,7 @@ def _handle_error(
         worker=ctx.worker_id,
         reason=f"retry in {decision.delay_seconds:.1f}s after {exc.code}",
         only_worker=ctx.worker_id,
+        only_from=frozenset({JobStatus.RUNNING}),
         values={
             "error": info.model_dump(mode="json"),
             "worker_id": None,

@@ -4,20 +4,35 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Task, shared_task
+from sqlalchemy.exc import SQLAlchemyError
 
 from genq import constants as c
+from genq.store import StoreUnavailable
 from tasks.execution import run_job
 from workers.context import context_for
+
+# The store or Redis failing under us: try the message again shortly rather than ack it away
+# (a job already started is recovered by its lease).
+INFRASTRUCTURE_ERRORS = (SQLAlchemyError, StoreUnavailable, redis.ConnectionError)
+INFRASTRUCTURE_RETRY_SECONDS = 5
+
+
+def _run(task: Task, job_id: Any) -> str:
+    try:
+        return run_job(context_for(task.app), job_id)
+    except INFRASTRUCTURE_ERRORS as exc:
+        raise task.retry(exc=exc, countdown=INFRASTRUCTURE_RETRY_SECONDS, max_retries=None) from exc
 
 
 @shared_task(name=c.TASK_GENERATE, bind=True, acks_late=True, ignore_result=True)
 def generate(self: Task, job_id: Any = None, **unexpected: Any) -> str:
     """Run a chat or completion job by id (the request lives in the store)."""
-    return run_job(context_for(self.app), job_id)
+    return _run(self, job_id)
 
 
 @shared_task(name=c.TASK_EMBED, bind=True, acks_late=True, ignore_result=True)
 def embed(self: Task, job_id: Any = None, **unexpected: Any) -> str:
     """Run an embedding job by id."""
-    return run_job(context_for(self.app), job_id)
+    return _run(self, job_id)

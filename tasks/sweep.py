@@ -12,9 +12,10 @@ from datetime import datetime, timedelta
 from genq.constants import QUARANTINE_KEY
 from genq.dead_letters import remove_from_broker
 from genq.dispatch import send_job
-from genq.retention import purge_expired
 from genq.replies import flush_replies
+from genq.retention import purge_expired
 from genq.store import utcnow
+from genq.store.tables import jobs
 from genq.webhooks_dispatch import dispatch_pending_deliveries
 from schemas import ErrorCode, ErrorInfo, JobKind, JobStatus
 from tasks.effects import after_terminal, dead_letter
@@ -60,6 +61,13 @@ def run_sweep(ctx: WorkerContext, now: datetime | None = None) -> SweepReport:
 def _recover_lapsed(ctx: WorkerContext, now: datetime, report: SweepReport) -> None:
     s = ctx.settings
     for job in ctx.store.lapsed_leases(now):
+        # Re-checked in the CAS: the lease is still lapsed and still that worker's, so a renewal
+        # or another sweep in between wins and this one does nothing.
+        still_lapsed = [
+            jobs.c.lease_expires_at < now,
+            jobs.c.worker_id == job["worker_id"],
+            jobs.c.crashes == job["crashes"],
+        ]
         crashes = job["crashes"] + 1
         if crashes >= s.crash_limit:
             message = (
@@ -72,6 +80,8 @@ def _recover_lapsed(ctx: WorkerContext, now: datetime, report: SweepReport) -> N
                 reason="worker_crashed",
                 message=message,
                 error=ErrorInfo(code=ErrorCode.WORKER_CRASHED, message=message),
+                extra_where=still_lapsed,
+                values={"crashes": crashes},
             )
             report.crash_dead_lettered += 1
             continue
@@ -81,6 +91,7 @@ def _recover_lapsed(ctx: WorkerContext, now: datetime, report: SweepReport) -> N
             worker=ctx.worker_id,
             reason=f"lease lapsed (worker {job['worker_id']}); recovered",
             only_from=frozenset({JobStatus.RUNNING}),
+            extra_where=still_lapsed,
             values={
                 "crashes": crashes,
                 "worker_id": None,
@@ -100,9 +111,14 @@ def _recover_lapsed(ctx: WorkerContext, now: datetime, report: SweepReport) -> N
 
 
 def _redispatch_stale(ctx: WorkerContext, now: datetime, report: SweepReport) -> None:
+    """Re-send queued jobs whose message should have been picked up by now (lost with a
+    producer or a broker restart). A job that is merely waiting in a long backlog is re-sent
+    less and less often: the next dispatch-by time grows with the job's age."""
     s = ctx.settings
     for job in ctx.store.stale_dispatches(now):
-        if ctx.store.push_dispatch_deadline(job["id"], now + timedelta(seconds=s.lease_seconds)):
+        age = (now - job["created_at"]).total_seconds()
+        until = now + timedelta(seconds=max(s.lease_seconds, age))
+        if ctx.store.push_dispatch_deadline(job["id"], job["lease_expires_at"], until):
             send_job(
                 ctx.app,
                 s,

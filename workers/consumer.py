@@ -12,7 +12,8 @@ from typing import Any
 
 from celery.worker.consumer import Consumer
 
-from genq.dead_letters import publish_dead_letter
+from genq.constants import QUARANTINE_KEY
+from genq.dead_letters import DeadLetterRow, publish_dead_letter, record_dead_letter
 from genq.store import utcnow
 from schemas import ErrorCode, ErrorInfo
 from workers.context import context_for
@@ -30,23 +31,25 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
 
     def _dead_letter(self, message: Any, reason: str, exc: BaseException | None) -> None:
         detail = f"{exc.__class__.__name__}: {exc}" if exc else reason
+        letter = DeadLetterRow(
+            id=str(uuid.uuid4()),
+            job_id=None,
+            reason=reason,
+            error=ErrorInfo(code=ErrorCode.UNDECODABLE, message=detail[:2000]),
+            raw_body=_raw(message),
+            at=utcnow(),
+        )
         try:
-            ctx = context_for(self.app)
-            publish_dead_letter(
-                self.app,
-                ctx.store,
-                dead_letter_id=str(uuid.uuid4()),
-                job_id=None,
-                reason=reason,
-                error=ErrorInfo(code=ErrorCode.UNDECODABLE, message=detail[:2000]),
-                attempts=0,
-                raw_body=_raw(message),
-                at=utcnow(),
-            )
+            record_dead_letter(context_for(self.app).store, letter, attempts=0)
+            publish_dead_letter(self.app, letter, attempts=0)
         except Exception:
-            # Leave it unacked: the broker redelivers it rather than it being lost.
-            log.exception("could not dead-letter a %s message; leaving it unacked", reason)
-            return
+            # Keep the bytes for the sweep rather than hold a worker slot with an unacked message.
+            log.exception("could not dead-letter a %s message; quarantining it", reason)
+            try:
+                context_for(self.app).redis.lpush(QUARANTINE_KEY, _raw(message))
+            except Exception:
+                log.exception("could not quarantine it either; leaving it unacked")
+                return
         log.warning("dead-lettered a message: %s (%s)", reason, detail[:200])
         message.ack()
 

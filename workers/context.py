@@ -65,7 +65,12 @@ def build_context(app: Celery) -> WorkerContext:
         settings=settings,
         app=app,
         store=JobStore(engine, default_webhook_secret=secret),
-        redis=redis.Redis.from_url(settings.redis_url, health_check_interval=30),
+        redis=redis.Redis.from_url(
+            settings.redis_url,
+            health_check_interval=30,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+        ),
         http=http,
         runtime=build_runtime(settings.runtime_kind, http),
         worker_id=f"{node_name(app)}/{os.getpid()}",

@@ -45,16 +45,19 @@ class LeaseKeeper(threading.Thread):
     def run(self) -> None:
         next_renewal = time.monotonic() + self.renew_seconds
         while not self._stop_event.wait(c.CANCEL_POLL_SECONDS):
-            try:
-                if not self.cancelled.is_set() and self.client.exists(cancel_key(self.job_id)):
-                    self.cancelled.set()
-                if time.monotonic() >= next_renewal:
-                    next_renewal = time.monotonic() + self.renew_seconds
+            if time.monotonic() >= next_renewal:
+                next_renewal = time.monotonic() + self.renew_seconds
+                try:
                     if not self.store.renew_lease(self.job_id, self.worker, self.lease_seconds):
                         self.lost.set()
                         return
-            except Exception:  # a blip must not kill the watch; the lease has slack
-                log.warning("lease renewal failed for %s", self.job_id, exc_info=True)
+                except Exception:  # a store blip must not end the watch: the lease has slack
+                    log.warning("lease renewal failed for %s", self.job_id, exc_info=True)
+            try:
+                if not self.cancelled.is_set() and self.client.exists(cancel_key(self.job_id)):
+                    self.cancelled.set()
+            except Exception:  # Redis trouble delays a cancel, never the lease
+                log.warning("cancel check failed for %s", self.job_id, exc_info=True)
 
     def stop(self) -> None:
         self._stop_event.set()

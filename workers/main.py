@@ -19,6 +19,7 @@ from celery.signals import (
 from sqlalchemy import select
 
 from genq import constants as c
+from genq.dispatch import send_job
 from genq.logs import (
     bind_task_context,
     clear_job_context,
@@ -29,7 +30,7 @@ from genq.migrate import upgrade_database
 from genq.settings import Settings
 from genq.store import JobStore, build_engine, utcnow
 from genq.store.tables import jobs
-from schemas import JobStatus
+from schemas import GenqError, JobStatus
 from workers.app import create_app
 from workers.context import close_context
 
@@ -69,8 +70,9 @@ def ensure_cold_sigterm() -> None:
 def hand_back_running(app: Celery, settings: Settings, node: str) -> int:
     """Requeue the jobs this node's processes still hold (called as the worker shuts down).
 
-    Their messages are restored to the broker by kombu on the cold shutdown; the dispatch-by
-    time lets the sweep re-send any message that did not make it back.
+    kombu restores their messages on the cold shutdown, but another worker may have taken
+    one and skipped it while the job still looked running, so each job is also re-sent
+    (a duplicate is harmless); the dispatch-by time covers a send that fails.
     """
     store = JobStore(build_engine(settings.store_url))
     with store.engine.connect() as conn:
@@ -87,12 +89,26 @@ def hand_back_running(app: Celery, settings: Settings, node: str) -> int:
             worker=node,
             reason="worker shutdown: handed back",
             only_from=frozenset({JobStatus.RUNNING}),
+            extra_where=[jobs.c.worker_id.like(f"{node}/%")],
             values={
                 "worker_id": None,
                 "lease_expires_at": utcnow() + timedelta(seconds=settings.lease_seconds),
             },
         )
-        handed += record is not None
+        if record is None:
+            continue
+        handed += 1
+        try:
+            send_job(
+                app,
+                settings,
+                job_id=record.id,
+                kind=record.kind,
+                lane=record.lane,
+                priority=record.priority,
+            )
+        except GenqError:
+            log.warning("could not re-send %s; the sweep will", record.id)
     store.engine.dispose()
     if handed:
         log.warning("handed %d running job(s) back to the queue on shutdown", handed)

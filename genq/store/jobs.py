@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from genq.constants import REDISPATCH_AFTER_SECONDS
 from genq.store.effects import record_terminal_effects
 from genq.store.engine import reader
 from genq.store.records import history_entry, job_record, job_record_from_values
@@ -204,6 +206,7 @@ class JobStore:
         only_from: frozenset[JobStatus] | None = None,
         only_worker: str | None = None,
         extra_where: list[ColumnElement[bool]] | None = None,
+        also: Callable[[Connection, JobRecord], None] | None = None,
     ) -> JobRecord | None:
         """Compare-and-set ``job_id`` into ``target``; the new record, or None if it lost.
 
@@ -234,6 +237,8 @@ class JobStore:
                 return None
             _history(conn, job_id, source, target, now, worker, reason)
             record = job_record(row)
+            if also is not None:  # rows that must commit with this transition, or not at all
+                also(conn, record)
             if target in TERMINAL_STATES:
                 m = row._mapping
                 record._webhook_deliveries = record_terminal_effects(
@@ -312,18 +317,30 @@ class JobStore:
         """Queued jobs whose (retry) message should have been picked up by now: re-send them."""
         with self.reads.connect() as conn:
             rows = conn.execute(
-                select(jobs.c.id, jobs.c.kind, jobs.c.lane, jobs.c.priority)
+                select(
+                    jobs.c.id,
+                    jobs.c.kind,
+                    jobs.c.lane,
+                    jobs.c.priority,
+                    jobs.c.created_at,
+                    jobs.c.lease_expires_at,
+                )
                 .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.lease_expires_at < now)
                 .limit(limit)
             ).all()
         return [dict(r._mapping) for r in rows]
 
-    def push_dispatch_deadline(self, job_id: str, until: datetime) -> bool:
-        """Claim a re-send of a queued job (CAS on its dispatch-by time)."""
+    def push_dispatch_deadline(self, job_id: str, seen: datetime, until: datetime) -> bool:
+        """Claim a re-send of a queued job: CAS on the dispatch-by time the caller saw, so two
+        sweeps do not both re-send it."""
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
+                .where(
+                    jobs.c.id == job_id,
+                    jobs.c.status == JobStatus.QUEUED.value,
+                    jobs.c.lease_expires_at == seen,
+                )
                 .values(lease_expires_at=until)
             )
         return result.rowcount == 1
@@ -417,6 +434,9 @@ def _row_values(job: NewJob, now: datetime) -> dict[str, Any]:
     if req.expires_in is not None:
         deadline = now + timedelta(seconds=req.expires_in)
     values: dict[str, Any] = {
+        # Dispatch-by: if the producer dies between storing and publishing (or the message is
+        # lost), the sweep re-sends the job after this; duplicates are harmless (CAS).
+        "lease_expires_at": now + timedelta(seconds=REDISPATCH_AFTER_SECONDS),
         "id": job.id,
         "tenant": job.tenant,
         "status": JobStatus.QUEUED.value,

@@ -12,7 +12,7 @@ from schemas import ErrorInfo, HistoryEntry, JobKind, JobRecord, JobResult, JobS
 
 def job_record(row: Row[Any], history: list[HistoryEntry] | None = None) -> JobRecord:
     """Build the public record of one ``jobs`` row."""
-    return job_record_from_values(row._mapping, history)
+    return job_record_from_values(dict(row._mapping), history)
 
 
 def job_record_from_values(
