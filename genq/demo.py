@@ -194,6 +194,7 @@ def _webhook(settings: Settings, echo: Echo) -> DemoStep:
             time.sleep(0.1)
     finally:
         receiver.shutdown()
+        receiver.server_close()
     got = [e for e in receiver.events if e.get("data", {}).get("id") == job.id]
     for event in got:
         echo(f"  receiver verified {event['type']} for job {event['data']['id']}")

@@ -63,6 +63,7 @@ def receiver() -> Iterator[Receiver]:
     server = Receiver()
     yield server
     server.shutdown()
+    server.server_close()
 
 
 def _figures(name: str, **numbers: object) -> None:
