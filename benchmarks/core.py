@@ -32,7 +32,8 @@ CONCURRENCY = 2
 CHAT = {"messages": [{"role": "user", "content": "ping"}]}
 
 
-def _fake_runtime(tmp: Path) -> tuple[ManagedProcess, str]:
+def fake_runtime(tmp: Path) -> tuple[ManagedProcess, str]:
+    """The instant fake runtime as a separate process (so it does not share our GIL)."""
     port = free_port()
     fake = ManagedProcess(
         [
@@ -93,7 +94,7 @@ def _wait_all_terminal(client: GenqClient, ids: list[str], timeout: float = 600)
 
 def overhead(tmp: Path) -> dict[str, Any]:
     with RedisServer(tmp / "redis") as redis_server:
-        fake, fake_url = _fake_runtime(tmp)
+        fake, fake_url = fake_runtime(tmp)
         env = _env(redis_server.url, tmp, fake_url, "fake-model")
         worker = GenqProcess(
             ["worker", "--concurrency", str(CONCURRENCY)], env, tmp / "worker.log"

@@ -12,21 +12,19 @@ Run: ``python -m benchmarks webhooks`` (or ``make bench``).
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from benchmarks.core import fake_runtime as _fake_runtime
 from benchmarks.stats import median, percentile
 from genq.settings import Settings
 from producers import GenqClient
 from producers.webhook_admin import add_endpoint
 from schemas import JobStatus
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.support import GenqProcess, ManagedProcess, RedisServer, free_port
+from tests.support import GenqProcess, RedisServer
 
 THROUGHPUT_JOBS = 1000
 LATENCY_JOBS = 200
@@ -35,30 +33,6 @@ PREFORK_CONCURRENCY = 4
 LLM_CONCURRENCY = 4
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CHAT = {"messages": [{"role": "user", "content": "ping"}]}
-
-
-def _fake_runtime(tmp: Path) -> tuple[ManagedProcess, str]:
-    port = free_port()
-    fake = ManagedProcess(
-        [
-            sys.executable,
-            "-m",
-            "tests.fakes.runtime_server",
-            "--port",
-            str(port),
-            "--mode",
-            "instant",
-        ],
-        log_path=tmp / "fake.log",
-    ).start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(f"{url}/v1/models", timeout=0.5)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    return fake, url
 
 
 def _env(redis_url: str, tmp: Path, runtime_url: str) -> dict[str, str]:

@@ -18,12 +18,12 @@ from kombu import Queue
 from sqlalchemy import Connection, delete, select, update
 
 from genq import constants as c
-from genq.dispatch import send_job
+from genq.dispatch import send_record
 from genq.keys import stream_key
 from genq.settings import Settings
 from genq.store import JobStore, utcnow
 from genq.store.tables import dead_letters, jobs
-from schemas import Conflict, ErrorInfo, JobKind, JobStatus, NotFound
+from schemas import Conflict, ErrorInfo, JobStatus, NotFound
 
 HEADER = "genq-dead-letter-id"
 
@@ -197,14 +197,7 @@ def requeue(
             .values(requeued_at=utcnow(), requeued_by=operator)
         )
     remove_from_broker(app, {letter.id})
-    send_job(
-        app,
-        settings,
-        job_id=record.id,
-        kind=JobKind(record.kind),
-        lane=record.lane,
-        priority=record.priority,
-    )
+    send_record(app, settings, record)
     return {"dead_letter_id": letter.id, "job_id": record.id, "status": record.status.value}
 
 

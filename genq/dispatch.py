@@ -8,7 +8,7 @@ from celery import Celery
 
 from genq import constants as c
 from genq.settings import Settings
-from schemas import BrokerUnavailable, JobKind, celery_priority
+from schemas import BrokerUnavailable, JobKind, JobRecord, celery_priority
 
 
 def task_name_for(kind: JobKind) -> str:
@@ -45,3 +45,24 @@ def send_job(
         raise BrokerUnavailable(
             f"could not hand job {job_id} to the broker ({exc.__class__.__name__}); try again"
         ) from exc
+
+
+def send_record(
+    app: Celery,
+    settings: Settings,
+    record: JobRecord,
+    *,
+    countdown: float | None = None,
+    producer: Any = None,
+) -> None:
+    """``send_job`` for a stored job's record."""
+    send_job(
+        app,
+        settings,
+        job_id=record.id,
+        kind=record.kind,
+        lane=record.lane,
+        priority=record.priority,
+        countdown=countdown,
+        producer=producer,
+    )

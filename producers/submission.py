@@ -7,7 +7,7 @@ from typing import Protocol
 
 from celery import Celery
 
-from genq.dispatch import send_job
+from genq.dispatch import send_record
 from genq.settings import Settings
 from genq.store import JobStore, NewJob
 from schemas import BrokerUnavailable, InvalidRequest, JobRecord, JobRequest
@@ -58,14 +58,7 @@ def submit_job(
     if not created:
         return record, False
     try:
-        send_job(
-            app,
-            settings,
-            job_id=record.id,
-            kind=record.kind,
-            lane=lane,
-            priority=record.priority,
-        )
+        send_record(app, settings, record)
     except BrokerUnavailable:
         store.delete(record.id)
         raise
@@ -96,15 +89,7 @@ def submit_many(
     try:
         with app.producer_or_acquire() as producer:
             for record in records:
-                send_job(
-                    app,
-                    settings,
-                    job_id=record.id,
-                    kind=record.kind,
-                    lane=record.lane,
-                    priority=record.priority,
-                    producer=producer,
-                )
+                send_record(app, settings, record, producer=producer)
                 sent += 1
     except BrokerUnavailable as exc:
         store.delete_many([r.id for r in records[sent:]])

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import cast
 
 from genq.chunks import ChunkWriter
-from genq.dispatch import send_job
+from genq.dispatch import send_record
 from genq.logs import bind_job_context
 from genq.store import utcnow
 from schemas import (
@@ -263,15 +263,7 @@ def _handle_error(
         },
     )
     if requeued is not None:
-        send_job(
-            ctx.app,
-            s,
-            job_id=record.id,
-            kind=record.kind,
-            lane=record.lane,
-            priority=record.priority,
-            countdown=decision.delay_seconds,
-        )
+        send_record(ctx.app, s, record, countdown=decision.delay_seconds)
     return "retrying"
 
 

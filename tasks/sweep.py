@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from genq.constants import QUARANTINE_KEY
 from genq.dead_letters import remove_from_broker
-from genq.dispatch import send_job
+from genq.dispatch import send_job, send_record
 from genq.replies import flush_replies
 from genq.retention import purge_expired
 from genq.store import utcnow
@@ -99,14 +99,7 @@ def _recover_lapsed(ctx: WorkerContext, now: datetime, report: SweepReport) -> N
             },
         )
         if record is not None:
-            send_job(
-                ctx.app,
-                s,
-                job_id=record.id,
-                kind=record.kind,
-                lane=record.lane,
-                priority=record.priority,
-            )
+            send_record(ctx.app, s, record)
             report.recovered += 1
 
 

@@ -19,7 +19,7 @@ from celery.signals import (
 from sqlalchemy import select
 
 from genq import constants as c
-from genq.dispatch import send_job
+from genq.dispatch import send_record
 from genq.logs import (
     bind_task_context,
     clear_job_context,
@@ -99,14 +99,7 @@ def hand_back_running(app: Celery, settings: Settings, node: str) -> int:
             continue
         handed += 1
         try:
-            send_job(
-                app,
-                settings,
-                job_id=record.id,
-                kind=record.kind,
-                lane=record.lane,
-                priority=record.priority,
-            )
+            send_record(app, settings, record)
         except GenqError:
             log.warning("could not re-send %s; the sweep will", record.id)
     store.engine.dispose()
