@@ -23,6 +23,8 @@ UP_TIMEOUT_SECONDS = 240
 
 @pytest.fixture
 def up_env(tmp_path: Path, fake_runtime: FakeRuntime) -> dict[str, str]:
+    # Jobs of ~1.5 s, so the demo's cancel step catches one while it runs.
+    fake_runtime.configure(tokens=[f"w{i} " for i in range(30)], token_delay_seconds=0.05)
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
     return {
         **inherited,
@@ -83,7 +85,8 @@ def test_up_demo_exit_runs_everything_and_stops_cleanly(
     for name in ("worker", "ops", "beat", "flower", "metrics"):
         assert f"| {name}" in output or f"{name} started" in output, name
     assert f"127.0.0.1:{up_env['GENQ_FLOWER_PORT']}" in output
-    assert "demo priorities: ok" in output
+    for step in ("priorities", "stream", "cancel", "webhook", "dead-letter"):
+        assert f"demo {step}: ok" in output, output[-6000:]
     assert "genq up: stopped\n" in output
     data_dir = Path(up_env["GENQ_DATA_DIR"])
     assert (data_dir / "run" / "Procfile").read_text().count(": exec ") >= 6
