@@ -217,13 +217,16 @@ def _dead_letter(settings: Settings, echo: Echo) -> DemoStep:
             }
         )
         crashes = 0
+        killed: set[tuple[str, int]] = set()
         deadline = time.monotonic() + JOB_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             record = client.get(job.id)
             if record.status.value == "dead_lettered":
                 break
-            if record.status.value == "running" and record.worker_id:
-                # Play the poison: kill the worker process that is running it.
+            attempt = (record.worker_id or "", record.attempts)
+            if record.status.value == "running" and record.worker_id and attempt not in killed:
+                # Play the poison: kill the worker process that is running this attempt.
+                killed.add(attempt)
                 try:
                     os.kill(int(record.worker_id.rsplit("/", 1)[1]), signal.SIGKILL)
                     crashes += 1
