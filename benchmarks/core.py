@@ -122,9 +122,9 @@ def overhead(tmp: Path) -> dict[str, Any]:
             env=raw_env,
         ).start()
         os.environ["BENCH_REDIS_URL"] = raw_url
-        from benchmarks.raw_celery import make_app
+        from benchmarks import raw_celery
 
-        raw_app = make_app()
+        raw_app = raw_celery.app or raw_celery.make_app()
         noop = raw_app.tasks["raw.noop"]
         client = GenqClient(_settings(env))
         try:

@@ -37,11 +37,13 @@ def record_terminal_effects(
     secrets, else the job's own, else the deployment default (``default_secret`` is not
     copied into the row, so rotating it also covers retries already queued).
     """
-    payload = record.model_dump(mode="json")
     if reply_to:
         conn.execute(
             reply_outbox.insert().values(
-                job_id=record.id, queue=reply_to, payload=payload, created_at=now
+                job_id=record.id,
+                queue=reply_to,
+                payload=record.model_dump(mode="json"),
+                created_at=now,
             )
         )
     event_type = WEBHOOK_EVENT_TYPES.get(record.status)
@@ -57,7 +59,11 @@ def record_terminal_effects(
             job_id=record.id,
             tenant=record.tenant,
             event_type=event_type,
-            payload={"type": event_type, "timestamp": now.isoformat(), "data": payload},
+            payload={
+                "type": event_type,
+                "timestamp": now.isoformat(),
+                "data": record.model_dump(mode="json"),
+            },
             created_at=now,
         )
     )
