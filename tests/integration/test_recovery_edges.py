@@ -46,8 +46,9 @@ def test_a_late_retry_cannot_revive_a_dead_lettered_job(stack: Stack) -> None:
         store.start(job, "w3/3", lease_seconds=0.01)
     assert client.get(job).status is JobStatus.DEAD_LETTERED
     # The stalled worker now fails its attempt and tries to requeue the job for a retry.
-    late = store.transition(job, JobStatus.QUEUED, only_worker="w3/3",
-                            only_from=frozenset({JobStatus.RUNNING}))
+    late = store.transition(
+        job, JobStatus.QUEUED, only_worker="w3/3", only_from=frozenset({JobStatus.RUNNING})
+    )
     assert late is None and client.get(job).status is JobStatus.DEAD_LETTERED
     ctx.close()
 
@@ -57,8 +58,9 @@ def test_a_late_writer_continues_after_the_stream_end(stack: Stack) -> None:
     first = ChunkWriter(client.redis, "job-x", coalesce_ms=0, maxlen=1000, ttl_seconds=60)
     for word in ("a", "b", "c"):
         first.append(word)
-    late = ChunkWriter(client.redis, "job-x", coalesce_ms=0, maxlen=1000, ttl_seconds=60,
-                       fresh=True)  # believes the stream is empty
+    late = ChunkWriter(
+        client.redis, "job-x", coalesce_ms=0, maxlen=1000, ttl_seconds=60, fresh=True
+    )  # believes the stream is empty
     late.append("d")
     late.finish("succeeded", "stop", None)
     chunks = list(follow(client.redis, "job-x"))

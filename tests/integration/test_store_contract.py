@@ -31,8 +31,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
 
 
 def _new(body: dict[str, object] | None = None, tenant: str = "t") -> NewJob:
-    return NewJob(str(uuid.uuid4()), tenant, "interactive", "m",
-                  JobRequest.model_validate(body or CHAT))
+    return NewJob(
+        str(uuid.uuid4()), tenant, "interactive", "m", JobRequest.model_validate(body or CHAT)
+    )
 
 
 def test_create_get_and_tenant_scope(store: JobStore) -> None:
@@ -64,15 +65,19 @@ def test_terminal_transition_happens_once_with_one_reply(store: JobStore) -> Non
     record, _ = store.create(_new({**CHAT, "reply_to": "replies"}))
     store.start(record.id, "w/1", 30)
     with ThreadPoolExecutor(4) as pool:
-        done = list(pool.map(
-            lambda _: store.transition(record.id, JobStatus.SUCCEEDED, only_worker="w/1"),
-            range(8),
-        ))
+        done = list(
+            pool.map(
+                lambda _: store.transition(record.id, JobStatus.SUCCEEDED, only_worker="w/1"),
+                range(8),
+            )
+        )
     assert sum(d is not None for d in done) == 1
     assert len(store.pending_replies(job_id=record.id)) == 1
     history = store.get(record.id, history=True).history or []  # type: ignore[union-attr]
     assert [h.to_status for h in history] == [
-        JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        JobStatus.SUCCEEDED,
     ]
 
 
