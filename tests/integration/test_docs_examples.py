@@ -21,7 +21,9 @@ def test_quickstart_example_runs(stack: Stack) -> None:
     out = subprocess.run(
         [sys.executable, str(EXAMPLE)],
         env={**os.environ, **stack.env, "PYTHONPATH": str(EXAMPLE.parents[2])},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert "Hello, world!" in out.stdout
