@@ -202,6 +202,21 @@ def dropped_stream(target: str, chunks: int) -> TransientError:
 
 
 @contextlib.contextmanager
+def streamed_lines(
+    client: httpx.Client, runtime: str, path: str, body: dict[str, Any]
+) -> Iterator[tuple[Iterator[str], str]]:
+    """POST ``body`` and hand over the response's lines (and the target, for messages).
+
+    Leaving the block closes the response, which is what makes a runtime stop generating.
+    """
+    target = describe_target(client, runtime, path)
+    with transport_errors(target), client.stream("POST", path, json=body) as response:
+        if not response.is_success:
+            raise error_from_response(response, target)
+        yield response.iter_lines(), target
+
+
+@contextlib.contextmanager
 def transport_errors(target: str) -> Iterator[None]:
     """Turn httpx's connection, timeout and protocol exceptions into genq errors."""
     try:

@@ -18,6 +18,7 @@ from workers.runtimes.base import (
     error_from_response,
     error_from_stream_message,
     json_object,
+    streamed_lines,
     transport_errors,
 )
 
@@ -41,11 +42,8 @@ class OllamaRuntime:
     def stream(self, request: JobRequest, model: str) -> Iterator[StreamEvent]:
         """Stream a chat or completion as ``StreamEvent``s; closing stops the runtime."""
         path, body = generation_body(request, model)
-        target = describe_target(self._client, self.name, path)
-        with transport_errors(target), self._client.stream("POST", path, json=body) as response:
-            if not response.is_success:
-                raise error_from_response(response, target)
-            yield from events_from_ndjson(response.iter_lines(), target)
+        with streamed_lines(self._client, self.name, path, body) as (lines, target):
+            yield from events_from_ndjson(lines, target)
 
     def embed(self, inputs: list[str], model: str) -> Embeddings:
         """Embed each input with ``/api/embed``."""
