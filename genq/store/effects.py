@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from genq.store.tables import reply_outbox, webhook_deliveries, webhook_endpoints, webhook_events
 from schemas import JobRecord, JobStatus
@@ -18,6 +18,11 @@ WEBHOOK_EVENT_TYPES = {
     JobStatus.EXPIRED: "job.expired",
     JobStatus.DEAD_LETTERED: "job.dead_lettered",
 }
+
+# Built once: every terminal transition runs it.
+_ACTIVE_ENDPOINTS = select(webhook_endpoints).where(
+    webhook_endpoints.c.tenant == bindparam("tenant"), webhook_endpoints.c.disabled_at.is_(None)
+)
 
 
 def record_terminal_effects(
@@ -100,11 +105,7 @@ def _webhook_targets(
     if webhook_url:
         secrets = [{"secret": webhook_secret, "expires_at": None}] if webhook_secret else []
         targets.append({"endpoint_id": None, "url": webhook_url, "secrets": secrets, "thin": False})
-    rows = conn.execute(
-        select(webhook_endpoints).where(
-            webhook_endpoints.c.tenant == tenant, webhook_endpoints.c.disabled_at.is_(None)
-        )
-    ).all()
+    rows = conn.execute(_ACTIVE_ENDPOINTS, {"tenant": tenant}).all()
     for row in rows:
         m = row._mapping
         if m["events"] and event_type not in m["events"]:

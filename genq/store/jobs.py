@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -10,7 +11,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    ClauseElement,
+    ColumnElement,
+    Connection,
+    Engine,
+    Executable,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from genq.constants import REDISPATCH_AFTER_SECONDS
@@ -219,20 +234,31 @@ class JobStore:
         if target in TERMINAL_STATES:
             new_values.setdefault("finished_at", now)
             new_values["lease_expires_at"] = None
-        where = [jobs.c.id == job_id, jobs.c.status.in_([s.value for s in allowed])]
-        if only_worker is not None:
-            where.append(jobs.c.worker_id == only_worker)
-        where.extend(extra_where or [])
+        params: dict[str, Any] = {"job_id": job_id, "only_worker": only_worker, "now": now}
+        if extra_where is None and not any(
+            isinstance(v, ClauseElement) for v in new_values.values()
+        ):
+            # The common shapes (start, settle, requeue) are built and compiled once.
+            statement = _cas_update(
+                frozenset(allowed), only_worker is not None, tuple(sorted(new_values))
+            )
+            params.update({f"set_{k}": v for k, v in new_values.items()})
+            statement_params: dict[str, Any] | None = params
+        else:
+            where = [jobs.c.id == job_id, _status_in(allowed)]
+            if only_worker is not None:
+                where.append(jobs.c.worker_id == only_worker)
+            where.extend(extra_where or [])
+            statement = update(jobs).where(*where).values(**new_values).returning(*jobs.c)
+            statement_params = None
         with self.engine.begin() as conn:
             source: JobStatus | None = next(iter(allowed)) if len(allowed) == 1 else None
             if source is None:  # several possible sources: read which one, for the history
-                before = conn.execute(select(jobs.c.status).where(*where)).first()
+                before = conn.execute(_cas_source(frozenset(allowed)), params).first()
                 if before is None:
                     return None
                 source = JobStatus(before[0])
-            row = conn.execute(
-                update(jobs).where(*where).values(**new_values).returning(*jobs.c)
-            ).first()
+            row = conn.execute(statement, statement_params).first()
             if row is None:
                 return None
             _history(conn, job_id, source, target, now, worker, reason)
@@ -256,24 +282,18 @@ class JobStore:
         """``queued → running`` for ``worker`` with a fresh lease, unless it was cancelled or its
         deadline passed; None if it did not start (the caller finds out why)."""
         now = utcnow()
-        return self.transition(
-            job_id,
-            JobStatus.RUNNING,
-            worker=worker,
-            reason="started",
-            extra_where=[
-                jobs.c.cancel_requested.is_(False),
-                or_(jobs.c.deadline.is_(None), jobs.c.deadline > now),
-            ],
-            values={
-                "worker_id": worker,
-                "started_at": now,
-                "first_token_at": None,
-                "lease_expires_at": now + timedelta(seconds=lease_seconds),
-                "attempts": jobs.c.attempts + 1,
-                "error": None,
-            },
-        )
+        params = {
+            "job_id": job_id,
+            "now": now,
+            "worker": worker,
+            "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        }
+        with self.engine.begin() as conn:
+            row = conn.execute(_START, params).first()
+            if row is None:
+                return None
+            _history(conn, job_id, JobStatus.QUEUED, JobStatus.RUNNING, now, worker, "started")
+        return job_record(row)
 
     def renew_lease(self, job_id: str, worker: str, lease_seconds: float) -> bool:
         """Extend a running job's lease; False when the job is no longer this worker's."""
@@ -471,12 +491,67 @@ def _history(
     reason: str | None,
 ) -> None:
     conn.execute(
-        job_history.insert().values(
-            job_id=job_id,
-            from_status=source.value if source else None,
-            to_status=target.value,
-            at=at,
-            worker=worker,
-            reason=reason,
-        )
+        _HISTORY_INSERT,
+        {
+            "job_id": job_id,
+            "from_status": source.value if source else None,
+            "to_status": target.value,
+            "at": at,
+            "worker": worker,
+            "reason": reason,
+        },
     )
+
+
+# -- statements built once ---------------------------------------------------------------
+# A worker runs the same few statements for every job; building a SQLAlchemy statement (and
+# its cache key) each time cost more than executing it. These are built on first use and
+# executed with parameters: ``job_id``, ``now``, ``only_worker`` and ``set_<column>``.
+
+_HISTORY_INSERT = job_history.insert()
+
+
+def _status_in(allowed: frozenset[JobStatus] | set[JobStatus]) -> ColumnElement[bool]:
+    # The states are our own constants: inlined, so the statement has no expanding parameter.
+    return jobs.c.status.in_([literal_column(f"'{s.value}'") for s in sorted(allowed)])
+
+
+@functools.cache
+def _cas_update(
+    allowed: frozenset[JobStatus], by_worker: bool, columns: tuple[str, ...]
+) -> Executable:
+    where = [jobs.c.id == bindparam("job_id"), _status_in(allowed)]
+    if by_worker:
+        where.append(jobs.c.worker_id == bindparam("only_worker"))
+    values = {k: bindparam(f"set_{k}", type_=jobs.c[k].type) for k in columns}
+    return update(jobs).where(*where).values(**values).returning(*jobs.c)
+
+
+@functools.cache
+def _cas_source(allowed: frozenset[JobStatus]) -> Executable:
+    return select(jobs.c.status).where(jobs.c.id == bindparam("job_id"), _status_in(allowed))
+
+
+_START = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("job_id"),
+        jobs.c.status == JobStatus.QUEUED.value,
+        jobs.c.cancel_requested.is_(False),
+        or_(
+            jobs.c.deadline.is_(None),
+            jobs.c.deadline > bindparam("now", type_=jobs.c.deadline.type),
+        ),
+    )
+    .values(
+        status=JobStatus.RUNNING.value,
+        updated_at=bindparam("now", type_=jobs.c.updated_at.type),
+        worker_id=bindparam("worker"),
+        started_at=bindparam("now", type_=jobs.c.started_at.type),
+        first_token_at=None,
+        lease_expires_at=bindparam("lease_expires_at", type_=jobs.c.lease_expires_at.type),
+        attempts=jobs.c.attempts + 1,
+        error=None,
+    )
+    .returning(*jobs.c)
+)

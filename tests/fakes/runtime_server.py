@@ -54,7 +54,14 @@ CONFIG_FIELDS = (
     "embedding_dim",
     "per_token_embeddings",
 )
-COUNTERS = ("requests_seen", "disconnects", "streams_completed", "streams_active", "tokens_sent")
+COUNTERS = (
+    "requests_seen",
+    "connections",
+    "disconnects",
+    "streams_completed",
+    "streams_active",
+    "tokens_sent",
+)
 
 FaultKind = Literal["status", "drop_after", "error_line"]
 
@@ -123,7 +130,7 @@ class FakeRuntime:
         self.fail_next: list[FaultSpec] = []
         self.embedding_dim = 8
         self.per_token_embeddings = True  # like llama-cpp-python's /v1/embeddings for Gemma 3
-        self.requests_seen = self.disconnects = self.tokens_sent = 0
+        self.requests_seen = self.disconnects = self.tokens_sent = self.connections = 0
         self.streams_completed = self.streams_active = 0
         self.requests_by_path: Counter[str] = Counter()
         self.configure(**config)
@@ -345,6 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self._head_bytes = b""
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.fake.count("connections")
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: tests read stats, not access logs."""

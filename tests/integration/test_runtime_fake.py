@@ -51,6 +51,14 @@ def test_happy_stream_has_deltas_then_finish_with_usage(rt: Runtime, job: JobReq
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (4, 4, 8)
 
 
+def test_finished_streams_reuse_one_connection(rt: Runtime, fake: FakeRuntime) -> None:
+    # A stream read to its end hands its keep-alive connection back to the pool: a worker
+    # does not pay a TCP connect (and the runtime an accept) for every job.
+    for _ in range(3):
+        assert "".join(e.delta for e in rt.stream(CHAT, MODEL)) == "Hello, world!"
+    assert fake.stats()["connections"] == 1
+
+
 def test_max_tokens_ends_with_length(rt: Runtime) -> None:
     job = JobRequest(kind="completion", prompt="a b", max_tokens=2)
     events = list(rt.stream(job, MODEL))

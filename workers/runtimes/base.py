@@ -9,6 +9,7 @@ exception, and its message names the runtime and says what to do, without any se
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import re
@@ -32,6 +33,8 @@ _SECRET_RE = re.compile(
     r"(bearer\s+)\S+|\bsk-[A-Za-z0-9_-]{8,}|(api[_-]?key[\"'=:\s]+)[^\s\"',]+", re.I
 )
 _EXCERPT_CHARS = 300
+# After the final event only the end of the body is left; a server still talking is cut off.
+DRAIN_MAX_LINES = 16
 
 
 @dataclass(frozen=True)
@@ -208,12 +211,19 @@ def streamed_lines(
     """POST ``body`` and hand over the response's lines (and the target, for messages).
 
     Leaving the block closes the response, which is what makes a runtime stop generating.
+    Leaving it normally (the stream was read to its end) first reads what is left of the body,
+    the chunked encoding's last chunk, so the connection goes back to the pool for the next
+    job instead of being closed and opened again.
     """
     target = describe_target(client, runtime, path)
     with transport_errors(target), client.stream("POST", path, json=body) as response:
         if not response.is_success:
             raise error_from_response(response, target)
-        yield response.iter_lines(), target
+        lines = response.iter_lines()
+        yield lines, target
+        with contextlib.suppress(httpx.HTTPError):  # the result is complete either way
+            for _ in itertools.islice(lines, DRAIN_MAX_LINES):
+                pass
 
 
 @contextlib.contextmanager
