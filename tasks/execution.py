@@ -31,7 +31,7 @@ from schemas.validation import parse
 from tasks.effects import after_terminal, dead_letter
 from tasks.retry_policy import Outcome, decide
 from workers.context import WorkerContext
-from workers.lease import LeaseKeeper
+from workers.lease import Lease
 from workers.runtimes import StreamEvent
 
 log = logging.getLogger(__name__)
@@ -94,14 +94,6 @@ def _not_started(ctx: WorkerContext, job_id: str) -> str:
 def _attempt(ctx: WorkerContext, record: JobRecord) -> str:
     bind_job_context(tenant=record.tenant, lane=record.lane, attempt=record.attempts)
     s = ctx.settings
-    keeper = LeaseKeeper(
-        ctx.store,
-        ctx.redis,
-        job_id=record.id,
-        worker=ctx.worker_id,
-        lease_seconds=s.lease_seconds,
-        renew_seconds=s.lease_renew_seconds,
-    )
     writer = ChunkWriter(
         ctx.redis,
         record.id,
@@ -110,19 +102,21 @@ def _attempt(ctx: WorkerContext, record: JobRecord) -> str:
         ttl_seconds=s.stream_ttl_seconds,
         fresh=record.attempts == 1,
     )
-    with keeper:
-        try:
-            request = parse(JobRequest, record.request)
-            if record.kind is JobKind.EMBEDDING:
-                return _embed(ctx, record, request, writer)
-            generation = _stream(ctx, record, request, writer, keeper)
-        except LeaseLost:
-            log.warning("job %s: lease lost, leaving it to its new owner", record.id)
-            return "lease-lost"
-        except GenqError as exc:
-            if not keeper.cancelled.is_set():
-                return _handle_error(ctx, record, exc, writer)
-            generation = Generation(cancelled=True)  # cancelled: the error is moot
+    keeper = ctx.leases.hold(record.id)
+    try:
+        request = parse(JobRequest, record.request)
+        if record.kind is JobKind.EMBEDDING:
+            return _embed(ctx, record, request, writer)
+        generation = _stream(ctx, record, request, writer, keeper)
+    except LeaseLost:
+        log.warning("job %s: lease lost, leaving it to its new owner", record.id)
+        return "lease-lost"
+    except GenqError as exc:
+        if not keeper.cancelled.is_set():
+            return _handle_error(ctx, record, exc, writer)
+        generation = Generation(cancelled=True)  # cancelled: the error is moot
+    finally:
+        ctx.leases.release(keeper)
     if generation.cancelled:
         _settle(
             ctx,
@@ -153,7 +147,7 @@ def _stream(
     record: JobRecord,
     request: JobRequest,
     writer: ChunkWriter,
-    keeper: LeaseKeeper,
+    keeper: Lease,
 ) -> Generation:
     gen = Generation()
     writer.begin_attempt(record.attempts)

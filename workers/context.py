@@ -13,6 +13,7 @@ from celery import Celery
 
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
+from workers.lease import LeaseWatch
 from workers.runtimes import Runtime, build_runtime
 
 
@@ -40,8 +41,10 @@ class WorkerContext:
     runtime: Runtime
     worker_id: str
     pid: int
+    leases: LeaseWatch
 
     def close(self) -> None:
+        self.leases.close()
         self.http.close()
         self.redis.close()
         self.store.engine.dispose()
@@ -61,20 +64,27 @@ def build_context(app: Celery) -> WorkerContext:
     engine = build_engine(settings.store_url)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     http = runtime_client(settings)
+    store = JobStore(engine, default_webhook_secret=secret)
+    client = redis.Redis.from_url(
+        settings.redis_url, health_check_interval=30, socket_timeout=10, socket_connect_timeout=5
+    )
+    worker_id = f"{node_name(app)}/{os.getpid()}"
     return WorkerContext(
         settings=settings,
         app=app,
-        store=JobStore(engine, default_webhook_secret=secret),
-        redis=redis.Redis.from_url(
-            settings.redis_url,
-            health_check_interval=30,
-            socket_timeout=10,
-            socket_connect_timeout=5,
-        ),
+        store=store,
+        redis=client,
         http=http,
         runtime=build_runtime(settings.runtime_kind, http),
-        worker_id=f"{node_name(app)}/{os.getpid()}",
+        worker_id=worker_id,
         pid=os.getpid(),
+        leases=LeaseWatch(
+            store,
+            client,
+            worker=worker_id,
+            lease_seconds=settings.lease_seconds,
+            renew_seconds=settings.lease_renew_seconds,
+        ),
     )
 
 
