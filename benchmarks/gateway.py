@@ -145,16 +145,24 @@ async def _submit_load(port: int, key: str, total: int, concurrency: int) -> dic
 
 
 def _first_runtime_token(runtime: httpx.Client, model: str) -> float:
-    """Seconds from request to the first content delta, straight from the runtime."""
+    """Seconds from request to the first content delta, straight from the runtime.
+
+    The stream is read to its end, as the genq job's is: a client that hangs up after the
+    first token leaves llama.cpp finishing that generation, and whichever request comes next
+    (the genq one) would wait for it.
+    """
     body = {**CHAT, "model": model, "stream": True}
     started = time.perf_counter()
+    first: float | None = None
     with runtime.stream("POST", "/v1/chat/completions", json=body) as response:
         for line in response.iter_lines():
-            if line.startswith("data: {"):
+            if first is None and line.startswith("data: {"):
                 choices = json.loads(line[6:]).get("choices") or [{}]
                 if (choices[0].get("delta") or {}).get("content"):
-                    return time.perf_counter() - started
-    raise RuntimeError("the runtime streamed no content")
+                    first = time.perf_counter() - started
+    if first is None:
+        raise RuntimeError("the runtime streamed no content")
+    return first
 
 
 def _first_gateway_token(api: httpx.Client) -> tuple[float, dict[str, float]]:

@@ -110,7 +110,12 @@ async def submit(
     gateway = gateway_of(request)
     body = await request.body()
     job = inputs.job_request(request.headers.get("content-type"), body, idempotency_key)
-    record, created = await gateway.call(accept, gateway, job, principal.tenant)
+    if job.idempotency_key is not None:  # replay and conflict checks read the store first
+        record, created = await gateway.call(accept, gateway, job, principal.tenant)
+    else:
+        if job.webhook_url is not None and gateway.webhook_check is not None:
+            await gateway.call(gateway.webhook_check, str(job.webhook_url), job.webhook_secret)
+        record, created = await gateway.batcher.submit(job, principal.tenant), True
     return record_response(record, 201 if created else 200, Location=f"/v1/jobs/{record.id}")
 
 

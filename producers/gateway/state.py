@@ -17,6 +17,7 @@ from genq import constants as c
 from genq.settings import Settings
 from genq.store import build_engine, create_schema
 from producers.api_keys import ApiKeyStore
+from producers.gateway.batcher import SubmitBatcher
 from producers.gateway.cache import TtlCache
 from producers.gateway.principal import Principal
 from producers.gateway.quotas import QueuedGauge, RateLimiter
@@ -49,6 +50,8 @@ class Gateway:
     # Threads for store and broker calls: few, since they share one GIL (and, on SQLite, one
     # store); more only make them contend. Other blocking work uses anyio's default pool.
     store_threads: CapacityLimiter
+    # New jobs without an idempotency key are accepted in groups (see batcher.py).
+    batcher: SubmitBatcher
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """Run a blocking store (or store + broker) call in one of ``store_threads``."""
@@ -66,6 +69,7 @@ class Gateway:
         return record
 
     async def aclose(self) -> None:
+        await to_thread.run_sync(self.batcher.close)
         await self.redis.aclose()
         self.sync_redis.close()
         self.runtime_http.close()
@@ -87,6 +91,8 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
         settings.redis_url, socket_connect_timeout=c.RUNTIME_HEALTH_TIMEOUT_SECONDS
     )
     store = TurnTakingStore(engine, default_webhook_secret=secret)
+    celery = create_app(settings)
+    queued = QueuedGauge(store, settings.max_queued_per_tenant, c.GATEWAY_QUEUED_RECOUNT_SECONDS)
     return Gateway(
         settings=settings,
         store=store,
@@ -97,16 +103,17 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
             health_check_interval=30,
             socket_connect_timeout=c.RUNTIME_HEALTH_TIMEOUT_SECONDS,
         ),
-        celery=create_app(settings),
+        celery=celery,
         runtime_http=runtime_http,
         runtime=build_runtime(settings.runtime_kind, runtime_http),
         limiter=RateLimiter(
             async_redis, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst
         ),
         key_cache=TtlCache(settings.gateway_key_cache_seconds),
-        queued=QueuedGauge(store, settings.max_queued_per_tenant, c.GATEWAY_QUEUED_RECOUNT_SECONDS),
+        queued=queued,
         webhook_check=webhook_check,
         store_threads=CapacityLimiter(settings.gateway_threads),
+        batcher=SubmitBatcher(celery, store, settings, queued),
     )
 
 

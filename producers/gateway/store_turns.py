@@ -41,6 +41,14 @@ class TurnTakingStore(JobStore):
         with self.turn():
             return super().create(job)
 
+    def create_many(self, batch: list[NewJob]) -> list[JobRecord]:
+        with self.turn():
+            return super().create_many(batch)
+
+    def delete_many(self, job_ids: list[str]) -> None:
+        with self.turn():
+            super().delete_many(job_ids)
+
     def delete(self, job_id: str) -> None:
         with self.turn():
             super().delete(job_id)

@@ -43,6 +43,35 @@ def test_submit_get_wait_succeeds(stack: Stack, gateway: Gateway) -> None:
     assert time.monotonic() - started < 10
 
 
+def test_concurrent_submissions_are_accepted_in_groups_each_its_own_job(
+    stack: Stack, gateway: Gateway
+) -> None:
+    # Concurrent jobs without a key share store transactions (batcher.py): each still gets its
+    # own record as stored, with its own priority and lane, and each one runs.
+    stack.worker()
+    key = gateway.key("acme")
+
+    def submit(i: int) -> httpx.Response:
+        with httpx.Client(base_url=gateway.url, timeout=30) as client:
+            body = {**CHAT, "priority": i % 10, "lane": ["interactive", "batch"][i % 2]}
+            return client.post("/v1/jobs", json=body, headers={"Authorization": f"Bearer {key}"})
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(submit, range(40)))
+    assert [a.status_code for a in answers] == [201] * 40, [a.text for a in answers]
+    records = [a.json() for a in answers]
+    assert len({r["id"] for r in records}) == 40
+    assert [(r["priority"], r["lane"]) for r in records] == [
+        (i % 10, ["interactive", "batch"][i % 2]) for i in range(40)
+    ]
+    api = gateway.client(key)
+    for record in records:
+        assert api.get(f"/v1/jobs/{record['id']}").json()["tenant"] == "acme"
+        done = api.get(f"/v1/jobs/{record['id']}/wait", params={"timeout": 30}, timeout=40)
+        assert done.json()["status"] == "succeeded", done.text
+    assert job_count(stack) == 40
+
+
 def test_wait_returns_current_record_at_timeout(stack: Stack, gateway: Gateway) -> None:
     api = gateway.client(gateway.key("acme"))
     job = api.post("/v1/jobs", json=CHAT).json()  # no worker: it stays queued

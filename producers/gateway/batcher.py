@@ -1,0 +1,137 @@
+"""Group commit for ``POST /v1/jobs``: the jobs that arrive while one group is being written
+are accepted together, in one store transaction and over one broker connection.
+
+With one request per transaction, concurrent submissions queue for the store (SQLite has one
+writer) and each waits again for the GIL after every statement; a group pays that once. A
+job keeps every guarantee of the one-by-one path: it is answered only after it is stored and
+published, and a job the broker refused is removed again and answered with that error.
+Jobs with an idempotency key still go one by one (``routes_jobs.accept``): their replay and
+conflict checks read the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import uuid
+from dataclasses import dataclass
+
+from celery import Celery
+
+from genq.dispatch import send_record
+from genq.settings import Settings
+from genq.store import NewJob
+from producers.gateway.quotas import QueuedGauge
+from producers.gateway.store_turns import TurnTakingStore
+from producers.submission import resolve_lane
+from schemas import BrokerUnavailable, GenqError, JobRecord, JobRequest
+
+log = logging.getLogger(__name__)
+
+# Enough to cover every concurrent client of a busy gateway; a bigger backlog waits a group.
+MAX_GROUP = 256
+
+
+@dataclass
+class _Pending:
+    job: JobRequest
+    tenant: str
+    future: asyncio.Future[JobRecord]
+    loop: asyncio.AbstractEventLoop
+
+
+class SubmitBatcher:
+    """One writer thread; ``submit`` hands it a job and awaits the job's record (or error)."""
+
+    def __init__(
+        self, celery: Celery, store: TurnTakingStore, settings: Settings, queued: QueuedGauge
+    ) -> None:
+        self.celery = celery
+        self.store = store
+        self.settings = settings
+        self.queued = queued
+        self._inbox: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="genq-submit", daemon=True)
+        self._thread.start()
+
+    async def submit(self, job: JobRequest, tenant: str) -> JobRecord:
+        """Accept ``job`` (no idempotency key) for ``tenant``: its queued record, or the
+        ``GenqError`` that refused it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[JobRecord] = loop.create_future()
+        self._inbox.put(_Pending(job, tenant, future, loop))
+        return await future
+
+    def close(self) -> None:
+        self._inbox.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            first = self._inbox.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < MAX_GROUP:
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._inbox.put(None)  # finish this group, then stop
+                    break
+                group.append(item)
+            try:
+                self._accept(group)
+            except Exception as exc:  # never leave a request waiting
+                log.exception("submit group of %d failed", len(group))
+                for pending in group:
+                    _answer(pending, exc)
+
+    def _accept(self, group: list[_Pending]) -> None:
+        ready: list[tuple[_Pending, NewJob]] = []
+        for pending in group:
+            try:
+                self.queued.check(pending.tenant)
+                lane = resolve_lane(self.settings, pending.job)
+            except GenqError as exc:
+                _answer(pending, exc)
+                continue
+            model = pending.job.model or self.settings.default_model
+            new = NewJob(str(uuid.uuid4()), pending.tenant, lane, model, pending.job)
+            ready.append((pending, new))
+            self.queued.accepted(pending.tenant)  # counted now, so the cap holds in a group
+        if not ready:
+            return
+        try:
+            records = self.store.create_many([new for _, new in ready])
+        except GenqError as exc:
+            for pending, _ in ready:
+                _answer(pending, exc)
+            return
+        sent = 0
+        try:
+            with self.celery.producer_or_acquire() as producer:
+                for record in records:
+                    send_record(self.celery, self.settings, record, producer=producer)
+                    sent += 1
+        except BrokerUnavailable as exc:
+            self.store.delete_many([r.id for r in records[sent:]])
+            for pending, _ in ready[sent:]:
+                _answer(pending, exc)
+        for (pending, _), record in zip(ready[:sent], records[:sent], strict=True):
+            _answer(pending, record)
+
+
+def _answer(pending: _Pending, outcome: JobRecord | BaseException) -> None:
+    def resolve() -> None:
+        if pending.future.done():  # the client went away
+            return
+        if isinstance(outcome, BaseException):
+            pending.future.set_exception(outcome)
+        else:
+            pending.future.set_result(outcome)
+
+    pending.loop.call_soon_threadsafe(resolve)
