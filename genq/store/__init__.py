@@ -1,6 +1,6 @@
 """The result store: SQLAlchemy Core over SQLite (default) or PostgreSQL."""
 
-from genq.store.engine import build_engine, create_schema
+from genq.store.engine import WalCheckpointer, build_engine, create_schema
 from genq.store.jobs import JobStore, NewJob, Page, StoreUnavailable, utcnow
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "NewJob",
     "Page",
     "StoreUnavailable",
+    "WalCheckpointer",
     "build_engine",
     "create_schema",
     "utcnow",

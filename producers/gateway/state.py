@@ -15,7 +15,7 @@ from redis import Redis as SyncRedis
 
 from genq import constants as c
 from genq.settings import Settings
-from genq.store import build_engine, create_schema
+from genq.store import WalCheckpointer, build_engine, create_schema
 from producers.api_keys import ApiKeyStore
 from producers.gateway.batcher import SubmitBatcher
 from producers.gateway.cache import TtlCache
@@ -52,6 +52,7 @@ class Gateway:
     store_threads: CapacityLimiter
     # New jobs without an idempotency key are accepted in groups (see batcher.py).
     batcher: SubmitBatcher
+    checkpointer: WalCheckpointer | None
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """Run a blocking store (or store + broker) call in one of ``store_threads``."""
@@ -70,6 +71,8 @@ class Gateway:
 
     async def aclose(self) -> None:
         await to_thread.run_sync(self.batcher.close)
+        if self.checkpointer is not None:
+            await to_thread.run_sync(self.checkpointer.close)
         await self.redis.aclose()
         self.sync_redis.close()
         self.runtime_http.close()
@@ -79,7 +82,9 @@ class Gateway:
 
 def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gateway:
     """Connect everything (lazily where the library allows) for one gateway process."""
-    engine = build_engine(settings.store_url)
+    # Request threads never run the SQLite WAL checkpoint inside a commit (see WalCheckpointer).
+    sqlite = settings.store_url.startswith("sqlite")
+    engine = build_engine(settings.store_url, wal_autocheckpoint=not sqlite)
     create_schema(engine)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     runtime_http = httpx.Client(
@@ -114,6 +119,7 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
         webhook_check=webhook_check,
         store_threads=CapacityLimiter(settings.gateway_threads),
         batcher=SubmitBatcher(celery, store, settings, queued),
+        checkpointer=WalCheckpointer(engine) if sqlite else None,
     )
 
 
