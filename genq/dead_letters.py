@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from celery import Celery
@@ -182,7 +182,7 @@ def requeue(
             "worker_id": None,
             "error": None,
             "finished_at": None,
-            "lease_expires_at": utcnow() + timedelta(seconds=c.REDISPATCH_AFTER_SECONDS),
+            "lease_expires_at": utcnow() + store.redispatch_after,
             "cancel_requested": False,
         },
     )

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     lease_renew_seconds: float = Field(default=c.LEASE_RENEW_SECONDS, gt=0)
     sweep_interval_seconds: float = Field(default=c.SWEEP_INTERVAL_SECONDS, gt=0)
     crash_limit: int = Field(default=c.CRASH_LIMIT, ge=1)
+    # A queued job not started this long after it was (re)queued has its message re-sent by
+    # the sweep: it covers a message lost between the broker handing it out and the worker
+    # recording it as unacked (a worker killed in that instant). Duplicates are harmless.
+    redispatch_after_seconds: float = Field(default=c.REDISPATCH_AFTER_SECONDS, gt=0)
     visibility_timeout_seconds: int = c.VISIBILITY_TIMEOUT_SECONDS
     shutdown_grace_seconds: float = 30.0
 

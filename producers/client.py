@@ -39,7 +39,7 @@ class GenqClient:
         self.app = create_app(settings)
         upgrade_database(settings.store_url)
         engine = build_engine(settings.store_url)
-        self.store = JobStore(engine)
+        self.store = JobStore(engine, redispatch_after_seconds=settings.redispatch_after_seconds)
         self._redis: redis.Redis | None = None
 
     @property

@@ -64,7 +64,11 @@ def build_context(app: Celery) -> WorkerContext:
     engine = build_engine(settings.store_url)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     http = runtime_client(settings)
-    store = JobStore(engine, default_webhook_secret=secret)
+    store = JobStore(
+        engine,
+        default_webhook_secret=secret,
+        redispatch_after_seconds=settings.redispatch_after_seconds,
+    )
     client = redis.Redis.from_url(
         settings.redis_url, health_check_interval=30, socket_timeout=10, socket_connect_timeout=5
     )

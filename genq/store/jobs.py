@@ -93,8 +93,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 class JobStore:
     """SQL-backed source of truth for jobs. Thread-safe; one per process."""
 
-    def __init__(self, engine: Engine, *, default_webhook_secret: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        default_webhook_secret: str | None = None,
+        redispatch_after_seconds: float = REDISPATCH_AFTER_SECONDS,
+    ) -> None:
         self.engine = engine
+        self.redispatch_after = timedelta(seconds=redispatch_after_seconds)
         self.reads = reader(engine)
         self.default_webhook_secret = default_webhook_secret
 
@@ -105,7 +112,7 @@ class JobStore:
         Returns ``(record, created)``. Raises ``Conflict`` if the key was used with another body.
         """
         now = utcnow()
-        values = _row_values(job, now)
+        values = _row_values(job, now, now + self.redispatch_after)
         req = job.request
         try:
             with self.engine.begin() as conn:
@@ -124,7 +131,7 @@ class JobStore:
         if any(job.request.idempotency_key for job in batch):
             raise InvalidRequest("a batch cannot carry idempotency keys; submit those one by one")
         now = utcnow()
-        rows = [_row_values(job, now) for job in batch]
+        rows = [_row_values(job, now, now + self.redispatch_after) for job in batch]
         try:
             with self.engine.begin() as conn:
                 conn.execute(jobs.insert(), rows)
@@ -447,7 +454,7 @@ class JobStore:
         return Page(records, next_cursor)
 
 
-def _row_values(job: NewJob, now: datetime) -> dict[str, Any]:
+def _row_values(job: NewJob, now: datetime, dispatch_by: datetime) -> dict[str, Any]:
     """The ``jobs`` row of a newly accepted job."""
     req = job.request
     deadline = req.deadline
@@ -456,7 +463,7 @@ def _row_values(job: NewJob, now: datetime) -> dict[str, Any]:
     values: dict[str, Any] = {
         # Dispatch-by: if the producer dies between storing and publishing (or the message is
         # lost), the sweep re-sends the job after this; duplicates are harmless (CAS).
-        "lease_expires_at": now + timedelta(seconds=REDISPATCH_AFTER_SECONDS),
+        "lease_expires_at": dispatch_by,
         "id": job.id,
         "tenant": job.tenant,
         "status": JobStatus.QUEUED.value,

@@ -95,7 +95,11 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
     async_redis = aioredis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=c.RUNTIME_HEALTH_TIMEOUT_SECONDS
     )
-    store = TurnTakingStore(engine, default_webhook_secret=secret)
+    store = TurnTakingStore(
+        engine,
+        default_webhook_secret=secret,
+        redispatch_after_seconds=settings.redispatch_after_seconds,
+    )
     celery = create_app(settings)
     queued = QueuedGauge(store, settings.max_queued_per_tenant, c.GATEWAY_QUEUED_RECOUNT_SECONDS)
     return Gateway(

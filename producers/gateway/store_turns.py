@@ -23,8 +23,8 @@ from schemas import JobRecord, JobStatus
 class TurnTakingStore(JobStore):
     """A ``JobStore`` whose calls from this process's threads run one at a time on SQLite."""
 
-    def __init__(self, engine: Engine, *, default_webhook_secret: str | None = None) -> None:
-        super().__init__(engine, default_webhook_secret=default_webhook_secret)
+    def __init__(self, engine: Engine, **options: Any) -> None:
+        super().__init__(engine, **options)
         self.takes_turns = engine.dialect.name == "sqlite"
         self._turn = threading.RLock()  # re-entrant: create() calls get()
 

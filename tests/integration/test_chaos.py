@@ -93,6 +93,9 @@ def test_kill_workers_three_times(
     stack.env["GENQ_WEBHOOK_ALLOW"] = "127.0.0.1/32"
     stack.env["GENQ_WEBHOOK_SECRET"] = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     stack.env["GENQ_CRASH_LIMIT"] = "10"
+    # kombu pops a message before it records it as unacked: a kill in between loses the
+    # message, and the sweep's re-send after this long is what brings the job back.
+    stack.env["GENQ_REDISPATCH_AFTER_SECONDS"] = "8"
     workers = [stack.worker("--concurrency", "4", name=f"w{i}") for i in range(2)]
     stack.ops_worker()
     stack.beat()
