@@ -81,3 +81,4 @@ QUARANTINE_KEY = "genq:quarantine"
 # A queued job not picked up this long after it was stored is re-sent by the sweep (its message
 # may have been lost with a crashed producer); later re-sends back off with the job's age.
 REDISPATCH_AFTER_SECONDS = 600
+REPLY_CLAIM_SECONDS = 30.0

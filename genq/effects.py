@@ -46,6 +46,6 @@ def settle_effects(
     except Exception:
         log.warning("job %s: could not close its chunk stream", record.id, exc_info=True)
     if record.request.get("reply_to"):
-        flush_replies(app, store, job_id=record.id)
+        flush_replies(app, store, claim_seconds=settings.reply_claim_seconds, job_id=record.id)
     if record.webhook_deliveries_queued != 0:
         dispatch_pending_deliveries(app, store, job_id=record.id)

@@ -12,9 +12,6 @@ from genq.store import JobStore
 
 log = logging.getLogger(__name__)
 
-# A claim this old belongs to a publisher that died between claiming and publishing.
-REPLY_CLAIM_SECONDS = 30.0
-
 
 def reply_queue(name: str) -> Queue:
     return Queue(name, exchange="", routing_key=name, durable=True)
@@ -37,12 +34,20 @@ def publish_reply(app: Celery, queue: str, payload: dict[str, Any]) -> None:
 
 
 def flush_replies(
-    app: Celery, store: JobStore, *, limit: int = 100, job_id: str | None = None
+    app: Celery,
+    store: JobStore,
+    *,
+    claim_seconds: float,
+    limit: int = 100,
+    job_id: str | None = None,
 ) -> int:
-    """Publish pending outbox replies (all, or one job's); returns how many went out."""
+    """Publish pending outbox replies (all, or one job's); returns how many went out.
+
+    A claim older than ``claim_seconds`` belongs to a publisher that died between claiming
+    and publishing, and is taken over."""
     sent = 0
     for row in store.pending_replies(limit=limit, job_id=job_id):
-        if not store.claim_reply(row["id"], REPLY_CLAIM_SECONDS):
+        if not store.claim_reply(row["id"], claim_seconds):
             continue  # someone else is publishing it
         try:
             publish_reply(app, row["queue"], row["payload"])

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # the sweep: it covers a message lost between the broker handing it out and the worker
     # recording it as unacked (a worker killed in that instant). Duplicates are harmless.
     redispatch_after_seconds: float = Field(default=c.REDISPATCH_AFTER_SECONDS, gt=0)
+    # A reply claimed for publishing this long ago without being published belongs to a
+    # publisher that died in between; the sweep publishes it instead.
+    reply_claim_seconds: float = Field(default=c.REPLY_CLAIM_SECONDS, gt=0)
     visibility_timeout_seconds: int = c.VISIBILITY_TIMEOUT_SECONDS
     shutdown_grace_seconds: float = 30.0
 

@@ -31,6 +31,41 @@ def resolve_lane(settings: Settings, request: JobRequest) -> str:
     return lane
 
 
+def new_job(
+    settings: Settings,
+    request: JobRequest,
+    tenant: str,
+    *,
+    job_id: str | None = None,
+    webhook_check: WebhookCheck | None = None,
+) -> NewJob:
+    """The row to store for ``request``: its lane and model resolved, its webhook checked.
+    Raises ``InvalidRequest`` for a job that must not be accepted."""
+    lane = resolve_lane(settings, request)
+    if request.webhook_url is not None and webhook_check is not None:
+        webhook_check(str(request.webhook_url), request.webhook_secret)
+    model = request.model or settings.default_model
+    return NewJob(job_id or str(uuid.uuid4()), tenant, lane, model, request)
+
+
+def publish_stored(
+    app: Celery, store: JobStore, settings: Settings, records: list[JobRecord]
+) -> tuple[int, BrokerUnavailable | None]:
+    """Publish stored jobs in order over one broker connection. Returns how many were sent
+    and, if the broker failed, its error; the jobs not sent are removed from the store again
+    (never accepted), so ``records[:sent]`` is exactly what was accepted."""
+    sent = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for record in records:
+                send_record(app, settings, record, producer=producer)
+                sent += 1
+    except BrokerUnavailable as exc:
+        store.delete_many([r.id for r in records[sent:]])
+        return sent, exc
+    return sent, None
+
+
 def submit_job(
     app: Celery,
     store: JobStore,
@@ -44,16 +79,7 @@ def submit_job(
     """Store and enqueue ``request``. Returns ``(record, created)``; a replayed idempotency key
     returns the original job with ``created=False``. Nothing is enqueued for a bad request,
     and a job the broker refused is removed, so an accepted job is always a queued one."""
-    lane = resolve_lane(settings, request)
-    if request.webhook_url is not None and webhook_check is not None:
-        webhook_check(str(request.webhook_url), request.webhook_secret)
-    new = NewJob(
-        id=job_id or str(uuid.uuid4()),
-        tenant=tenant,
-        lane=lane,
-        model=request.model or settings.default_model,
-        request=request,
-    )
+    new = new_job(settings, request, tenant, job_id=job_id, webhook_check=webhook_check)
     record, created = store.create(new)
     if not created:
         return record, False
@@ -77,26 +103,14 @@ def submit_many(
     """Accept a batch: every request is checked first (one bad request accepts none), the jobs
     are stored in one transaction and published over one broker connection. Jobs the broker
     refused are removed again, so what is returned is exactly what was accepted."""
-    batch = []
-    for request in requests:
-        lane = resolve_lane(settings, request)
-        if request.webhook_url is not None and webhook_check is not None:
-            webhook_check(str(request.webhook_url), request.webhook_secret)
-        model = request.model or settings.default_model
-        batch.append(NewJob(str(uuid.uuid4()), tenant, lane, model, request))
+    batch = [new_job(settings, r, tenant, webhook_check=webhook_check) for r in requests]
     records = store.create_many(batch)
-    sent = 0
-    try:
-        with app.producer_or_acquire() as producer:
-            for record in records:
-                send_record(app, settings, record, producer=producer)
-                sent += 1
-    except BrokerUnavailable as exc:
-        store.delete_many([r.id for r in records[sent:]])
+    sent, error = publish_stored(app, store, settings, records)
+    if error is not None:
         accepted = [r.id for r in records[:sent]]
         raise BrokerUnavailable(
             f"the broker failed after {sent} of {len(records)} jobs; those {sent} were accepted "
             "(their ids are in details), the rest were not",
             details=[{"accepted": accepted}],
-        ) from exc
+        ) from error
     return records

@@ -51,7 +51,9 @@ def run_sweep(ctx: WorkerContext, now: datetime | None = None) -> SweepReport:
     )
     if letters:
         remove_from_broker(ctx.app, set(letters))
-    report.replies = flush_replies(ctx.app, ctx.store)
+    report.replies = flush_replies(
+        ctx.app, ctx.store, claim_seconds=ctx.settings.reply_claim_seconds
+    )
     report.webhooks = dispatch_pending_deliveries(ctx.app, ctx.store, now=now)
     if report.recovered or report.crash_dead_lettered or report.redispatched or report.expired:
         log.info("sweep: %s", report)

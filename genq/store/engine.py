@@ -47,8 +47,8 @@ def reader(engine: Engine) -> Engine:
 def build_engine(url: str, *, wal_autocheckpoint: bool = True) -> Engine:
     """An engine for ``url``; for SQLite the parent directory is created.
 
-    ``wal_autocheckpoint=False`` (SQLite): this engine's commits never run the WAL checkpoint
-    themselves; run ``WalCheckpointer`` beside it (see there).
+    ``wal_autocheckpoint=False`` (SQLite only; other databases ignore it): this engine's commits
+    never run the WAL checkpoint themselves; run ``WalCheckpointer`` beside it (see there).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":

@@ -241,23 +241,25 @@ class JobStore:
         if target in TERMINAL_STATES:
             new_values.setdefault("finished_at", now)
             new_values["lease_expires_at"] = None
-        params: dict[str, Any] = {"job_id": job_id, "only_worker": only_worker, "now": now}
+        params: dict[str, Any] = {"job_id": job_id}
+        if only_worker is not None:
+            params["only_worker"] = only_worker
+        statement: Executable
         if extra_where is None and not any(
             isinstance(v, ClauseElement) for v in new_values.values()
         ):
-            # The common shapes (start, settle, requeue) are built and compiled once.
+            # The common shapes (settle, requeue, cancel) are built and compiled once.
             statement = _cas_update(
                 frozenset(allowed), only_worker is not None, tuple(sorted(new_values))
             )
             params.update({f"set_{k}": v for k, v in new_values.items()})
-            statement_params: dict[str, Any] | None = params
-        else:
-            where = [jobs.c.id == job_id, _status_in(allowed)]
-            if only_worker is not None:
-                where.append(jobs.c.worker_id == only_worker)
-            where.extend(extra_where or [])
-            statement = update(jobs).where(*where).values(**new_values).returning(*jobs.c)
-            statement_params = None
+        else:  # rare shapes (the sweep's): built per call, same parameters for the CAS part
+            statement = (
+                update(jobs)
+                .where(*_cas_where(frozenset(allowed), only_worker is not None), *extra_where or [])
+                .values(**new_values)
+                .returning(*jobs.c)
+            )
         with self.engine.begin() as conn:
             source: JobStatus | None = next(iter(allowed)) if len(allowed) == 1 else None
             if source is None:  # several possible sources: read which one, for the history
@@ -265,7 +267,7 @@ class JobStore:
                 if before is None:
                     return None
                 source = JobStatus(before[0])
-            row = conn.execute(statement, statement_params).first()
+            row = conn.execute(statement, params).first()
             if row is None:
                 return None
             _history(conn, job_id, source, target, now, worker, reason)
@@ -523,15 +525,19 @@ def _status_in(allowed: frozenset[JobStatus] | set[JobStatus]) -> ColumnElement[
     return jobs.c.status.in_([literal_column(f"'{s.value}'") for s in sorted(allowed)])
 
 
+def _cas_where(allowed: frozenset[JobStatus], by_worker: bool) -> list[ColumnElement[bool]]:
+    where = [jobs.c.id == bindparam("job_id"), _status_in(allowed)]
+    if by_worker:
+        where.append(jobs.c.worker_id == bindparam("only_worker"))
+    return where
+
+
 @functools.cache
 def _cas_update(
     allowed: frozenset[JobStatus], by_worker: bool, columns: tuple[str, ...]
 ) -> Executable:
-    where = [jobs.c.id == bindparam("job_id"), _status_in(allowed)]
-    if by_worker:
-        where.append(jobs.c.worker_id == bindparam("only_worker"))
     values = {k: bindparam(f"set_{k}", type_=jobs.c[k].type) for k in columns}
-    return update(jobs).where(*where).values(**values).returning(*jobs.c)
+    return update(jobs).where(*_cas_where(allowed, by_worker)).values(**values).returning(*jobs.c)
 
 
 @functools.cache

@@ -108,7 +108,7 @@ reply_outbox = Table(
     Column("payload", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("published_at", UTCDateTime),
-    # Set by whoever is publishing; a claim older than REPLY_CLAIM_SECONDS is a crashed one.
+    # Set by whoever is publishing; a claim older than reply_claim_seconds is a crashed one.
     Column("claimed_at", UTCDateTime),
     Index("ix_reply_outbox_pending", "published_at", "id"),
 )

@@ -6,7 +6,8 @@ writer) and each waits again for the GIL after every statement; a group pays tha
 job keeps every guarantee of the one-by-one path: it is answered only after it is stored and
 published, and a job the broker refused is removed again and answered with that error.
 Jobs with an idempotency key still go one by one (``routes_jobs.accept``): their replay and
-conflict checks read the store.
+conflict checks read the store. The request handler validates the job (``new_job``) before
+handing it over, so a webhook's DNS check never holds up a group.
 """
 
 from __future__ import annotations
@@ -15,18 +16,16 @@ import asyncio
 import logging
 import queue
 import threading
-import uuid
 from dataclasses import dataclass
 
 from celery import Celery
 
-from genq.dispatch import send_record
 from genq.settings import Settings
 from genq.store import NewJob
 from producers.gateway.quotas import QueuedGauge
 from producers.gateway.store_turns import TurnTakingStore
-from producers.submission import resolve_lane
-from schemas import BrokerUnavailable, GenqError, JobRecord, JobRequest
+from producers.submission import publish_stored
+from schemas import GenqError, JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +35,7 @@ MAX_GROUP = 256
 
 @dataclass
 class _Pending:
-    job: JobRequest
-    tenant: str
+    job: NewJob
     future: asyncio.Future[JobRecord]
     loop: asyncio.AbstractEventLoop
 
@@ -56,12 +54,12 @@ class SubmitBatcher:
         self._thread = threading.Thread(target=self._run, name="genq-submit", daemon=True)
         self._thread.start()
 
-    async def submit(self, job: JobRequest, tenant: str) -> JobRecord:
-        """Accept ``job`` (no idempotency key) for ``tenant``: its queued record, or the
+    async def submit(self, job: NewJob) -> JobRecord:
+        """Accept ``job`` (validated, no idempotency key): its queued record, or the
         ``GenqError`` that refused it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[JobRecord] = loop.create_future()
-        self._inbox.put(_Pending(job, tenant, future, loop))
+        self._inbox.put(_Pending(job, future, loop))
         return await future
 
     def close(self) -> None:
@@ -91,38 +89,29 @@ class SubmitBatcher:
                     _answer(pending, exc)
 
     def _accept(self, group: list[_Pending]) -> None:
-        ready: list[tuple[_Pending, NewJob]] = []
+        ready: list[_Pending] = []
         for pending in group:
             try:
-                self.queued.check(pending.tenant)
-                lane = resolve_lane(self.settings, pending.job)
+                self.queued.check(pending.job.tenant)
             except GenqError as exc:
                 _answer(pending, exc)
                 continue
-            model = pending.job.model or self.settings.default_model
-            new = NewJob(str(uuid.uuid4()), pending.tenant, lane, model, pending.job)
-            ready.append((pending, new))
-            self.queued.accepted(pending.tenant)  # counted now, so the cap holds in a group
+            ready.append(pending)
+            self.queued.accepted(pending.job.tenant)  # counted now, so the cap holds in a group
         if not ready:
             return
         try:
-            records = self.store.create_many([new for _, new in ready])
+            records = self.store.create_many([pending.job for pending in ready])
         except GenqError as exc:
-            for pending, _ in ready:
+            for pending in ready:
                 _answer(pending, exc)
             return
-        sent = 0
-        try:
-            with self.celery.producer_or_acquire() as producer:
-                for record in records:
-                    send_record(self.celery, self.settings, record, producer=producer)
-                    sent += 1
-        except BrokerUnavailable as exc:
-            self.store.delete_many([r.id for r in records[sent:]])
-            for pending, _ in ready[sent:]:
-                _answer(pending, exc)
-        for (pending, _), record in zip(ready[:sent], records[:sent], strict=True):
+        sent, error = publish_stored(self.celery, self.store, self.settings, records)
+        for pending, record in zip(ready[:sent], records[:sent], strict=True):
             _answer(pending, record)
+        if error is not None:  # the rest were removed from the store again
+            for pending in ready[sent:]:
+                _answer(pending, error)
 
 
 def _answer(pending: _Pending, outcome: JobRecord | BaseException) -> None:

@@ -21,7 +21,7 @@ from producers.gateway.limits import enforce_rate_limit
 from producers.gateway.principal import Principal
 from producers.gateway.state import Gateway, gateway_of
 from producers.gateway.streaming import MAX_SEQ, chunk_events, resume_point, wait_until_terminal
-from producers.submission import submit_job
+from producers.submission import new_job, submit_job
 from schemas import JobRecord, JobRequest, JobStatus, NotFound, RateLimited
 from schemas.errors import InvalidRequest
 
@@ -113,9 +113,12 @@ async def submit(
     if job.idempotency_key is not None:  # replay and conflict checks read the store first
         record, created = await gateway.call(accept, gateway, job, principal.tenant)
     else:
-        if job.webhook_url is not None and gateway.webhook_check is not None:
-            await gateway.call(gateway.webhook_check, str(job.webhook_url), job.webhook_secret)
-        record, created = await gateway.batcher.submit(job, principal.tenant), True
+        validate = partial(
+            new_job, gateway.settings, job, principal.tenant, webhook_check=gateway.webhook_check
+        )
+        # A webhook URL is checked in a thread (it resolves the host); the rest is quick.
+        new = await gateway.call(validate) if job.webhook_url is not None else validate()
+        record, created = await gateway.batcher.submit(new), True
     return record_response(record, 201 if created else 200, Location=f"/v1/jobs/{record.id}")
 
 

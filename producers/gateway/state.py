@@ -83,8 +83,7 @@ class Gateway:
 def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gateway:
     """Connect everything (lazily where the library allows) for one gateway process."""
     # Request threads never run the SQLite WAL checkpoint inside a commit (see WalCheckpointer).
-    sqlite = settings.store_url.startswith("sqlite")
-    engine = build_engine(settings.store_url, wal_autocheckpoint=not sqlite)
+    engine = build_engine(settings.store_url, wal_autocheckpoint=False)
     create_schema(engine)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     runtime_http = httpx.Client(
@@ -123,7 +122,7 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
         webhook_check=webhook_check,
         store_threads=CapacityLimiter(settings.gateway_threads),
         batcher=SubmitBatcher(celery, store, settings, queued),
-        checkpointer=WalCheckpointer(engine) if sqlite else None,
+        checkpointer=WalCheckpointer(engine) if engine.dialect.name == "sqlite" else None,
     )
 
 

@@ -96,6 +96,8 @@ def test_kill_workers_three_times(
     # kombu pops a message before it records it as unacked: a kill in between loses the
     # message, and the sweep's re-send after this long is what brings the job back.
     stack.env["GENQ_REDISPATCH_AFTER_SECONDS"] = "8"
+    # Likewise a kill between claiming a reply and publishing it: the sweep takes it over.
+    stack.env["GENQ_REPLY_CLAIM_SECONDS"] = "3"
     workers = [stack.worker("--concurrency", "4", name=f"w{i}") for i in range(2)]
     stack.ops_worker()
     stack.beat()
