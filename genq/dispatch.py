@@ -25,8 +25,14 @@ def send_job(
     priority: int,
     countdown: float | None = None,
     producer: Any = None,
+    declare: bool = True,
 ) -> None:
-    """Publish the job's task message; the Celery task id is the job id (Flower shows it)."""
+    """Publish the job's task message; the Celery task id is the job id (Flower shows it).
+
+    ``declare=False`` skips declaring the lane's queue, for the second and later messages of a
+    batch on one producer (the first declared it).
+    """
+    kwargs = {"job_id": job_id}
     options: dict[str, Any] = {
         "task_id": job_id,
         "queue": settings.queue_for(lane),
@@ -34,13 +40,18 @@ def send_job(
         "priority": celery_priority(priority),
         "retry": True,
         "retry_policy": {"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5},
+        # What Flower shows as the task's arguments, given (Celery would saferepr() them).
+        "argsrepr": "()",
+        "kwargsrepr": repr(kwargs),
     }
+    if not declare:
+        options["declare"] = []
     if countdown:
         options["countdown"] = countdown
     if producer is not None:  # one connection for a whole batch
         options["producer"] = producer
     try:
-        app.send_task(task_name_for(kind), kwargs={"job_id": job_id}, **options)
+        app.send_task(task_name_for(kind), kwargs=kwargs, **options)
     except Exception as exc:  # kombu/redis raise many types; convert at the boundary
         raise BrokerUnavailable(
             f"could not hand job {job_id} to the broker ({exc.__class__.__name__}); try again"
@@ -54,6 +65,7 @@ def send_record(
     *,
     countdown: float | None = None,
     producer: Any = None,
+    declare: bool = True,
 ) -> None:
     """``send_job`` for a stored job's record."""
     send_job(
@@ -65,4 +77,5 @@ def send_record(
         priority=record.priority,
         countdown=countdown,
         producer=producer,
+        declare=declare,
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
-from typing import Protocol
+from typing import Any, Protocol
 
 from celery import Celery
 
@@ -11,6 +12,8 @@ from genq.dispatch import send_record
 from genq.settings import Settings
 from genq.store import JobStore, NewJob
 from schemas import BrokerUnavailable, InvalidRequest, JobRecord, JobRequest
+
+log = logging.getLogger(__name__)
 
 
 class WebhookCheck(Protocol):
@@ -48,22 +51,52 @@ def new_job(
     return NewJob(job_id or str(uuid.uuid4()), tenant, lane, model, request)
 
 
+# Messages per pipelined broker round trip when publishing a batch of stored jobs.
+PUBLISH_BATCH_SIZE = 200
+
+
 def publish_stored(
     app: Celery, store: JobStore, settings: Settings, records: list[JobRecord]
 ) -> tuple[int, BrokerUnavailable | None]:
-    """Publish stored jobs in order over one broker connection. Returns how many were sent
-    and, if the broker failed, its error; the jobs not sent are removed from the store again
-    (never accepted), so ``records[:sent]`` is exactly what was accepted."""
-    sent = 0
+    """Publish stored jobs in order over one broker connection, ``PUBLISH_BATCH_SIZE`` to a
+    pipelined round trip. Returns how many were accepted and, if the broker failed, its error;
+    the jobs not accepted are removed from the store again, so ``records[:accepted]`` is
+    exactly what was accepted.
+
+    A failed round trip leaves its group's delivery unknown (Redis may have run part of it), so
+    the group is published again one message at a time: a job delivered twice still runs once.
+    If the broker fails again, the group stays accepted (it may be in the queue, and a job
+    in the queue must be in the store); the sweep re-sends any of it that is not.
+    """
+    accepted = 0
     try:
         with app.producer_or_acquire() as producer:
-            for record in records:
-                send_record(app, settings, record, producer=producer)
-                sent += 1
+            for start in range(0, len(records), PUBLISH_BATCH_SIZE):
+                group = records[start : start + PUBLISH_BATCH_SIZE]
+                if not _publish_group(app, settings, producer, group):
+                    accepted = start + len(group)  # maybe queued already: accepted, whatever next
+                    for record in group:
+                        send_record(app, settings, record, producer=producer)
+                accepted = start + len(group)
     except BrokerUnavailable as exc:
-        store.delete_many([r.id for r in records[sent:]])
-        return sent, exc
-    return sent, None
+        store.delete_many([r.id for r in records[accepted:]])
+        return accepted, exc
+    return accepted, None
+
+
+def _publish_group(app: Celery, settings: Settings, producer: Any, group: list[JobRecord]) -> bool:
+    """Publish ``group`` in one pipelined round trip. False: the round trip failed and what it
+    delivered is unknown. ``BrokerUnavailable``: nothing of ``group`` was sent."""
+    try:
+        with producer.batch(max_size=2 * len(group) + 1):  # flushed once, on leaving
+            for i, record in enumerate(group):
+                send_record(app, settings, record, producer=producer, declare=i == 0)
+    except BrokerUnavailable:
+        raise
+    except Exception:
+        log.warning("a pipelined publish of %d jobs failed; sending them one by one", len(group))
+        return False
+    return True
 
 
 def submit_job(
