@@ -28,6 +28,7 @@ from tests.support import EmbeddedRuntime, GenqProcess, ManagedProcess, RedisSer
 
 ROUND_TRIPS = 200
 THROUGHPUT_JOBS = 2000
+THROUGHPUT_ROUNDS = 3
 CONCURRENCY = 2
 CHAT = {"messages": [{"role": "user", "content": "ping"}]}
 
@@ -92,76 +93,96 @@ def _wait_all_terminal(client: GenqClient, ids: list[str], timeout: float = 600)
         time.sleep(0.1)
 
 
-def overhead(tmp: Path) -> dict[str, Any]:
+def _raw_worker(tmp: Path, url: str, name: str, *extra: str) -> ManagedProcess:
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "benchmarks.raw_celery",
+        "worker",
+        "-c",
+        str(CONCURRENCY),
+        "-P",
+        "prefork",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel",
+        "WARNING",
+        *extra,
+    ]
+    env = {**os.environ, "BENCH_REDIS_URL": url}
+    return ManagedProcess(argv, log_path=tmp / f"{name}.log", env=env).start()
+
+
+def _raw_rate(noop: Any) -> float:
+    t0 = time.perf_counter()
+    results = [noop.delay() for _ in range(THROUGHPUT_JOBS)]
+    for result in results:
+        result.get(timeout=300)
+    return THROUGHPUT_JOBS / (time.perf_counter() - t0)
+
+
+def _genq_rate(client: GenqClient) -> float:
+    t0 = time.perf_counter()
+    ids = [r.id for r in client.submit_many([CHAT] * THROUGHPUT_JOBS)]
+    _wait_all_terminal(client, ids)
+    return THROUGHPUT_JOBS / (time.perf_counter() - t0)
+
+
+def overhead(tmp: Path, rounds: int = THROUGHPUT_ROUNDS) -> dict[str, Any]:
+    """Latency, then ``rounds`` rounds of throughput: raw Celery, raw Celery with task events,
+    genq, one after the other in each round (the machine's noise reaches all three alike);
+    the figures are medians over the rounds."""
+    from benchmarks import raw_celery
+
     with RedisServer(tmp / "redis") as redis_server:
         fake, fake_url = fake_runtime(tmp)
         env = _env(redis_server.url, tmp, fake_url, "fake-model")
         worker = GenqProcess(
             ["worker", "--concurrency", str(CONCURRENCY)], env, tmp / "worker.log"
         ).start()
-        raw_url = redis_server.url[:-1] + "1"
-        raw_env = {**os.environ, "BENCH_REDIS_URL": raw_url}
-        raw_argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "benchmarks.raw_celery",
-            "worker",
-            "-c",
-            str(CONCURRENCY),
-            "-P",
-            "prefork",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "WARNING",
+        base = redis_server.url.rsplit("/", 1)[0]
+        raw_urls = {"plain": f"{base}/1", "events": f"{base}/2"}
+        raws = [
+            _raw_worker(tmp, raw_urls["plain"], "raw"),
+            _raw_worker(tmp, raw_urls["events"], "raw-events", "-E"),
         ]
-        raw = ManagedProcess(raw_argv, log_path=tmp / "raw.log", env=raw_env).start()
-        os.environ["BENCH_REDIS_URL"] = raw_url
-        from benchmarks import raw_celery
-
-        raw_app = raw_celery.app or raw_celery.make_app()
-        noop = raw_app.tasks["raw.noop"]
+        noops = {}
+        for name, url in raw_urls.items():
+            os.environ["BENCH_REDIS_URL"] = url
+            noops[name] = raw_celery.make_app().tasks["raw.noop"]
         client = GenqClient(_settings(env))
         try:
-            noop.delay().get(timeout=30)  # warm up both paths
-            client.wait(client.submit(CHAT).id, timeout=60)  # also: the worker is up
+            for noop in noops.values():
+                noop.delay().get(timeout=30)  # warm up every path (and: the workers are up)
+            client.wait(client.submit(CHAT).id, timeout=60)
             genq_lat, raw_lat = [], []
             for _ in range(ROUND_TRIPS):
                 t0 = time.perf_counter()
                 client.wait(client.submit(CHAT).id, timeout=30)
                 genq_lat.append((time.perf_counter() - t0) * 1000)
                 t0 = time.perf_counter()
-                noop.delay().get(timeout=30)
+                noops["plain"].delay().get(timeout=30)
                 raw_lat.append((time.perf_counter() - t0) * 1000)
 
-            t0 = time.perf_counter()
-            results = [noop.delay() for _ in range(THROUGHPUT_JOBS)]
-            for result in results:
-                result.get(timeout=300)
-            raw_rate = THROUGHPUT_JOBS / (time.perf_counter() - t0)
-            # The same baseline with task events on, as genq runs for Flower.
-            raw.stop()
-            raw = ManagedProcess([*raw_argv, "-E"], log_path=tmp / "raw-e.log", env=raw_env)
-            raw.start()
-            noop.delay().get(timeout=30)
-            t0 = time.perf_counter()
-            results = [noop.delay() for _ in range(THROUGHPUT_JOBS)]
-            for result in results:
-                result.get(timeout=300)
-            raw_events_rate = THROUGHPUT_JOBS / (time.perf_counter() - t0)
-
-            t0 = time.perf_counter()
-            ids = [r.id for r in client.submit_many([CHAT] * THROUGHPUT_JOBS)]
-            _wait_all_terminal(client, ids)
-            genq_rate = THROUGHPUT_JOBS / (time.perf_counter() - t0)
+            raw_rates, raw_events_rates, genq_rates = [], [], []
+            for _ in range(rounds):
+                raw_rates.append(_raw_rate(noops["plain"]))
+                raw_events_rates.append(_raw_rate(noops["events"]))
+                genq_rates.append(_genq_rate(client))
             rss = {pid: peak_rss_mb(pid) for pid in process_tree(worker.pid)}
         finally:
             client.close()
-            raw.stop()
+            for raw in raws:
+                raw.stop()
             worker.stop()
             fake.stop()
+    genq_rate, raw_rate, raw_events_rate = (
+        median(genq_rates),
+        median(raw_rates),
+        median(raw_events_rates),
+    )
     return {
         "latency_ms": {
             "genq_p50": median(genq_lat),
@@ -176,6 +197,12 @@ def overhead(tmp: Path) -> dict[str, Any]:
             "ratio": genq_rate / raw_rate,
             "raw_celery_task_events": raw_events_rate,
             "ratio_task_events": genq_rate / raw_events_rate,
+            "rounds": rounds,
+            "per_round": {
+                "genq": genq_rates,
+                "raw_celery": raw_rates,
+                "raw_celery_task_events": raw_events_rates,
+            },
         },
         "worker_peak_rss_mb": {
             "max_process": max(rss.values()),
@@ -274,7 +301,8 @@ def main() -> dict[str, Any]:
         f"overhead p50 {lat['overhead_p50']:.1f} ms (target <= 10)"
     )
     print(
-        f"throughput jobs/s ({THROUGHPUT_JOBS} jobs, concurrency {CONCURRENCY}): "
+        f"throughput jobs/s ({THROUGHPUT_JOBS} jobs, concurrency {CONCURRENCY}, median of "
+        f"{thr['rounds']} alternating rounds): "
         f"genq {thr['genq']:.0f}  raw celery {thr['raw_celery']:.0f}  "
         f"ratio {thr['ratio']:.2f} (target >= 0.5); raw celery with task events on (as genq "
         f"runs them, for Flower) {thr['raw_celery_task_events']:.0f}, ratio "

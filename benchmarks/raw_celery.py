@@ -8,6 +8,10 @@ import os
 from celery import Celery
 
 
+def noop() -> None:
+    """The task: nothing at all."""
+
+
 def make_app() -> Celery:
     url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     app = Celery("raw", broker=url, backend=url, set_as_current=False)
@@ -21,10 +25,7 @@ def make_app() -> Celery:
         worker_hijack_root_logger=False,
     )
 
-    @app.task(name="raw.noop")
-    def noop() -> None:
-        return None
-
+    app.task(name="raw.noop")(noop)
     return app
 
 

@@ -434,7 +434,7 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _chunk(self, data: bytes) -> bool:
-        return not data or self._write(b"%x\r\n%b\r\n" % (len(data), data))
+        return not data or self._write(_chunked(data))
 
     def _error_body(self, path: str, status: int, message: str) -> dict[str, Any]:
         if path.startswith("/api/"):
@@ -533,6 +533,17 @@ class _Handler(BaseHTTPRequestHandler):
         prompt_tokens: int,
     ) -> None:
         fake = self.server.fake
+        if fault is None and fake.token_delay_seconds <= 0:
+            # Nothing to wait for between tokens: the whole answer goes out in one write, as
+            # from a server whose answer is ready before it starts sending.
+            whole = [frames.prelude(), *map(frames.token, tokens)]
+            whole.append(frames.finish(finish, prompt_tokens, len(tokens)))
+            if self._write(b"".join(map(_chunked, whole)) + b"0\r\n\r\n"):
+                fake.count("tokens_sent", len(tokens))
+                fake.count("streams_completed")
+            else:
+                fake.count("disconnects")
+            return
         cut = fault.n_tokens if fault is not None else None
         sent = self._chunk(frames.prelude())
         for i, token in enumerate(tokens):
@@ -568,6 +579,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return False
             time.sleep(max(0.0, deadline - time.monotonic()))  # bytes waiting: not a hang-up
         return True
+
+
+def _chunked(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked HTTP body (nothing for no data)."""
+    return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
 
 
 _Route = Callable[[_Handler, str, dict[str, Any], FaultSpec | None], None]
