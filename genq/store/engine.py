@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from genq.store.tables import metadata
 
@@ -59,10 +60,11 @@ class TurnTakingConnection(sqlite3.Connection):
         self._turn_pid = 0
         self._holding = False
 
-    def take_write_turn(self, timeout: float = TURN_TIMEOUT_SECONDS) -> None:
+    def take_write_turn(self, timeout: float | None = None) -> None:
         """Wait until no other writer holds the turn (or raise like a busy database)."""
         if self._turn_path is None or self._holding:
             return
+        timeout = TURN_TIMEOUT_SECONDS if timeout is None else timeout
         if self._turn_file is None or self._turn_pid != os.getpid():
             # A descriptor of this process's own: a forked child must not share its parent's
             # (unlocking a shared one would end the parent's turn).
@@ -120,19 +122,22 @@ class TurnTakingConnection(sqlite3.Connection):
 def _sqlite_begin(conn: Any) -> None:
     # pysqlite's deferred BEGIN turns concurrent read-then-write into SQLITE_BUSY; a writing
     # transaction takes the write lock up front so the busy timeout applies. Reads (engines
-    # from ``reader()``) stay deferred: in WAL mode they never wait for a writer.
-    if conn.get_execution_options().get(READ_ONLY):
-        conn.exec_driver_sql("BEGIN")
-    else:
-        dbapi_conn = conn.connection.dbapi_connection
-        if isinstance(dbapi_conn, TurnTakingConnection):
+    # from ``reader()``) stay deferred: in WAL mode they never wait for a writer. The BEGIN goes
+    # straight to the DBAPI connection (a statement through SQLAlchemy costs more than it).
+    dbapi_conn = conn.connection.dbapi_connection
+    writes = not conn.get_execution_options().get(READ_ONLY)
+    turns = writes and isinstance(dbapi_conn, TurnTakingConnection)
+    statement = "BEGIN IMMEDIATE" if writes else "BEGIN"
+    try:
+        if turns:
             dbapi_conn.take_write_turn()
-        try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        except BaseException:
-            if isinstance(dbapi_conn, TurnTakingConnection):
-                dbapi_conn.end_write_turn()
-            raise
+        dbapi_conn.execute(statement)
+    except BaseException as exc:
+        if turns:
+            dbapi_conn.end_write_turn()
+        if isinstance(exc, sqlite3.Error):  # as SQLAlchemy raises it: callers catch its errors
+            raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
+        raise
 
 
 def reader(engine: Engine) -> Engine:

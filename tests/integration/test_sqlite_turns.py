@@ -153,3 +153,16 @@ def test_database_errors_still_surface(db: Path, engine: Engine) -> None:
     with pytest.raises(OperationalError), engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO missing VALUES (1)")
     assert turn_is_free(db)
+
+
+def test_no_turn_through_the_engine_is_sqlalchemys_operational_error(
+    db: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("genq.store.engine.TURN_TIMEOUT_SECONDS", 0.2)
+    with open(f"{db}{WRITER_LOCK_SUFFIX}", "ab") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(OperationalError, match="database is locked"), engine.begin() as conn:
+            conn.execute(insert(table))
+    with engine.begin() as conn:  # the connection is fine afterwards
+        conn.execute(insert(table))
+    assert count(engine) == 1
