@@ -29,8 +29,8 @@ def send_job(
 ) -> None:
     """Publish the job's task message; the Celery task id is the job id (Flower shows it).
 
-    ``declare=False`` skips declaring the lane's queue, for the second and later messages of a
-    batch on one producer (the first declared it).
+    ``declare=False`` skips declaring the lane's queue, when an earlier message on the same
+    producer declared it.
     """
     kwargs = {"job_id": job_id}
     options: dict[str, Any] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from celery import Celery
@@ -71,12 +72,16 @@ def publish_stored(
     accepted = 0
     try:
         with app.producer_or_acquire() as producer:
+            batches = producer.supports_batch_publish  # False: each publish goes out at once
             for start in range(0, len(records), PUBLISH_BATCH_SIZE):
                 group = records[start : start + PUBLISH_BATCH_SIZE]
-                if not _publish_group(app, settings, producer, group):
+                if not batches:
+                    for sent in _publish_each(app, settings, producer, group):
+                        accepted = start + sent
+                elif not _publish_batch(app, settings, producer, group):
                     accepted = start + len(group)  # maybe queued already: accepted, whatever next
-                    for record in group:
-                        send_record(app, settings, record, producer=producer)
+                    for _ in _publish_each(app, settings, producer, group):
+                        pass
                 accepted = start + len(group)
     except BrokerUnavailable as exc:
         store.delete_many([r.id for r in records[accepted:]])
@@ -84,19 +89,31 @@ def publish_stored(
     return accepted, None
 
 
-def _publish_group(app: Celery, settings: Settings, producer: Any, group: list[JobRecord]) -> bool:
+def _publish_batch(app: Celery, settings: Settings, producer: Any, group: list[JobRecord]) -> bool:
     """Publish ``group`` in one pipelined round trip. False: the round trip failed and what it
     delivered is unknown. ``BrokerUnavailable``: nothing of ``group`` was sent."""
     try:
         with producer.batch(max_size=2 * len(group) + 1):  # flushed once, on leaving
-            for i, record in enumerate(group):
-                send_record(app, settings, record, producer=producer, declare=i == 0)
+            for _ in _publish_each(app, settings, producer, group):
+                pass
     except BrokerUnavailable:
         raise
     except Exception:
         log.warning("a pipelined publish of %d jobs failed; sending them one by one", len(group))
         return False
     return True
+
+
+def _publish_each(
+    app: Celery, settings: Settings, producer: Any, group: list[JobRecord]
+) -> Iterator[int]:
+    """Publish the records in order, yielding how many have gone so far; a lane's queue is
+    declared with its first message only."""
+    declared: set[str] = set()
+    for sent, record in enumerate(group, 1):
+        send_record(app, settings, record, producer=producer, declare=record.lane not in declared)
+        declared.add(record.lane)
+        yield sent
 
 
 def submit_job(

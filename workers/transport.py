@@ -31,67 +31,92 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
 
     Stock kombu writes it (on delivery) and clears it (on ack) each in a MULTI/EXEC round
     trip that the worker's main process waits for: a third of its CPU, and two waits between
-    one job and the next. genq sends the same two commands and reads Redis's answers at the
-    next send. The record only matters to a later recovery scan (messages unacked for longer
-    than the visibility timeout), which cannot see a write in flight; if Redis cannot be
-    reached, this falls back to kombu's own round trip.
+    one job and the next. genq sends the same two commands over one connection and reads
+    Redis's answers at the next send (see ``genq.deferred``). The record matters to recovery
+    only (a message unacked for longer than the visibility timeout, or restored at shutdown),
+    which settles what is in flight first. A write that could not be sent, was refused or lost
+    its answer is done again kombu's way, which raises what kombu would raise.
     """
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        if self.channel.global_keyprefix:  # raw commands would miss the prefix: kombu's way
+        writes = self.channel.deferred_writes()
+        if writes is None:
             super().append(message, delivery_tag)
             return
         delivery = message.delivery_info
         payload = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
         try:
-            self.channel.deferred_writes.send(
+            writes.send(
                 ("ZADD", self.unacked_index_key, time.time(), delivery_tag),
                 ("HSET", self.unacked_key, delivery_tag, payload),
+                redo=lambda: self._record(message, delivery_tag, payload),
             )
         except Exception:
             super().append(message, delivery_tag)
             return
         virtual.QoS.append(self, message, delivery_tag)
 
+    def _record(self, message: Any, delivery_tag: str, payload: str) -> None:
+        if delivery_tag not in self._delivered or delivery_tag in self._dirty:
+            return  # acked meanwhile (that ack clears the record either way)
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+            pipe.hset(self.unacked_key, delivery_tag, payload)
+            pipe.execute()
+
     def ack(self, delivery_tag: str) -> None:
-        if self.channel.global_keyprefix:
+        writes = self.channel.deferred_writes()
+        if writes is None:
             super().ack(delivery_tag)
             return
         try:
-            self.channel.deferred_writes.send(
+            writes.send(
                 ("ZREM", self.unacked_index_key, delivery_tag),
                 ("HDEL", self.unacked_key, delivery_tag),
+                redo=lambda: self._remove_from_indices(delivery_tag).execute(),
             )
         except Exception:
             super().ack(delivery_tag)
             return
         virtual.QoS.ack(self, delivery_tag)
 
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        self.channel.settle_deferred_writes()  # it reads and clears the record over another
+        super().reject(delivery_tag, requeue)
+
     def restore_unacked(self, client: Any = None) -> None:
-        self.channel.deferred_writes.settle()  # the records it restores from are all written
+        self.channel.settle_deferred_writes()
         super().restore_unacked(client)
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        self.channel.settle_deferred_writes()
+        super().restore_visible(*args, **kwargs)
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
     QoS = QoS
     _shared_client: tuple[Any, Any] | None = None  # (pool, client built on it)
-    _deferred_writes: tuple[Any, DeferredWrites] | None = None  # (pool, writes on it)
+    _deferred: DeferredWrites | None = None
 
-    @property
-    def deferred_writes(self) -> DeferredWrites:
-        pool = self.pool
-        deferred = self._deferred_writes
-        if deferred is None or deferred[0] is not pool:
-            deferred = self._deferred_writes = (pool, DeferredWrites(pool))
-        return deferred[1]
+    def deferred_writes(self) -> DeferredWrites | None:
+        """The connection for the unacked record's writes; None once closing (or when a
+        global key prefix is set, which raw commands would miss): then kombu's own way."""
+        if self._closing or self.global_keyprefix:
+            return None
+        if self._deferred is None:
+            self._deferred = DeferredWrites(self.pool)
+        return self._deferred
+
+    def settle_deferred_writes(self) -> None:
+        if self._deferred is not None:
+            self._deferred.settle()
 
     def close(self) -> None:
-        deferred = self._deferred_writes
-        if deferred is not None:
-            deferred[1].settle()
+        self.settle_deferred_writes()  # before kombu restores the unacked from the record
         super().close()
+        deferred, self._deferred = self._deferred, None
         if deferred is not None:
-            deferred[1].close()
+            deferred.close()
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:

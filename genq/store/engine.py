@@ -68,26 +68,40 @@ class TurnTakingConnection(sqlite3.Connection):
         if self._turn_file is None or self._turn_pid != os.getpid():
             # A descriptor of this process's own: a forked child must not share its parent's
             # (unlocking a shared one would end the parent's turn).
-            self._turn_file = open(self._turn_path, "ab")  # noqa: SIM115 - lives with self
+            self._turn_file = self._open_turn_file(self._turn_path)
             self._turn_pid = os.getpid()
         fd = self._turn_file.fileno()
-        deadline = None
+        deadline = time.monotonic() + timeout
         pause = TURN_FIRST_PAUSE
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + timeout
-                elif now > deadline:
-                    raise sqlite3.OperationalError(
-                        f"database is locked: no turn to write within {timeout:.0f} s"
-                    ) from None
-                time.sleep(pause)
-                pause = min(pause * 2, TURN_MAX_PAUSE)
+        while not self._try_lock(fd):
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError(
+                    f"database is locked: no turn to write within {timeout:.0f} s"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, TURN_MAX_PAUSE)
         self._holding = True
+
+    def _try_lock(self, fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError as exc:  # ENOLCK and the like: a database error, not a crash
+            raise sqlite3.OperationalError(f"cannot lock {self._turn_path}: {exc}") from exc
+        return True
+
+    @staticmethod
+    def _open_turn_file(path: str) -> IO[bytes]:
+        """The lock file, made with the database file's permissions (as SQLite makes -wal)."""
+        try:
+            try:
+                mode = os.stat(path[: -len(WRITER_LOCK_SUFFIX)]).st_mode & 0o666
+            except FileNotFoundError:
+                mode = 0o644
+            return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, mode), "r+b")
+        except OSError as exc:
+            raise sqlite3.OperationalError(f"cannot open the writer lock {path}: {exc}") from exc
 
     def end_write_turn(self) -> None:
         """Let the next writer in (after this connection's COMMIT or ROLLBACK)."""
