@@ -126,11 +126,19 @@ class TurnTakingConnection(sqlite3.Connection):
     def close(self) -> None:
         try:
             self.end_write_turn()
-            if self._turn_file is not None and self._turn_pid == os.getpid():
-                self._turn_file.close()
-            self._turn_file = None
+            self._close_turn_file()
         finally:
             super().close()
+
+    def _close_turn_file(self) -> None:
+        # Closing never ends another process's turn: a lock lasts while any descriptor of it
+        # is open (a forked child's copy is one), and only LOCK_UN ends it early.
+        file, self._turn_file = getattr(self, "_turn_file", None), None
+        if file is not None:
+            file.close()
+
+    def __del__(self) -> None:  # a connection dropped without close() (an undisposed pool)
+        self._close_turn_file()
 
 
 def _sqlite_begin(conn: Any) -> None:
