@@ -35,9 +35,6 @@ READ_ONLY = "genq_read_only"
 WRITER_LOCK_SUFFIX = "-writer.lock"
 # How long a writer waits for its turn before failing like SQLite's busy timeout would.
 TURN_TIMEOUT_SECONDS = SQLITE_BUSY_TIMEOUT_MS / 1000
-# As SQLite's default wal_autocheckpoint: a checkpoint once the WAL holds 1000 pages.
-WAL_CHECKPOINT_PAGES = 1000
-SQLITE_PAGE_BYTES = 4096
 TURN_FIRST_PAUSE = 0.0001
 TURN_MAX_PAUSE = 0.001
 
@@ -62,14 +59,6 @@ class TurnTakingConnection(sqlite3.Connection):
         self._turn_file: IO[bytes] | None = None  # closed (and unlocked) with the connection
         self._turn_pid = 0
         self._holding = False
-        self._wal_path = name + "-wal" if plain_file else None
-        # Set by build_engine: checkpoint after a commit, outside the turn (see commit()).
-        self.checkpoint_after_bytes: int | None = None
-
-    @property
-    def takes_turns(self) -> bool:
-        """False for an in-memory or URI database: those keep SQLite's own locking only."""
-        return self._turn_path is not None
 
     def take_write_turn(self, timeout: float | None = None) -> None:
         """Wait until no other writer holds the turn (or raise like a busy database)."""
@@ -127,22 +116,6 @@ class TurnTakingConnection(sqlite3.Connection):
             super().commit()
         finally:
             self.end_write_turn()
-        self._checkpoint_if_due()
-
-    def _checkpoint_if_due(self) -> None:
-        """SQLite's own checkpoint (``wal_autocheckpoint``, off on these connections) runs at
-        the end of the commit, while this connection would still hold the turn: tens of
-        milliseconds with its fsync, during which every other writer waited. The same PASSIVE
-        checkpoint runs here instead, after the turn went to the next writer."""
-        limit = self.checkpoint_after_bytes
-        if limit is None or self._wal_path is None:
-            return
-        try:
-            if os.stat(self._wal_path).st_size < limit:
-                return
-            self.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
-        except (OSError, sqlite3.Error):  # busy, or gone: the next commit tries again
-            log.debug("WAL checkpoint skipped", exc_info=True)
 
     def rollback(self) -> None:
         try:
@@ -197,9 +170,8 @@ def reader(engine: Engine) -> Engine:
 def build_engine(url: str, *, wal_autocheckpoint: bool = True) -> Engine:
     """An engine for ``url``; for SQLite the parent directory is created.
 
-    SQLite (other databases ignore this): a commit that leaves the WAL past 1000 pages runs a
-    PASSIVE checkpoint after handing the writer turn on (see ``TurnTakingConnection``).
-    ``wal_autocheckpoint=False``: commits never checkpoint; run ``WalCheckpointer`` beside it.
+    ``wal_autocheckpoint=False`` (SQLite only; other databases ignore it): this engine's commits
+    never run the WAL checkpoint themselves; run ``WalCheckpointer`` beside it (see there).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -220,13 +192,10 @@ def build_engine(url: str, *, wal_autocheckpoint: bool = True) -> Engine:
             dbapi_conn.isolation_level = None
 
         event.listen(engine, "begin", _sqlite_begin)
+        if not wal_autocheckpoint:
 
-        @event.listens_for(engine, "connect")
-        def _checkpoints(dbapi_conn: Any, _record: Any) -> None:
-            own = isinstance(dbapi_conn, TurnTakingConnection) and dbapi_conn.takes_turns
-            if own and wal_autocheckpoint:
-                dbapi_conn.checkpoint_after_bytes = WAL_CHECKPOINT_PAGES * SQLITE_PAGE_BYTES
-            if own or not wal_autocheckpoint:
+            @event.listens_for(engine, "connect")
+            def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
                 dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
 
         return engine
@@ -244,8 +213,8 @@ class WalCheckpointer:
     By default the commit that grows the WAL past 1000 pages runs the checkpoint (and its
     fsync) itself, tens of milliseconds during which a request holding the store waits; the
     gateway turns that off (``build_engine(..., wal_autocheckpoint=False)``) and runs this
-    instead. A PASSIVE checkpoint never blocks writers. Other processes keep checkpointing
-    after their commits.
+    instead. A PASSIVE checkpoint never blocks writers. Other processes keep checkpointing as
+    usual.
     """
 
     def __init__(self, engine: Engine, interval_seconds: float = 0.5) -> None:

@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, Text, insert, text
 
 from genq.store import WalCheckpointer, build_engine
-from genq.store.engine import SQLITE_PAGE_BYTES, WAL_CHECKPOINT_PAGES
 
 pytestmark = pytest.mark.integration
 
@@ -17,15 +16,12 @@ ROUNDS = 40
 ROW = "x" * 2000
 
 
-def _write_rounds(
-    db: Path, checkpointer_interval: float | None, *, wal_autocheckpoint: bool = False
-) -> int:
+def _write_rounds(db: Path, checkpointer_interval: float | None) -> int:
     """Write ROUNDS transactions of ~200 KB each; the WAL file's largest size, in bytes."""
-    engine = build_engine(f"sqlite:///{db}", wal_autocheckpoint=wal_autocheckpoint)
+    engine = build_engine(f"sqlite:///{db}", wal_autocheckpoint=False)
     table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("v", Text))
     table.metadata.create_all(engine)
     with engine.connect() as conn:
-        # SQLite's own checkpoint is always off: commits checkpoint after their turn, or not.
         assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 0
     checkpointer = WalCheckpointer(engine, checkpointer_interval) if checkpointer_interval else None
     largest = 0
@@ -47,13 +43,3 @@ def test_background_checkpoints_keep_the_wal_small(tmp_path: Path) -> None:
     checked = _write_rounds(tmp_path / "checked.db", 0.05)
     assert unchecked > 6_000_000  # no commit checkpointed: everything piled up in the WAL
     assert checked < unchecked / 3, (checked, unchecked)
-
-
-def test_commits_checkpoint_after_their_turn_by_default(tmp_path: Path) -> None:
-    unchecked = _write_rounds(tmp_path / "unchecked.db", None)
-    by_commits = _write_rounds(tmp_path / "commits.db", None, wal_autocheckpoint=True)
-    # The WAL is checkpointed (so restarted) once past 1000 pages, as SQLite's own would.
-    assert by_commits <= WAL_CHECKPOINT_PAGES * SQLITE_PAGE_BYTES + 400_000 < unchecked, (
-        by_commits,
-        unchecked,
-    )
