@@ -83,25 +83,36 @@ class GenqClient:
         return record
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
-        """Block until the job is terminal (woken by its chunk stream's final entry)."""
+        """Block until the job is terminal (woken by its chunk stream's final entry; the
+        store is read again only then, or after a second without one)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             record = self.get(job_id)
             if record.status.terminal:
                 return record
-            remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-            if remaining <= 0:
-                raise WaitTimeout(f"job {job_id} is still {record.status.value} after {timeout}s")
             last = last_chunk(self.redis, job_id)
+            seq = last.seq if last else 0
             if last is not None and last.final:
-                continue  # it finished between the two reads
-            read_chunks(
-                self.redis,
-                job_id,
-                after_seq=last.seq if last else 0,
-                block_ms=max(1, int(remaining * 1000)),
-                count=1,
-            )
+                record = self.get(job_id)
+                if record.status.terminal:
+                    return record  # it finished between the two reads
+                last = None  # an end from before the job was requeued: wait for newer ones
+            recheck = time.monotonic() + 1.0
+            while last is None or not last.final:  # skip the deltas, up to the final entry
+                now = time.monotonic()
+                remaining = min(recheck, deadline or recheck) - now
+                if remaining <= 0:
+                    break
+                chunks = read_chunks(
+                    self.redis, job_id, after_seq=seq, block_ms=max(1, int(remaining * 1000))
+                )
+                if chunks:
+                    seq, last = chunks[-1].seq, chunks[-1]
+            if deadline is not None and time.monotonic() >= deadline:
+                record = self.get(job_id)
+                if record.status.terminal:
+                    return record
+                raise WaitTimeout(f"job {job_id} is still {record.status.value} after {timeout}s")
 
     def stream(self, job_id: str, starting_after: int | None = None) -> Iterator[Chunk]:
         """Chunks as they are generated, after ``starting_after``; ends with the final one."""

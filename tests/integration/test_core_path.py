@@ -138,3 +138,21 @@ def test_submit_many_accepts_all_or_nothing(stack: Stack) -> None:
     assert all(r.status is JobStatus.QUEUED for r in records)
     stack.worker()
     assert all(client.wait(r.id, timeout=20).status is JobStatus.SUCCEEDED for r in records)
+
+
+def test_wait_sees_past_an_end_left_from_before_a_requeue(stack: Stack) -> None:
+    from genq.chunks import ChunkWriter
+    from producers.client import WaitTimeout
+
+    client = stack.client()
+    job_id = client.submit(CHAT).id
+    # A dead-lettered and requeued job keeps its old stream, whose last entry is an end.
+    old = ChunkWriter(client.redis, job_id, coalesce_ms=0, maxlen=100, ttl_seconds=60)
+    old.finish("dead_lettered", None, None)
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout):
+        client.wait(job_id, timeout=1.5)
+    assert time.monotonic() - started >= 1.4
+    stack.worker()
+    done = client.wait(job_id, timeout=20)
+    assert done.status is JobStatus.SUCCEEDED and done.result is not None
