@@ -24,11 +24,39 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        # A new store. Switching it needs it to itself, and a genq writer already in a
+        # transaction (rollback-journal mode, until the switch) could wait for this very
+        # connection's read lock: the switch takes the writer turn like a write.
+        turns = isinstance(dbapi_conn, TurnTakingConnection) and dbapi_conn.takes_turns
+        if turns:
+            dbapi_conn.take_write_turn()
+        try:
+            _enable_wal(cursor)
+        finally:
+            if turns:
+                dbapi_conn.end_write_turn()
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch a new database to WAL. The switch needs the database to itself, and SQLite
+    answers "locked" at once (no busy wait) while another connection reads or writes it, as
+    when several processes open a new store together: try again until the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 READ_ONLY = "genq_read_only"
@@ -59,6 +87,11 @@ class TurnTakingConnection(sqlite3.Connection):
         self._turn_file: IO[bytes] | None = None  # closed (and unlocked) with the connection
         self._turn_pid = 0
         self._holding = False
+
+    @property
+    def takes_turns(self) -> bool:
+        """False for an in-memory or URI database: those keep SQLite's own locking only."""
+        return self._turn_path is not None
 
     def take_write_turn(self, timeout: float | None = None) -> None:
         """Wait until no other writer holds the turn (or raise like a busy database)."""
