@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -13,21 +12,13 @@ from genq.keys import cancel_key
 from genq.store import JobStore, build_engine
 from genq.store.tables import jobs
 from tests.integration.conftest import Stack
+from tests.support import eventually
 from workers.lease import LeaseWatch
 
 pytestmark = pytest.mark.integration
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 WORKER = "node/1"
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_one_thread_renews_cancels_and_notices_lost_leases(stack: Stack) -> None:

@@ -4,8 +4,6 @@ kombu does, without waiting for Redis's answers."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -13,19 +11,11 @@ import redis
 from schemas import JobStatus
 from tests.fakes.runtime_server import FakeRuntime
 from tests.integration.conftest import Stack
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_a_running_job_is_recorded_unacked_and_cleared_when_done(
@@ -36,7 +26,7 @@ def test_a_running_job_is_recorded_unacked_and_cleared_when_done(
     client = stack.client()
     fake_runtime.configure(job_delay_seconds=1.5)
     slow = client.submit(CHAT).id
-    assert eventually(lambda: client.get(slow).status is JobStatus.RUNNING)
+    assert eventually(lambda: client.get(slow).status is JobStatus.RUNNING, timeout=10)
     # What recovers a message whose worker died: its record, written before the job ran.
     records = broker.hgetall("unacked")
     assert len(records) == 1 and broker.zcard("unacked_index") == 1
@@ -46,4 +36,6 @@ def test_a_running_job_is_recorded_unacked_and_cleared_when_done(
     fake_runtime.configure(job_delay_seconds=0)
     quick = [r.id for r in client.submit_many([CHAT] * 40)]
     assert all(client.wait(job_id, timeout=30).status is JobStatus.SUCCEEDED for job_id in quick)
-    assert eventually(lambda: broker.hlen("unacked") == 0 and broker.zcard("unacked_index") == 0)
+    assert eventually(
+        lambda: broker.hlen("unacked") == 0 and broker.zcard("unacked_index") == 0, timeout=10
+    )

@@ -3,6 +3,7 @@
 from tests.support.ports import free_port, port_is_open
 from tests.support.postgres import PostgresCluster, PostgresNotFound, postgres_bin_dir
 from tests.support.processes import EmbeddedRuntime, GenqProcess, ManagedProcess, RedisServer
+from tests.support.waiting import eventually
 
 __all__ = [
     "EmbeddedRuntime",
@@ -11,6 +12,7 @@ __all__ = [
     "PostgresCluster",
     "PostgresNotFound",
     "RedisServer",
+    "eventually",
     "free_port",
     "port_is_open",
     "postgres_bin_dir",
