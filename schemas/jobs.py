@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    Strict,
     StringConstraints,
     UrlConstraints,
     field_validator,
@@ -32,6 +33,10 @@ Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{
 LaneName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 QueueName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")]
 WebhookUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["http", "https"], max_length=2048)]
+# Booleans are not numbers in this API: strict, so JSON `true` is refused, not taken as 1.
+# (An integer is still a valid Number; "5" and 5.0 are not valid Ints.)
+Int = Annotated[int, Strict()]
+Number = Annotated[float, Strict()]
 
 
 class JobKind(StrEnum):
@@ -52,16 +57,16 @@ class ChatMessage(_Strict):
 class GenerationParams(_Strict):
     """Sampling parameters, each with the range the runtimes accept."""
 
-    max_tokens: int | None = Field(default=None, ge=1, le=32768)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0, le=1000)
-    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    max_tokens: Int | None = Field(default=None, ge=1, le=32768)
+    temperature: Number | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: Number | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: Int | None = Field(default=None, ge=0, le=1000)
+    presence_penalty: Number | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: Number | None = Field(default=None, ge=-2.0, le=2.0)
     stop: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = Field(
         default=None, max_length=4
     )
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    seed: Int | None = Field(default=None, ge=0, le=2**63 - 1)
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -81,7 +86,7 @@ class JobRequest(GenerationParams):
         | Annotated[list[NonEmpty], Field(min_length=1, max_length=256)]
         | None
     ) = None
-    priority: int = Field(default=PRIORITY_DEFAULT, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    priority: Int = Field(default=PRIORITY_DEFAULT, ge=PRIORITY_MIN, le=PRIORITY_MAX)
     lane: LaneName | None = None
     reply_to: QueueName | None = None
     webhook_url: WebhookUrl | None = None
@@ -89,7 +94,7 @@ class JobRequest(GenerationParams):
         Annotated[str, StringConstraints(pattern=r"^whsec_[A-Za-z0-9+/=]{16,}$")] | None
     ) = None
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
-    expires_in: float | None = Field(default=None, gt=0, le=MAX_EXPIRES_IN_SECONDS)
+    expires_in: Number | None = Field(default=None, gt=0, le=MAX_EXPIRES_IN_SECONDS)
     deadline: datetime | None = None
     metadata: dict[
         Annotated[str, StringConstraints(min_length=1, max_length=METADATA_MAX_KEY_CHARS)],

@@ -17,6 +17,7 @@ from producers import webhook_admin as admin
 from producers.gateway.auth import require_admin
 from producers.gateway.errors import error_responses
 from producers.gateway.state import gateway_of
+from schemas.jobs import Number
 
 router = APIRouter(
     prefix="/v1/admin/webhooks",
@@ -42,7 +43,7 @@ class EndpointIn(BaseModel):
 class RotateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    overlap_seconds: float = Field(default=c.WEBHOOK_ROTATION_OVERLAP_SECONDS, ge=0)
+    overlap_seconds: Number = Field(default=c.WEBHOOK_ROTATION_OVERLAP_SECONDS, ge=0)
     secret: str | None = None
 
 

@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 
 from schemas import InvalidRequest, JobKind, JobRequest
@@ -66,3 +68,37 @@ def test_public_dump_hides_the_webhook_secret() -> None:
         {**CHAT, "webhook_url": "https://example.com/h", "webhook_secret": "whsec_" + "A" * 24},
     )
     assert "webhook_secret" not in req.public_dump()
+
+
+INTEGER_FIELDS = ["max_tokens", "top_k", "seed", "priority"]
+NUMBER_FIELDS = ["temperature", "top_p", "presence_penalty", "frequency_penalty", "expires_in"]
+
+
+@pytest.mark.parametrize("value", [True, False], ids=["true", "false"])
+@pytest.mark.parametrize("field", INTEGER_FIELDS + NUMBER_FIELDS)
+def test_a_boolean_is_not_a_number(field: str, value: bool) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse(JobRequest, {**CHAT, field: value})
+    assert [d["field"] for d in info.value.details] == [field]
+    assert info.value.code.value == "invalid_request"
+
+
+@pytest.mark.parametrize("field", INTEGER_FIELDS)
+@pytest.mark.parametrize("value", ["1", 1.0], ids=["string", "float"])
+def test_an_integer_field_takes_only_json_integers(field: str, value: object) -> None:
+    with pytest.raises(InvalidRequest):
+        parse(JobRequest, {**CHAT, field: value})
+
+
+@pytest.mark.parametrize("field", INTEGER_FIELDS + NUMBER_FIELDS)
+def test_numbers_in_range_still_pass(field: str) -> None:
+    assert getattr(parse(JobRequest, {**CHAT, field: 1}), field) == 1
+
+
+def test_every_numeric_field_is_in_the_tables() -> None:
+    def types(prop: dict[str, Any]) -> set[str]:
+        return {prop.get("type", "")} | {t for p in prop.get("anyOf", []) for t in types(p)}
+
+    properties = JobRequest.model_json_schema()["properties"]
+    numeric = {name for name, prop in properties.items() if types(prop) & {"integer", "number"}}
+    assert numeric == set(INTEGER_FIELDS + NUMBER_FIELDS)

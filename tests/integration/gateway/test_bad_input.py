@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from genq.store import build_engine
 from genq.store.tables import jobs
 from tests.integration.gateway.conftest import (
+    ADMIN_KEY,
     Gateway,
     gateway_env,
     wait_until_serving,
@@ -112,6 +113,14 @@ BAD_BODIES = [
     ("priority-10", with_chat(priority=10), 400, "invalid_request", "priority"),
     ("priority-minus-1", with_chat(priority=-1), 400, "invalid_request", "priority"),
     ("priority-word", with_chat(priority="high"), 400, "invalid_request", "priority"),
+    # Booleans are not numbers: JSON true must not become priority 1.
+    ("priority-true", with_chat(priority=True), 400, "invalid_request", "priority"),
+    ("priority-false", with_chat(priority=False), 400, "invalid_request", "priority"),
+    ("max-tokens-true", with_chat(max_tokens=True), 400, "invalid_request", "max_tokens"),
+    ("seed-true", with_chat(seed=True), 400, "invalid_request", "seed"),
+    ("top-k-true", with_chat(top_k=True), 400, "invalid_request", "top_k"),
+    ("temperature-true", with_chat(temperature=True), 400, "invalid_request", "temperature"),
+    ("expires-in-true", with_chat(expires_in=True), 400, "invalid_request", "expires_in"),
     ("unknown-lane", with_chat(lane="express"), 400, "invalid_request", "lane"),
     (
         "webhook-ftp",
@@ -353,3 +362,19 @@ def test_webhook_to_an_internal_address_is_refused(
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] in {"invalid_request", "webhook_url_refused"}
     assert_refused(answer, 400, answer.json()["error"]["code"], lone_gateway)
+
+
+def test_a_boolean_is_not_a_number_in_the_admin_api(lone_gateway: Gateway) -> None:
+    admin = lone_gateway.client(ADMIN_KEY)
+    added = admin.post(
+        "/v1/admin/webhooks/endpoints",
+        json={"tenant": "acme", "url": "https://93.184.215.14/genq"},  # a public address
+    )
+    assert added.status_code == 201, added.text
+    rotated = admin.post(
+        f"/v1/admin/webhooks/endpoints/{added.json()['id']}/rotate-secret",
+        json={"overlap_seconds": True},
+    )
+    assert rotated.status_code == 400, rotated.text
+    assert rotated.json()["error"]["code"] == "invalid_request"
+    assert rotated.json()["error"]["details"][0]["field"].endswith("overlap_seconds")
