@@ -37,6 +37,14 @@ STREAM_TTL_SECONDS = 3600
 CANCEL_POLL_SECONDS = 0.1
 CANCEL_FLAG_TTL_SECONDS = 24 * 3600
 
+# `genq up` restarts a crashed component after 1 s, doubling while it keeps crashing (each crash
+# within the window of the one before), up to the cap; it gives up on one that crashed
+# STACK_CRASH_LIMIT times within the window.
+STACK_RESTART_FIRST_DELAY_SECONDS = 1.0
+STACK_RESTART_MAX_DELAY_SECONDS = 30.0
+STACK_CRASH_LIMIT = 5
+STACK_CRASH_WINDOW_SECONDS = 60.0
+
 RUNTIME_CONNECT_TIMEOUT_SECONDS = 5.0
 RUNTIME_READ_TIMEOUT_SECONDS = 300.0
 RUNTIME_HEALTH_TIMEOUT_SECONDS = 2.0
