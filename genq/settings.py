@@ -6,9 +6,15 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from genq import constants as c
+from genq.stack_file import StackFileSource
 
 
 def _default_data_dir() -> Path:
@@ -93,6 +99,20 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Init kwargs, then the environment, then what a running ``genq up`` recorded in the
+        data dir (its Redis, ports, model: see ``genq.stack_file``), then the defaults."""
+        above = (init_settings, env_settings, dotenv_settings, file_secret_settings)
+        return (*above, StackFileSource(settings_cls, above, _default_data_dir))
 
     @property
     def store_url(self) -> str:

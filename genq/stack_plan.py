@@ -146,7 +146,10 @@ def plan_stack(
     """Decide ports, URLs and commands; ``commands`` are the `genq` subcommands that exist."""
     environ = os.environ if environ is None else environ
     taken: set[int] = set()
-    plan = StackPlan(settings=settings, env={"GENQ_DATA_DIR": str(settings.data_dir)})
+    # The model the stack serves (the embedded runtime's alias, or the configured runtime's
+    # model) is what a job without one gets, in the stack and in other shells (its file).
+    env = {"GENQ_DATA_DIR": str(settings.data_dir), "GENQ_DEFAULT_MODEL": settings.default_model}
+    plan = StackPlan(settings=settings, env=env)
     _redis_component(settings, plan, taken)
     for key, value in _local_secrets(settings.data_dir).items():
         if key not in environ:

@@ -1,11 +1,17 @@
 """Shared fixtures: real servers on loopback, started once per session and cleaned per test.
 
-Nothing here touches ``os.environ``: fixtures hand out URLs and paths, and tests pass them on
-explicitly (``Settings(redis_url=...)``, or ``env=`` for a ``GenqProcess``).
+Fixtures hand out URLs and paths, and tests pass them on explicitly
+(``Settings(redis_url=...)``, or ``env=`` for a ``GenqProcess``). The one change to
+``os.environ`` is made once, at configure time: the developer's ``GENQ_*`` variables are dropped
+and ``HOME`` is a fresh directory, so neither ``Settings()`` nor a ``genq`` subprocess finds the
+developer's running ``genq up`` (its file in the default data dir) or its Redis.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -21,6 +27,23 @@ from tests.support import (
     PostgresNotFound,
     RedisServer,
 )
+
+_MACHINE_HOME = pytest.StashKey[tuple[str | None, Path]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name in [k for k in os.environ if k.upper().startswith("GENQ_")]:
+        del os.environ[name]
+    home = Path(tempfile.mkdtemp(prefix="genq-tests-home-"))
+    config.stash[_MACHINE_HOME] = (os.environ.get("HOME"), home)
+    os.environ["HOME"] = str(home)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    machine_home, home = config.stash[_MACHINE_HOME]
+    if machine_home is not None:
+        os.environ["HOME"] = machine_home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
