@@ -9,9 +9,15 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from genq.metrics import metrics_app
+from genq.metrics import build_registry
 from genq.settings import Settings
-from producers.gateway import routes_dead_letters, routes_health, routes_jobs, routes_webhooks
+from producers.gateway import (
+    routes_dead_letters,
+    routes_health,
+    routes_jobs,
+    routes_metrics,
+    routes_webhooks,
+)
 from producers.gateway.errors import install_error_handlers
 from producers.gateway.limits import BodySizeLimit
 from producers.gateway.state import open_gateway
@@ -39,9 +45,11 @@ def create_gateway(settings: Settings, *, webhook_check: WebhookCheck | None = N
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         gateway = open_gateway(settings, webhook_check)
+        registry, collector = build_registry(settings)
         try:
-            yield {"gateway": gateway}
+            yield {"gateway": gateway, "metrics": registry}
         finally:
+            collector.close()
             await gateway.aclose()
 
     app = FastAPI(title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan)
@@ -51,8 +59,7 @@ def create_gateway(settings: Settings, *, webhook_check: WebhookCheck | None = N
     app.include_router(routes_jobs.router)
     app.include_router(routes_dead_letters.router)
     app.include_router(routes_webhooks.router)
-    # Prometheus scrapes without an API key, as is usual; bind the gateway to a private network.
-    app.mount("/metrics", metrics_app(settings))
+    app.include_router(routes_metrics.router)
     app.openapi = _openapi_builder(app)  # type: ignore[method-assign]
     return app
 

@@ -74,9 +74,21 @@ def _queued(text: str) -> float:
 
 def test_gateway_serves_metrics_that_move(stack: Stack, gateway: Gateway) -> None:
     admin = gateway.client(ADMIN_KEY)
-    before = gateway.client().get("/metrics/")
-    assert before.status_code == 200
+    before = admin.get("/metrics")
+    assert before.status_code == 200, before.text  # at /metrics itself, no redirect
+    assert before.headers["content-type"].startswith("text/plain")
     for _ in range(3):
         admin.post("/v1/jobs", json=CHAT)  # no worker: they stay queued
-    after = gateway.client().get("/metrics/").text
+    after = admin.get("/metrics").text
     assert _queued(after) == _queued(before.text) + 3
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/metrics/"])
+def test_gateway_metrics_need_the_admin_key(gateway: Gateway, path: str) -> None:
+    """They count every tenant's jobs: no key is a 401, a tenant's key a 403."""
+    anonymous = gateway.client().get(path, follow_redirects=True)
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.json()["error"]["code"] == "unauthorized"
+    tenant = gateway.client(gateway.key("acme")).get(path, follow_redirects=True)
+    assert tenant.status_code == 403, tenant.text
+    assert tenant.json()["error"]["code"] == "forbidden"
