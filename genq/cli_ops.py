@@ -41,8 +41,17 @@ def up(
     exit_after: Annotated[
         bool, typer.Option("--exit", help="stop everything after the demonstration")
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="show every component's full output, not only its problems"
+        ),
+    ] = False,
 ) -> None:
-    """Run the whole stack on loopback (Redis, runtime, workers, beat, gateway, Flower)."""
+    """Run the whole stack on loopback (Redis, runtime, workers, beat, gateway, Flower).
+
+    Each component's output goes to ``<data dir>/logs/<name>.log``; a crashed one is restarted.
+    """
     from genq.demo import run_demo
     from genq.stack import run_stack
 
@@ -52,6 +61,7 @@ def up(
             genq_commands(),
             demo=run_demo if demo else None,
             exit_after=exit_after,
+            verbose=verbose,
             output=sys.stdout,
         )
     except GenqError as exc:

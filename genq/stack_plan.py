@@ -1,7 +1,7 @@
-"""What ``genq up`` runs: the components, their ports, environment and Procfile. No processes.
+"""What ``genq up`` runs: the components, their ports, environment and commands. No processes.
 
-The plan is plain data so it can be printed, written as a Procfile and tested on its own;
-:mod:`genq.stack` runs it with honcho.
+The plan is plain data so it can be printed and tested on its own; :mod:`genq.stack` runs it
+under :class:`genq.supervisor.Supervisor`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
-import shlex
 import socket
 import sys
 from collections.abc import Collection, Mapping
@@ -43,10 +42,6 @@ class Component:
     genq_command: str | None = None  # the `genq` subcommand it needs, if any
     url: str | None = None  # shown to the user once ready
 
-    def procfile_line(self) -> str:
-        # `exec` makes the command the group leader honcho signals (no shell in between).
-        return f"{self.name}: exec {shlex.join(self.argv)}"
-
 
 @dataclass
 class StackPlan:
@@ -55,9 +50,6 @@ class StackPlan:
     components: list[Component] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    def procfile(self) -> str:
-        return "".join(f"{c.procfile_line()}\n" for c in self.components)
 
 
 def port_is_open(host: str, port: int, timeout_seconds: float = 0.2) -> bool:

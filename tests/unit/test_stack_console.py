@@ -33,6 +33,19 @@ def _json(level: str, event: str, **extra: object) -> str:
             None,
         ),
         ("beat", "You're running the worker with superuser privileges: this is\n", None),
+        # What Celery and Flower say while the stack starts and stops together.
+        ("worker", _json("warning", "worker: Cold shutdown (MainProcess)"), None),
+        (
+            "ops",
+            _json("warning", "worker: Hitting Ctrl+C again will terminate all running tasks!"),
+            None,
+        ),
+        ("flower", _json("warning", "Inspect method stats failed"), None),
+        (
+            "flower",
+            _json("error", "Inspect method stats failed: boom"),
+            "flower  | ERROR Inspect method stats failed: boom",
+        ),
         ("beat", "absolutely not recommended!\n", None),
         ("beat", "User information: uid=0 euid=0 gid=0 egid=0\n", None),
         # Plain lines: shown only when they say something failed.

@@ -1,4 +1,4 @@
-"""`genq up`'s plan: which components, on which ports, with what Procfile. No processes."""
+"""`genq up`'s plan: which components, on which ports, with what commands. No processes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from honcho.environ import parse_procfile
 
 from genq.settings import Settings
 from genq.stack_plan import plan_stack
@@ -31,12 +30,17 @@ def test_embedded_stack_has_every_component_on_distinct_ports(tmp_path: Path) ->
     assert len(ports) == len(set(ports)) == 4  # embedded, gateway, flower, metrics
     assert plan.settings.redis_url == plan.env["GENQ_REDIS_URL"]
     assert plan.settings.embedded_port == int(plan.env["GENQ_EMBEDDED_PORT"])
-    # The Procfile honcho reads back is the plan, one process per component.
-    processes = parse_procfile(plan.procfile()).processes
-    assert list(processes) == names
-    assert all(command.startswith("exec ") for command in processes.values())
-    assert "--appendonly yes" in processes["redis"]
-    assert "--lanes '' --queues webhooks,maintenance --pool threads" in processes["ops"]
+    argv = {c.name: c.argv for c in plan.components}
+    assert argv["redis"][0] == "redis-server"
+    assert argv["redis"][argv["redis"].index("--appendonly") + 1] == "yes"
+    ops = argv["ops"]
+    assert ops[ops.index("--lanes") + 1 : ops.index("--pool") + 2] == (
+        "",
+        "--queues",
+        "webhooks,maintenance",
+        "--pool",
+        "threads",
+    )
 
 
 def test_external_runtime_is_used_not_started(tmp_path: Path) -> None:
