@@ -106,7 +106,7 @@ def submit(
         body.update({k: v for k, v in options.items() if v is not None})
         if metadata:
             body["metadata"] = dict(item.partition("=")[::2] for item in metadata)
-    with GenqClient(Settings()) as client:
+    with GenqClient(_reachable_settings()) as client:
         try:
             record = client.submit(body)
             if not wait:
@@ -140,7 +140,7 @@ def wait_cmd(
     """Wait until a job is finished and print its record."""
     from producers.client import GenqClient
 
-    with GenqClient(Settings(), tenant="*") as client:
+    with GenqClient(_reachable_settings(), tenant="*") as client:
         try:
             emit(client.wait(_job_id(job_id), timeout=timeout))
         except GenqError as exc:
@@ -155,7 +155,7 @@ def watch(
     """Print a job's tokens live as they are generated."""
     from producers.client import GenqClient
 
-    with GenqClient(Settings(), tenant="*") as client:
+    with GenqClient(_reachable_settings(), tenant="*") as client:
         try:
             for chunk in client.stream(_job_id(job_id), starting_after=starting_after):
                 if chunk.type == "delta":
@@ -174,7 +174,7 @@ def cancel(job_id: str) -> None:
     """Cancel a job: a queued one never runs, a running one stops within a second."""
     from producers.client import GenqClient
 
-    with GenqClient(Settings(), tenant="*") as client:
+    with GenqClient(_reachable_settings(), tenant="*") as client:
         try:
             outcome = client.cancel(_job_id(job_id))
         except GenqError as exc:
@@ -238,6 +238,18 @@ def runtime() -> None:
     raise typer.Exit(run_embedded(Settings()))
 
 
+def _reachable_settings() -> Settings:
+    """Settings for a command that needs the broker, which must answer first (in seconds)."""
+    from genq.broker_check import require_broker
+
+    settings = Settings()
+    try:
+        require_broker(settings)
+    except GenqError as exc:
+        fail(exc)
+    return settings
+
+
 def _job_id(value: str) -> str:
     import uuid
 
@@ -267,6 +279,17 @@ from producers.cli_webhooks import webhooks_app  # noqa: E402
 app.add_typer(webhooks_app, name="webhooks")
 
 
+def broker_unreachable(exc: BaseException) -> GenqError | None:
+    """A Redis/kombu connection failure as ``broker_unavailable``, whichever command met it."""
+    from genq.broker_check import as_broker_unavailable
+
+    try:
+        settings = Settings()
+    except Exception:  # the environment is broken too: the failure itself is the news
+        return None
+    return as_broker_unavailable(exc, settings)
+
+
 def main() -> None:
     """Run the CLI; an unexpected failure prints the stable error shape, not a traceback."""
     import logging
@@ -278,6 +301,10 @@ def main() -> None:
         raise SystemExit(2 if exc.code.value == "invalid_request" else 1) from None
     except Exception as exc:  # last resort: name the failure, keep the details in the log
         logging.getLogger("genq.cli").debug("unexpected failure", exc_info=True)
+        unreachable = broker_unreachable(exc)
+        if unreachable is not None:
+            typer.echo(json.dumps(unreachable.to_body()), err=True)
+            raise SystemExit(1) from None
         body = {
             "error": {
                 "code": "internal",

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from genq.settings import Settings
-from schemas import GenqError
+from schemas import BrokerUnavailable, Conflict, GenqError
 
 __all__ = ["db_app", "genq_commands", "ops_app"]
 
@@ -54,10 +54,20 @@ def up(
     """
     from genq.demo import run_demo
     from genq.stack import run_stack
+    from genq.stack_file import read_running_stack
 
+    settings = Settings()
+    running = read_running_stack(settings.data_dir)
+    if running is not None:  # its file would otherwise configure this one
+        _fail(
+            Conflict(
+                f"genq up is already running for {settings.data_dir} (pid {running.pid}); "
+                "stop it first, or give this one another GENQ_DATA_DIR"
+            )
+        )
     try:
         code = run_stack(
-            Settings(),
+            settings,
             genq_commands(),
             demo=run_demo if demo else None,
             exit_after=exit_after,
@@ -91,14 +101,32 @@ def metrics() -> None:
 @ops_app.command()
 def stats() -> None:
     """Print queue depth, jobs, timings and recorded outcomes as tables."""
+    from genq.broker_check import require_broker
+    from genq.logs import redact_text
     from genq.metrics import build_registry, metric_samples
+    from genq.migrate import upgrade_database
     from genq.stats import print_stats
+    from genq.store import StoreUnavailable
 
-    registry, collector = build_registry(Settings())
+    settings = Settings()
     try:
-        print_stats(metric_samples(registry))
+        require_broker(settings)
+        upgrade_database(settings.store_url)  # says why the store cannot be read, if it cannot
+    except GenqError as exc:
+        _fail(exc)
+    registry, collector = build_registry(settings)
+    try:
+        samples = list(metric_samples(registry))
     finally:
         collector.close()
+    down = {
+        labels["component"] for name, labels, v in samples if name == "genq_component_up" and not v
+    }
+    if "broker" in down:
+        _fail(BrokerUnavailable(f"cannot read the broker at {redact_text(settings.redis_url)}"))
+    if "store" in down:
+        _fail(StoreUnavailable(f"cannot read the result store {redact_text(settings.store_url)}"))
+    print_stats(samples)
 
 
 @db_app.command("upgrade")

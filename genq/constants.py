@@ -31,6 +31,11 @@ MAX_RETRIES = 5
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 60.0
 
+# A Redis that has not answered a command in this long is gone (redis-py >= 6 defaults to 5 s,
+# older ones wait forever: said here so every client behaves alike).
+REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
+REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
+
 STREAM_COALESCE_MS = 15
 STREAM_MAXLEN = 20_000
 STREAM_TTL_SECONDS = 3600

@@ -208,7 +208,11 @@ def build_registry(settings: Settings) -> tuple[CollectorRegistry, GenqCollector
     collector = GenqCollector(
         settings,
         build_engine(settings.store_url),
-        redis.Redis.from_url(settings.redis_url, socket_timeout=5.0),
+        redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=5.0,
+            socket_connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS,
+        ),
     )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)

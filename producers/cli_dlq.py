@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genq import dead_letters as dlq
+from genq.broker_check import require_broker
 from genq.migrate import upgrade_database
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
@@ -28,6 +29,14 @@ def _store(settings: Settings) -> JobStore:
 def _fail(exc: GenqError) -> None:
     typer.echo(json.dumps(exc.to_body()), err=True)
     raise typer.Exit(2 if exc.code.value == "invalid_request" else 1)
+
+
+def _reachable(settings: Settings) -> None:
+    """Requeue and purge need the broker: say so at once if it does not answer."""
+    try:
+        require_broker(settings)
+    except GenqError as exc:
+        _fail(exc)
 
 
 def _targets(ids: list[str] | None, all_: bool, store: JobStore) -> list[str]:
@@ -84,6 +93,7 @@ def requeue(
 ) -> None:
     """Run dead-lettered jobs again: same job id, attempts reset, recorded in their history."""
     settings = Settings()
+    _reachable(settings)
     store = _store(settings)
     app = create_app(settings)
     operator = f"cli:{getpass.getuser()}"
@@ -104,6 +114,7 @@ def purge(
 ) -> None:
     """Drop dead letters for good (job records stay, marked dead_lettered)."""
     settings = Settings()
+    _reachable(settings)
     store = _store(settings)
     app = create_app(settings)
     failures = 0

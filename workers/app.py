@@ -38,6 +38,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "sep": ":",
             "queue_order_strategy": "priority",
             "visibility_timeout": settings.visibility_timeout_seconds,
+            # kombu sets none: an unreachable host would hold a publish for minutes.
+            "socket_connect_timeout": c.REDIS_CONNECT_TIMEOUT_SECONDS,
         },
         "broker_pool_limit": 10,
         "task_queues": [*lane_queues, _queue(c.WEBHOOK_QUEUE), _queue(c.MAINTENANCE_QUEUE)],
