@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 
+from genq import constants as c
 from genq.keys import stream_key
+from schemas import BrokerUnavailable
 
 
 @dataclass(frozen=True)
@@ -150,9 +153,28 @@ class ChunkWriter:
         self._execute(pipe, pending, self.ttl_seconds)
 
 
+@contextmanager
+def stream_errors() -> Iterator[None]:
+    """A reader's Redis failure as ``broker_unavailable`` (retryable), not a library error."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(
+            f"the job's chunk stream is unavailable (redis: {exc.__class__.__name__}); "
+            "retry shortly"
+        ) from exc
+
+
+def block_slice_ms(block_ms: int) -> int:
+    """What one ``XREAD BLOCK`` may wait of ``block_ms``: a block as long as the socket
+    timeout would be cut off by it, as if Redis were gone."""
+    return max(1, min(block_ms, c.REDIS_BLOCK_SLICE_MS))
+
+
 def last_chunk(client: redis.Redis, job_id: str) -> Chunk | None:
     """The newest entry of the job's stream, if any."""
-    last: Any = client.xrevrange(stream_key(job_id), count=1)
+    with stream_errors():
+        last: Any = client.xrevrange(stream_key(job_id), count=1)
     return decode_entry(last[0][0], last[0][1]) if last else None
 
 
@@ -164,8 +186,12 @@ def read_chunks(
     block_ms: int = 1000,
     count: int = 500,
 ) -> list[Chunk]:
-    """Chunks with ``seq > after_seq``, waiting up to ``block_ms`` for new ones."""
-    reply: Any = client.xread({stream_key(job_id): f"{after_seq}-0"}, count=count, block=block_ms)
+    """Chunks with ``seq > after_seq``, waiting up to ``block_ms`` (at most one
+    ``REDIS_BLOCK_SLICE_MS``: callers loop) for new ones."""
+    with stream_errors():
+        reply: Any = client.xread(
+            {stream_key(job_id): f"{after_seq}-0"}, count=count, block=block_slice_ms(block_ms)
+        )
     if not reply:
         return []
     _key, entries = reply[0]
@@ -179,7 +205,8 @@ def follow(
     after_seq: int = 0,
     idle_timeout_seconds: float | None = None,
 ) -> Iterator[Chunk]:
-    """Yield chunks after ``after_seq`` until the final one (or ``idle_timeout`` of silence)."""
+    """Yield chunks after ``after_seq`` until the final one (or ``idle_timeout`` of silence);
+    a job still queued is waited for however long. A lost Redis raises ``BrokerUnavailable``."""
     seq = after_seq
     idle_since = time.monotonic()
     while True:

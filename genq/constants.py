@@ -35,6 +35,9 @@ BACKOFF_CAP_SECONDS = 60.0
 # older ones wait forever: said here so every client behaves alike).
 REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
 REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
+# One blocking read (XREAD BLOCK) waits at most this long, well inside the socket timeout that
+# would otherwise cut it off; a longer wait is several such reads.
+REDIS_BLOCK_SLICE_MS = 2000
 
 STREAM_COALESCE_MS = 15
 STREAM_MAXLEN = 20_000

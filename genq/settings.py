@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     gateway_threads: int = Field(default=c.GATEWAY_THREADS, ge=1, le=256)
     # Gateway processes (uvicorn workers); each has its own connections and memory.
     gateway_workers: int = Field(default=1, ge=1, le=64)
+    # An SSE stream with nothing to send (its job still queued) sends a keep-alive comment
+    # this often, so proxies and clients do not take it for a dead connection.
+    gateway_sse_ping_seconds: float = Field(default=c.GATEWAY_SSE_PING_SECONDS, gt=0)
 
     # Operations (issue 6): where Flower and the metrics exporter listen. Loopback by default;
     # compose.yaml sets 0.0.0.0 inside containers, where Flower then requires basic auth.

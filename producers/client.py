@@ -9,6 +9,7 @@ from typing import Any
 import redis
 from kombu import Connection
 
+from genq import constants as c
 from genq.chunks import Chunk, follow, last_chunk, read_chunks
 from genq.migrate import upgrade_database
 from genq.replies import reply_queue
@@ -45,7 +46,13 @@ class GenqClient:
     @property
     def redis(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self.settings.redis_url)
+            # wait/stream block in slices shorter than this (genq.chunks): it only fires for
+            # a Redis that stopped answering, whatever redis-py's own default.
+            self._redis = redis.Redis.from_url(
+                self.settings.redis_url,
+                socket_timeout=c.REDIS_SOCKET_TIMEOUT_SECONDS,
+                socket_connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS,
+            )
         return self._redis
 
     def submit(
@@ -84,7 +91,9 @@ class GenqClient:
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
         """Block until the job is terminal (woken by its chunk stream's final entry; the
-        store is read again only then, or after a second without one)."""
+        store is read again only then, or after a second without one), however long it is
+        queued; ``WaitTimeout`` after ``timeout`` seconds, ``BrokerUnavailable`` if Redis is
+        lost."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             record = self.get(job_id)
@@ -115,7 +124,8 @@ class GenqClient:
                 raise WaitTimeout(f"job {job_id} is still {record.status.value} after {timeout}s")
 
     def stream(self, job_id: str, starting_after: int | None = None) -> Iterator[Chunk]:
-        """Chunks as they are generated, after ``starting_after``; ends with the final one."""
+        """Chunks as they are generated, after ``starting_after``; ends with the final one.
+        Waits for a queued job however long; ``BrokerUnavailable`` if Redis is lost."""
         self.get(job_id)
         return follow(self.redis, job_id, after_seq=starting_after or 0)
 

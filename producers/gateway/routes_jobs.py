@@ -245,7 +245,7 @@ async def stream_job(
     record = await gateway.job(inputs.job_id(job_id), principal.scope)
     return EventSourceResponse(
         await chunk_events(gateway, record, after),
-        ping=c.GATEWAY_SSE_PING_SECONDS,
+        ping=gateway.settings.gateway_sse_ping_seconds,
         headers={"Cache-Control": "no-store"},
     )
 

@@ -91,8 +91,12 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
         timeout=c.RUNTIME_HEALTH_TIMEOUT_SECONDS,
         headers=_runtime_headers(settings),
     )
+    # Long polls and streams block in XREAD in slices shorter than the socket timeout
+    # (see streaming.py), so the timeout only ever fires for a Redis that stopped answering.
     async_redis = aioredis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=c.RUNTIME_HEALTH_TIMEOUT_SECONDS
+        settings.redis_url,
+        socket_timeout=c.REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS,
     )
     store = TurnTakingStore(
         engine,
@@ -109,7 +113,8 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
         sync_redis=SyncRedis.from_url(
             settings.redis_url,
             health_check_interval=30,
-            socket_connect_timeout=c.RUNTIME_HEALTH_TIMEOUT_SECONDS,
+            socket_timeout=c.REDIS_SOCKET_TIMEOUT_SECONDS,
+            socket_connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS,
         ),
         celery=celery,
         runtime_http=runtime_http,

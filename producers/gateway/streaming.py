@@ -1,9 +1,11 @@
 """Following a job's chunk stream from the event loop: SSE to a client, and the long poll.
 
 Both block in ``XREAD`` on the job's Redis Stream (``genq.chunks`` writes it), so a reader wakes
-when a chunk or the final ``end`` entry arrives instead of polling the store. The store is asked
-only every ``GATEWAY_STORE_RECHECK_SECONDS`` of silence, for the case where the stream has
-already expired or its writer died before closing it.
+when a chunk or the final ``end`` entry arrives instead of polling the store. A job may stay
+queued for minutes: the wait is a series of reads no longer than ``REDIS_BLOCK_SLICE_MS`` each,
+so none outlives the Redis socket timeout (which still catches a Redis that is really gone).
+The store is asked only every ``GATEWAY_STORE_RECHECK_SECONDS`` of silence, for the case where
+the stream has already expired or its writer died before closing it.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ import redis.asyncio as aioredis
 from sse_starlette import ServerSentEvent
 
 from genq import constants as c
-from genq.chunks import Chunk, decode_entry
+from genq.chunks import Chunk, block_slice_ms, decode_entry
 from genq.keys import stream_key
 from genq.store import utcnow
 from producers.gateway.errors import redis_errors
 from producers.gateway.state import Gateway
 from schemas import GenqError, InvalidRequest, JobRecord
 
-RECHECK_MS = int(c.GATEWAY_STORE_RECHECK_SECONDS * 1000)
 READ_COUNT = 500
 # Stream entry ids are 64-bit; a larger resume point could only be a client's mistake.
 MAX_SEQ = 2**63 - 1
@@ -53,10 +54,11 @@ def chunk_from_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Chunk:
 
 
 async def read_after(client: aioredis.Redis, job_id: str, seq: int, block_ms: int) -> list[Chunk]:
-    """Chunks with a seq above ``seq``, waiting up to ``block_ms`` for the first one."""
+    """Chunks with a seq above ``seq``, waiting up to ``block_ms`` (at most one
+    ``REDIS_BLOCK_SLICE_MS``: callers loop) for the first one."""
     with redis_errors("the job's chunk stream"):
         reply: Any = await client.xread(
-            {stream_key(job_id): f"{seq}-0"}, count=READ_COUNT, block=max(1, block_ms)
+            {stream_key(job_id): f"{seq}-0"}, count=READ_COUNT, block=block_slice_ms(block_ms)
         )
     if not reply:
         return []
@@ -124,17 +126,27 @@ async def _single(event: ServerSentEvent) -> AsyncIterator[ServerSentEvent]:
     yield event
 
 
+def recheck_due(since: float) -> bool:
+    """Whether a reader silent since ``since`` (anyio time) should ask the store again."""
+    return anyio.current_time() - since >= c.GATEWAY_STORE_RECHECK_SECONDS
+
+
 async def _follow(gateway: Gateway, job_id: str, seq: int) -> AsyncIterator[ServerSentEvent]:
     try:
+        silent_since = anyio.current_time()
         while True:
-            chunks = await read_after(gateway.redis, job_id, seq, RECHECK_MS)
+            chunks = await read_after(gateway.redis, job_id, seq, c.REDIS_BLOCK_SLICE_MS)
             if not chunks:
+                if not recheck_due(silent_since):
+                    continue
+                silent_since = anyio.current_time()
                 current = await gateway.find(job_id)
                 if current is None or settled_long_ago(current):
                     if current is not None:
                         yield end_from_record(current)
                     return
                 continue
+            silent_since = anyio.current_time()
             for chunk in chunks:
                 seq = chunk.seq
                 yield sse_event(chunk)
@@ -155,15 +167,18 @@ async def wait_until_terminal(
     if last is not None and last.final:
         return await gateway.job(job_id, tenant)  # it finished between the two reads
     seq = last.seq if last else 0
-    deadline = anyio.current_time() + timeout_seconds
+    silent_since = anyio.current_time()
+    deadline = silent_since + timeout_seconds
     while (remaining := deadline - anyio.current_time()) > 0:
-        block_ms = int(min(remaining, c.GATEWAY_STORE_RECHECK_SECONDS) * 1000)
-        chunks = await read_after(gateway.redis, job_id, seq, block_ms)
+        chunks = await read_after(gateway.redis, job_id, seq, int(remaining * 1000))
         if chunks:
-            seq = chunks[-1].seq
+            seq, silent_since = chunks[-1].seq, anyio.current_time()
             if any(chunk.final for chunk in chunks):
                 break
             continue
+        if not recheck_due(silent_since):
+            continue
+        silent_since = anyio.current_time()
         record = await gateway.job(job_id, tenant)
         if record.status.terminal:
             return record
