@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import getpass
 import json
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from genq import dead_letters as dlq
 from genq.broker_check import require_broker
 from genq.migrate import upgrade_database
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
+from producers.cli_tables import id_table, print_table
 from schemas import GenqError, InvalidRequest
 from workers.app import create_app
 
@@ -60,7 +59,7 @@ def list_cmd(
     if as_json:
         typer.echo(json.dumps([d.summary() for d in letters], indent=2))
         return
-    table = Table("id", "job", "reason", "attempts", "error", "at")
+    table = id_table("id", "job", "reason", "attempts", "error", "at", ids={"id", "job"})
     for d in letters:
         error = (d.error or {}).get("message", "")
         table.add_row(
@@ -71,7 +70,7 @@ def list_cmd(
             error[:60],
             d.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
-    Console().print(table)
+    print_table(table)
     typer.echo(f"{len(letters)} dead letter(s)")
 
 
@@ -97,14 +96,15 @@ def requeue(
     store = _store(settings)
     app = create_app(settings)
     operator = f"cli:{getpass.getuser()}"
+    targets = _targets(ids, all_, store)
     failures = 0
-    for ident in _targets(ids, all_, store):
+    for ident in targets:
         try:
             typer.echo(json.dumps(dlq.requeue(app, store, settings, ident, operator=operator)))
         except GenqError as exc:
             failures += 1
             typer.echo(json.dumps(exc.to_body()), err=True)
-    raise typer.Exit(1 if failures else 0)
+    _summary(len(targets) - failures, "requeued", failures)
 
 
 @dlq_app.command("purge")
@@ -117,11 +117,18 @@ def purge(
     _reachable(settings)
     store = _store(settings)
     app = create_app(settings)
+    targets = _targets(ids, all_, store)
     failures = 0
-    for ident in _targets(ids, all_, store):
+    for ident in targets:
         try:
             typer.echo(json.dumps(dlq.purge(app, store, ident)))
         except GenqError as exc:
             failures += 1
             typer.echo(json.dumps(exc.to_body()), err=True)
+    _summary(len(targets) - failures, "purged", failures)
+
+
+def _summary(done: int, verb: str, failures: int) -> NoReturn:
+    """One closing line on stderr (stdout keeps one JSON object per dead letter), then exit."""
+    typer.echo(f"{done} {verb}" + (f", {failures} failed" if failures else ""), err=True)
     raise typer.Exit(1 if failures else 0)

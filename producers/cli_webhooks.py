@@ -10,12 +10,11 @@ from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from genq import constants as c
 from genq.settings import Settings
 from genq.store import JobStore
+from producers.cli_tables import id_table, print_table
 from schemas import GenqError
 
 webhooks_app = typer.Typer(
@@ -94,7 +93,9 @@ def list_cmd(
     if as_json:
         _print_json(found)
         return
-    table = Table("id", "tenant", "url", "events", "thin", "state", "secrets", "created")
+    table = id_table(
+        "id", "tenant", "url", "events", "thin", "state", "secrets", "created", ids={"id"}
+    )
     for e in found:
         state = "enabled" if e["enabled"] else f"disabled: {e['disabled_reason']}"
         table.add_row(
@@ -107,7 +108,7 @@ def list_cmd(
             str(len(e["secrets"])),
             _when(e["created_at"]),
         )
-    Console().print(table)
+    print_table(table)
 
 
 @endpoints_app.command("remove")
@@ -167,7 +168,8 @@ def deliveries_cmd(
     if as_json:
         _print_json([d.public() for d in found])
         return
-    table = Table("delivery", "event", "type", "job", "url", "status", "tries", "last", "next")
+    headers = ("delivery", "event", "type", "job", "url", "status", "tries", "last", "next")
+    table = id_table(*headers, ids={"delivery", "event", "job"})
     for d in found:
         last = str(d.last_status_code or d.last_error or "-")
         table.add_row(
@@ -181,7 +183,7 @@ def deliveries_cmd(
             last[:50],
             _when(d.next_attempt_at),
         )
-    Console().print(table)
+    print_table(table)
     typer.echo(f"{len(found)} deliver{'y' if len(found) == 1 else 'ies'}")
 
 
@@ -195,7 +197,7 @@ def attempts_cmd(delivery_id: str, as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json({**delivery.public(), "attempts": [a.public() for a in attempts]})
         return
-    table = Table("at", "status", "latency ms", "error", "response")
+    table = id_table("at", "status", "latency ms", "error", "response", ids=())
     for a in attempts:
         latency = "-" if a.latency_ms is None else f"{a.latency_ms:.1f}"
         table.add_row(
@@ -205,7 +207,7 @@ def attempts_cmd(delivery_id: str, as_json: JsonFlag = False) -> None:
             a.error or "",
             (a.response_excerpt or "")[:60],
         )
-    Console().print(table)
+    print_table(table)
 
 
 @webhooks_app.command("redeliver")
