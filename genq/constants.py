@@ -59,6 +59,9 @@ RUNTIME_HEALTH_TIMEOUT_SECONDS = 2.0
 
 EMBEDDED_MODEL_ALIAS = "gemma3-270m"
 EMBEDDED_CONTEXT_TOKENS = 2048
+# What a chat/completion job without max_tokens gets: a small model may otherwise run on
+# until its context is full (2,000 tokens, a minute on the embedded runtime).
+DEFAULT_MAX_TOKENS = 256
 
 WEBHOOK_TIMEOUT_SECONDS = 15.0
 # Svix-like: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.

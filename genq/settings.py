@@ -149,3 +149,6 @@ class Settings(BaseSettings):
     # compose.yaml sets 0.0.0.0 inside containers, where Flower then requires basic auth.
     flower_host: str = "127.0.0.1"
     metrics_host: str = "127.0.0.1"
+
+    # What a chat or completion job without ``max_tokens`` gets (not embeddings).
+    default_max_tokens: int = Field(default=c.DEFAULT_MAX_TOKENS, ge=1, le=32768)

@@ -12,7 +12,7 @@ from celery import Celery
 from genq.dispatch import send_record
 from genq.settings import Settings
 from genq.store import JobStore, NewJob
-from schemas import BrokerUnavailable, InvalidRequest, JobRecord, JobRequest
+from schemas import BrokerUnavailable, InvalidRequest, JobKind, JobRecord, JobRequest
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,14 @@ def new_job(
     job_id: str | None = None,
     webhook_check: WebhookCheck | None = None,
 ) -> NewJob:
-    """The row to store for ``request``: its lane and model resolved, its webhook checked.
-    Raises ``InvalidRequest`` for a job that must not be accepted."""
+    """The row to store for ``request``: its lane, model and ``max_tokens`` resolved, its
+    webhook checked. Raises ``InvalidRequest`` for a job that must not be accepted."""
     lane = resolve_lane(settings, request)
     if request.webhook_url is not None and webhook_check is not None:
         webhook_check(str(request.webhook_url), request.webhook_secret)
     model = request.model or settings.default_model
+    if request.max_tokens is None and request.kind is not JobKind.EMBEDDING:
+        request = request.model_copy(update={"max_tokens": settings.default_max_tokens})
     return NewJob(job_id or str(uuid.uuid4()), tenant, lane, model, request)
 
 

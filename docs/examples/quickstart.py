@@ -1,7 +1,4 @@
-"""Submit a job, stream its tokens, wait for the record (the README's Python example).
-
-Run it against a running stack (`make up`): `python docs/examples/quickstart.py`.
-"""
+# Submit a job, stream its tokens, wait for its record. Run it against `make up`.
 
 from genq.settings import Settings
 from producers import GenqClient

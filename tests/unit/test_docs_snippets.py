@@ -17,6 +17,7 @@ def python_blocks(markdown: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("page", "example"),
     [
+        ("README.md", "docs/examples/quickstart.py"),
         ("docs/replies.md", "docs/examples/replies.py"),
         ("docs/replies.md", "docs/examples/replies_without_genq.py"),
     ],
