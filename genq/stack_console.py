@@ -25,7 +25,10 @@ NOISE = (
     re.compile(r"running the worker with superuser privileges", re.I),
     re.compile(r"^(absolutely not recommended!|Please specify a different user|User information:)"),
     # Celery's notices while genq up stops it (the supervisor says it is stopping).
-    re.compile(r"Hitting Ctrl\+C again will terminate|^worker: (Cold|Warm|Soft) shutdown"),
+    re.compile(
+        r"Hitting Ctrl\+C again will terminate|^worker: (Cold|Warm|Soft) shutdown"
+        r"|^Initiating Soft Shutdown"
+    ),
     # Flower asking workers that are not up yet (they start together); its page shows them.
     re.compile(r"^Inspect method \w+ failed$"),
 )

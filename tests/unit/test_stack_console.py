@@ -35,6 +35,7 @@ def _json(level: str, event: str, **extra: object) -> str:
         ("beat", "You're running the worker with superuser privileges: this is\n", None),
         # What Celery and Flower say while the stack starts and stops together.
         ("worker", _json("warning", "worker: Cold shutdown (MainProcess)"), None),
+        ("worker", _json("warning", "Initiating Soft Shutdown, terminating in 3.0 seconds"), None),
         (
             "ops",
             _json("warning", "worker: Hitting Ctrl+C again will terminate all running tasks!"),
