@@ -38,6 +38,12 @@ class GenqClient:
         self.settings = settings
         self.tenant = tenant
         self.app = create_app(settings)
+        # kombu reads without a timeout: a publish to a Redis that stopped answering would
+        # never return. (Workers keep kombu's default; their reads are event-driven.)
+        self.app.conf.broker_transport_options = {
+            **self.app.conf.broker_transport_options,
+            "socket_timeout": c.REDIS_SOCKET_TIMEOUT_SECONDS,
+        }
         upgrade_database(settings.store_url)
         engine = build_engine(settings.store_url)
         self.store = JobStore(engine, redispatch_after_seconds=settings.redispatch_after_seconds)

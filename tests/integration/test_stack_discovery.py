@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import pytest
 from genq.settings import Settings
 from genq.stack_file import write_stack_file
 from producers import GenqClient
-from schemas import JobStatus
+from schemas import BrokerUnavailable, JobStatus
 from tests.fakes.runtime_server import FakeRuntime
 from tests.support import GenqProcess, free_port
 from tests.support.processes import REPO_ROOT
@@ -150,3 +151,21 @@ def test_unreachable_broker_is_one_line_within_seconds(
     assert unreachable_url in error["message"]
     assert result.stdout == ""
     assert elapsed < UNREACHABLE_LIMIT_SECONDS, f"took {elapsed:.1f} s"
+
+
+def test_client_publish_to_a_silent_broker_fails_within_seconds(
+    silent_broker: str, tmp_data_dir: Path
+) -> None:
+    settings = Settings(redis_url=silent_broker, data_dir=tmp_data_dir)
+    chat = {"kind": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    pool = ThreadPoolExecutor(max_workers=1)  # a hung publish must fail the test, not hang it
+    try:
+        with GenqClient(settings) as client:
+            started = time.monotonic()
+            attempt = pool.submit(client.submit, chat)
+            with pytest.raises(BrokerUnavailable):
+                attempt.result(timeout=UNREACHABLE_LIMIT_SECONDS)
+            assert time.monotonic() - started < UNREACHABLE_LIMIT_SECONDS
+            assert client.store.count_queued("default") == 0  # refused whole: nothing accepted
+    finally:
+        pool.shutdown(wait=False)
