@@ -17,6 +17,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="genq: LLM jobs on a queue.",
 )
+# These configure genq's logging, which reports unknown GENQ_* variables in their own log.
+LOGGING_COMMANDS = frozenset({"worker", "beat", "gateway", "flower", "metrics"})
+
+
+@app.callback()
+def _report_unknown_env(ctx: typer.Context) -> None:
+    """genq: LLM jobs on a queue."""
+    if ctx.invoked_subcommand not in LOGGING_COMMANDS:
+        import os
+
+        from genq.settings import unknown_env_warnings
+
+        for message in unknown_env_warnings(os.environ):
+            typer.echo(f"genq: warning: {message}", err=True)
 
 
 def fail(exc: GenqError, exit_code: int = 1) -> NoReturn:

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.types import EventDict, Processor
 
-from genq.settings import Settings
+from genq.settings import Settings, unknown_env_warnings
 
 __all__ = [
     "REDACTED",
@@ -171,7 +171,8 @@ def _shared_processors() -> list[Processor]:
 
 
 def configure_logging(settings: Settings) -> None:
-    """Route stdlib logging and structlog through one handler on stderr; call at entry points."""
+    """Route stdlib logging and structlog through one handler on stderr; call at entry points.
+    Then log each ``GENQ_*`` variable of the environment that is no setting (a typo)."""
     renderer: Processor = (
         structlog.processors.JSONRenderer()
         if settings.log_json
@@ -202,3 +203,5 @@ def configure_logging(settings: Settings) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+    for message in unknown_env_warnings(os.environ):
+        logging.getLogger("genq.settings").warning(message)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -152,3 +154,24 @@ class Settings(BaseSettings):
 
     # What a chat or completion job without ``max_tokens`` gets (not embeddings).
     default_max_tokens: int = Field(default=c.DEFAULT_MAX_TOKENS, ge=1, le=32768)
+
+
+# A name people reach for that difflib would not lead to (the store's URL is database_url).
+_SETTING_ALIASES = {"GENQ_STORE_URL": "GENQ_DATABASE_URL"}
+_NOT_SETTINGS = frozenset({"GENQ_BENCH_RUNTIME"})  # read by benchmarks/, not a setting
+
+
+def unknown_env_warnings(environ: Mapping[str, str]) -> list[str]:
+    """One message per ``GENQ_*`` variable that is no setting (so it is ignored), naming the
+    closest real one. Entry points log them once at start."""
+    known = sorted(f"GENQ_{name.upper()}" for name in Settings.model_fields)
+    messages = []
+    for name in sorted(environ):
+        upper = name.upper()  # pydantic-settings reads the environment case-insensitively
+        if not upper.startswith("GENQ_") or upper in known or upper in _NOT_SETTINGS:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1)
+        hint = _SETTING_ALIASES.get(upper) or (close[0] if close else None)
+        advice = f"; did you mean {hint}?" if hint else "; see genq/settings.py for the settings"
+        messages.append(f"environment variable {name} is not a genq setting and is ignored{advice}")
+    return messages
