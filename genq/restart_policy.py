@@ -1,4 +1,5 @@
-"""When ``genq up`` restarts a crashed component, and when it gives up on it. Pure functions.
+"""When ``genq up`` restarts a crashed component, when it gives up on it, and how it says a
+component ended. Pure functions.
 
 A crash within the window of the crash before it continues a *streak*: each one doubles the
 delay before the restart (1 s, 2 s, 4 s … up to the cap). A component that ran for a whole
@@ -8,12 +9,17 @@ mean it cannot stay up: the supervisor gives up on it and says so.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from genq import constants as c
 
-__all__ = ["RestartPolicy", "crash_streak", "crashes_within", "restart_delay"]
+__all__ = ["RestartPolicy", "crash_streak", "crashes_within", "describe_exit", "restart_delay"]
+
+# 128 + N: how a shell (and `genq runtime`) passes on a child killed by signal N.
+SHELL_SIGNAL_BASE = 128
 
 
 @dataclass(frozen=True)
@@ -50,3 +56,16 @@ def restart_delay(policy: RestartPolicy, crash_times: Sequence[float]) -> float 
         return None
     doublings = crash_streak(crash_times, policy.window_seconds) - 1
     return min(policy.first_delay_seconds * 2.0**doublings, policy.max_delay_seconds)
+
+
+def describe_exit(returncode: int) -> str:
+    """How a component ended, for a person: ``Popen.returncode`` in words."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-returncode).name}"
+        return f"was killed by signal {-returncode}"
+    if returncode > SHELL_SIGNAL_BASE:
+        with contextlib.suppress(ValueError):
+            name = signal.Signals(returncode - SHELL_SIGNAL_BASE).name
+            return f"exited with code {returncode} ({name})"
+    return f"exited with code {returncode}"

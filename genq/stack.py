@@ -9,6 +9,7 @@ type, runs the demonstration and, with ``--exit``, stops the stack. While it run
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -53,7 +54,8 @@ class _Console:
         self.lock = threading.Lock()
 
     def echo(self, text: str) -> None:
-        with self.lock:
+        # A console that went away (a closed pipe) must not stop the stack or its supervision.
+        with self.lock, contextlib.suppress(OSError, ValueError):
             print(text, file=self.output, flush=True)
 
 

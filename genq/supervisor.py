@@ -27,7 +27,7 @@ from typing import IO
 import httpx
 import redis
 
-from genq.restart_policy import RestartPolicy, crashes_within, restart_delay
+from genq.restart_policy import RestartPolicy, crashes_within, describe_exit, restart_delay
 from genq.stack_console import console_line, prefixed
 from genq.stack_plan import Component
 
@@ -38,6 +38,7 @@ PROBE_TIMEOUT_SECONDS = 2.0
 PUMP_JOIN_SECONDS = 2.0
 # Redis (and anything else stopped last) gets this long to write its AOF before SIGKILL.
 LAST_STOP_SECONDS = 10.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 Echo = Callable[[str], None]
 
@@ -111,9 +112,8 @@ class Supervisor:
     def run(self) -> None:
         """Start every component and supervise them until a stop; call from the main thread."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        previous = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+        # SIGHUP too: a closed terminal stops the stack in order instead of orphaning it.
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         try:
             for child in self._children:
                 self._start(child)
@@ -185,7 +185,7 @@ class Supervisor:
             child.pump.join(PUMP_JOIN_SECONDS)
         child.crash_times.append(now)
         delay = restart_delay(self._policy, child.crash_times)
-        how = _how_it_ended(process.returncode)
+        how = describe_exit(process.returncode)
         if delay is None:
             child.gave_up = True
             crashes = crashes_within(child.crash_times, now, self._policy.window_seconds)
@@ -207,15 +207,19 @@ class Supervisor:
         needle = child.component.probe.target if child.component.probe.kind == "log" else None
         with stream, log_file:
             for raw in iter(stream.readline, b""):
-                log_file.write(raw)
-                log_file.flush()
+                # Keep draining whatever fails (a full disk, a closed console): a pipe left
+                # full would block the component on its next write.
+                with contextlib.suppress(OSError, ValueError):
+                    log_file.write(raw)
+                    log_file.flush()
                 text = raw.decode("utf-8", "replace")
                 if needle is not None and needle in text:
                     log_seen.set()
                 shown = prefixed(child.name, text.rstrip()) if self._verbose else None
                 shown = shown or console_line(child.name, text)
                 if shown is not None:
-                    self._echo(shown)
+                    with contextlib.suppress(OSError, ValueError):
+                        self._echo(shown)
 
     def _watch_ready(
         self,
@@ -305,14 +309,6 @@ def _has_exited(process: subprocess.Popen[bytes]) -> bool:
     except ChildProcessError:
         return process.poll() is not None
     return info is not None
-
-
-def _how_it_ended(returncode: int) -> str:
-    if returncode < 0:
-        with contextlib.suppress(ValueError):
-            return f"was killed by {signal.Signals(-returncode).name}"
-        return f"was killed by signal {-returncode}"
-    return f"exited with code {returncode}"
 
 
 def _probe_once(kind: str, target: str) -> bool:

@@ -257,7 +257,10 @@ def test_console_is_short_logs_are_full_and_the_next_commands_work_as_printed(
     assert not (up.data_dir / "run" / "stack.json").exists()
 
 
-@pytest.mark.parametrize(("signum", "verbose"), [(signal.SIGINT, True), (signal.SIGTERM, False)])
+# Ctrl-C, a service manager, a closed terminal.
+@pytest.mark.parametrize(
+    ("signum", "verbose"), [(signal.SIGINT, True), (signal.SIGTERM, False), (signal.SIGHUP, False)]
+)
 def test_up_stops_everything_on_a_signal(start_up: StartUp, signum: int, verbose: bool) -> None:
     up = start_up(*(["--verbose"] if verbose else []))
     # --verbose brings back every component's output, interleaved and prefixed.

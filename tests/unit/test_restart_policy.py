@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from genq.restart_policy import RestartPolicy, crash_streak, crashes_within, restart_delay
+from genq.restart_policy import (
+    RestartPolicy,
+    crash_streak,
+    crashes_within,
+    describe_exit,
+    restart_delay,
+)
 
 POLICY = RestartPolicy(first_delay_seconds=1, max_delay_seconds=30, limit=5, window_seconds=60)
 
@@ -49,3 +55,20 @@ def test_crashes_within_the_window(crash_times: list[float], now: float, expecte
 )
 def test_crash_streak(crash_times: list[float], expected: int) -> None:
     assert crash_streak(crash_times, 60.0) == expected
+
+
+@pytest.mark.parametrize(
+    ("returncode", "said"),
+    [
+        (-9, "was killed by SIGKILL"),
+        (-11, "was killed by SIGSEGV"),
+        (-99, "was killed by signal 99"),
+        (0, "exited with code 0"),
+        (1, "exited with code 1"),
+        (128, "exited with code 128"),
+        (132, "exited with code 132 (SIGILL)"),  # `genq runtime`'s llama.cpp server died
+        (255, "exited with code 255"),
+    ],
+)
+def test_describe_exit(returncode: int, said: str) -> None:
+    assert describe_exit(returncode) == said
