@@ -95,6 +95,9 @@ def submit(
     seed: Annotated[int | None, typer.Option()] = None,
     reply_to: Annotated[str | None, typer.Option()] = None,
     webhook_url: Annotated[str | None, typer.Option()] = None,
+    webhook_secret: Annotated[
+        str | None, typer.Option(help="whsec_… signing the webhook (default GENQ_WEBHOOK_SECRET)")
+    ] = None,
     metadata: Annotated[list[str] | None, typer.Option(help="key=value, repeatable")] = None,
     request_json: Annotated[
         str | None, typer.Option("--json", help="request file, or - for stdin")
@@ -116,6 +119,7 @@ def submit(
             "seed": seed,
             "reply_to": reply_to,
             "webhook_url": webhook_url,
+            "webhook_secret": webhook_secret,
         }
         body.update({k: v for k, v in options.items() if v is not None})
         if metadata:

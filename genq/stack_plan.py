@@ -6,6 +6,7 @@ under :class:`genq.supervisor.Supervisor`.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import secrets
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from genq import constants as c
 from genq.settings import Settings
 
 __all__ = ["Component", "Probe", "StackPlan", "free_port", "plan_stack", "port_is_open"]
@@ -101,6 +103,9 @@ def _local_secrets(data_dir: Path) -> dict[str, str]:
     wanted = {
         "GENQ_ADMIN_KEY": f"genq_{secrets.token_urlsafe(24)}",
         "GENQ_FLOWER_BASIC_AUTH": f"admin:{secrets.token_urlsafe(12)}",
+        # Signs per-job webhooks sent without their own secret (Standard Webhooks' format).
+        "GENQ_WEBHOOK_SECRET": "whsec_"
+        + base64.b64encode(secrets.token_bytes(c.WEBHOOK_SECRET_BYTES)).decode(),
     }
     if not wanted.keys() <= values.keys():
         values = {**wanted, **values}
