@@ -193,7 +193,8 @@ def start_up(up_env: dict[str, str], tmp_path: Path) -> Iterator[StartUp]:
 
 
 def test_up_demo_exit_runs_everything_and_stops_cleanly(
-    up_env: dict[str, str], start_up: StartUp
+    up_env: dict[str, str],
+    start_up: StartUp,  # not called: its teardown fails the test on a process left behind
 ) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "genq", "up", "--demo", "--exit"],
