@@ -80,7 +80,7 @@ fi
 
 key="$(
     {
-        cat pyproject.toml
+        cat pyproject.toml scripts/install.sh
         printf '%s\n' "$EXTRAS"
         "$PYTHON" -c 'import sys; print(sys.executable, sys.version)'
     } | sha256sum | cut -d' ' -f1
@@ -99,7 +99,23 @@ PY
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$key" ]] && installed; then
     exit 0
 fi
-# The first run compiles llama-cpp-python (a few minutes); pip caches the wheel for later runs.
+# llama-cpp-python compiles llama.cpp (a few minutes). A native build (-march=native) uses
+# every instruction the CPU advertises, and some virtual machines advertise AMX without
+# letting a process run it: the server then dies with SIGILL at its first generation. So it is
+# built portable (AVX2/FMA/F16C, no AVX-512/AMX) into a wheel cache of our own, keyed by the
+# build flags: pip's own cache is keyed by the download only and would hand back a native wheel.
+if [[ " ${EXTRAS//,/ } " == *" runtime "* ]]; then
+    llama_spec="llama-cpp-python[server]>=0.3.20,<0.4"
+    llama_flags="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+    wheels="${XDG_CACHE_HOME:-$HOME/.cache}/genq/wheels/$(printf '%s' "$llama_flags" | sha256sum | cut -c1-12)"
+    if ! compgen -G "$wheels/llama_cpp_python-*.whl" >/dev/null; then
+        say "building llama-cpp-python (portable, once; cached in $wheels)"
+        CMAKE_ARGS="$llama_flags" "$PYTHON" -m pip wheel --disable-pip-version-check --no-deps \
+            --no-cache-dir --no-binary llama-cpp-python -w "$wheels" "$llama_spec"
+    fi
+    wheel="$(compgen -G "$wheels/llama_cpp_python-*.whl" | sort -V | tail -n 1)"
+    "$PYTHON" -m pip install --disable-pip-version-check --force-reinstall --no-deps "$wheel"
+fi
 say "pip install -e .[$EXTRAS] into $("$PYTHON" -c 'import sys; print(sys.prefix)')"
 "$PYTHON" -m pip install --disable-pip-version-check -e ".[$EXTRAS]"
 printf '%s\n' "$key" >"$STAMP"
