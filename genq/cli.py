@@ -241,8 +241,10 @@ def worker(
 
 
 @app.command()
-def beat(loglevel: Annotated[str, typer.Option()] = "INFO") -> None:
-    """Run the scheduler that triggers the recovery/expiry/outbox sweep."""
+def beat(
+    loglevel: Annotated[str | None, typer.Option(help="default: GENQ_LOG_LEVEL")] = None,
+) -> None:
+    """Run the recovery/expiry/outbox sweep every sweep interval, one at a time across hosts."""
     from workers.main import run_beat
 
     run_beat(Settings(), loglevel=loglevel)

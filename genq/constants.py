@@ -13,7 +13,6 @@ MAINTENANCE_QUEUE = "genq.maintenance"
 TASK_GENERATE = "genq.generate"
 TASK_EMBED = "genq.embed"
 TASK_DELIVER_WEBHOOK = "genq.deliver_webhook"
-TASK_SWEEP = "genq.sweep"
 
 REDIS_KEY_PREFIX = "genq:"
 STREAM_KEY_PREFIX = "genq:stream:"
@@ -25,6 +24,10 @@ VISIBILITY_TIMEOUT_SECONDS = 12 * 3600
 LEASE_SECONDS = 15
 LEASE_RENEW_SECONDS = 5
 SWEEP_INTERVAL_SECONDS = 5
+# One sweep at a time across processes (beat holds this Redis lock while it sweeps); a sweep
+# that outlives the TTL may overlap the next, which its compare-and-sets make harmless.
+SWEEP_LOCK_KEY = "genq:sweep:lock"
+SWEEP_LOCK_SECONDS = 60
 CRASH_LIMIT = 3
 
 MAX_RETRIES = 5

@@ -15,12 +15,20 @@ def task_name_for(kind: JobKind) -> str:
     return c.TASK_EMBED if kind is JobKind.EMBEDDING else c.TASK_GENERATE
 
 
+def task_kwargs_repr(job_id: str, *, tenant: str, lane: str, priority: int) -> str:
+    """What Flower shows (and searches) as the task's kwargs: the job id the task gets, plus
+    the job's tenant, lane and genq priority, which it reads from the store. A dict literal,
+    so Flower's ``kwargs:tenant=acme`` search can parse it."""
+    return repr({"job_id": job_id, "tenant": tenant, "lane": lane, "priority": priority})
+
+
 def send_job(
     app: Celery,
     settings: Settings,
     *,
     job_id: str,
     kind: JobKind,
+    tenant: str,
     lane: str,
     priority: int,
     countdown: float | None = None,
@@ -40,9 +48,10 @@ def send_job(
         "priority": celery_priority(priority),
         "retry": True,
         "retry_policy": {"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5},
-        # What Flower shows as the task's arguments, given (Celery would saferepr() them).
+        # What Flower shows as the task's arguments, travelling in this message's headers
+        # (Celery would saferepr() the real ones): the job findable by tenant, lane, priority.
         "argsrepr": "()",
-        "kwargsrepr": repr(kwargs),
+        "kwargsrepr": task_kwargs_repr(job_id, tenant=tenant, lane=lane, priority=priority),
     }
     if not declare:
         options["declare"] = []
@@ -73,6 +82,7 @@ def send_record(
         settings,
         job_id=record.id,
         kind=record.kind,
+        tenant=record.tenant,
         lane=record.lane,
         priority=record.priority,
         countdown=countdown,

@@ -1,6 +1,7 @@
 """The periodic sweep: recover lapsed leases, re-send lost retries, expire overdue jobs.
 
-Every action is a compare-and-set, so two sweeps running at once are harmless.
+Beat runs it in its own process, one sweep at a time across processes (``workers.beat``); every
+action is a compare-and-set anyway, so two sweeps running at once would be harmless.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def _redispatch_stale(ctx: WorkerContext, now: datetime, report: SweepReport) ->
                 s,
                 job_id=job["id"],
                 kind=JobKind(job["kind"]),
+                tenant=job["tenant"],
                 lane=job["lane"],
                 priority=job["priority"],
             )

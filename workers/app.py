@@ -11,7 +11,7 @@ from genq import constants as c
 from genq.settings import Settings
 from schemas.priority import PRIORITY_MAX, PRIORITY_STEPS
 
-TASK_MODULES = ["tasks.generate", "tasks.maintenance", "tasks.webhooks"]
+TASK_MODULES = ["tasks.generate", "tasks.webhooks"]
 
 
 def _queue(name: str) -> Queue:
@@ -46,10 +46,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": settings.queue_for(settings.default_lane),
         "task_default_priority": PRIORITY_MAX - 5,
         "task_queue_max_priority": PRIORITY_MAX + 1,
-        "task_routes": {
-            c.TASK_DELIVER_WEBHOOK: {"queue": c.WEBHOOK_QUEUE},
-            c.TASK_SWEEP: {"queue": c.MAINTENANCE_QUEUE},
-        },
+        "task_routes": {c.TASK_DELIVER_WEBHOOK: {"queue": c.WEBHOOK_QUEUE}},
         # JSON only on the wire: no pickle anywhere.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -78,16 +75,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # SIGTERM: stop taking work, let running jobs finish for the grace period, then the
         # cold shutdown interrupts them and they are handed back (see tasks.execution).
         "worker_soft_shutdown_timeout": settings.shutdown_grace_seconds,
-        "beat_schedule": {
-            "genq-sweep": {
-                "task": c.TASK_SWEEP,
-                "schedule": settings.sweep_interval_seconds,
-                "options": {
-                    "queue": c.MAINTENANCE_QUEUE,
-                    "expires": settings.sweep_interval_seconds,
-                },
-            }
-        },
+        # No beat_schedule: `genq beat` runs the sweep itself (workers/beat.py), so Flower's
+        # task list holds jobs and webhook deliveries, not a sweep row every few seconds.
     }
 
 

@@ -1,8 +1,10 @@
 """``genq flower``: Flower against genq's broker, with genq's own Celery configuration.
 
 Flower gets the same app as the workers, so it knows the queues and the priority steps, and
-shows each task under its job id with its only argument, ``{"job_id": …}``: no request body,
-prompt or secret travels in a task message.
+shows each task under its job id. Its kwargs column shows ``{'job_id': …, 'tenant': …, 'lane':
+…, 'priority': …}`` (the message's ``kwargsrepr``, see ``genq.dispatch``), so Flower's search
+finds a tenant's jobs (``kwargs:tenant=acme``); no request body, prompt or secret travels in a
+task message.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def flower_argv(settings: Settings) -> list[str]:
         f"--port={settings.flower_port}",
         # Workers come and go (replicas, restarts); don't list dead ones forever.
         "--purge_offline_workers=300",
-        # A task's only argument is its job id ({"job_id": …}): show it.
+        # A task's kwargs column: its job id, tenant, lane and priority.
         f"--tasks_columns={TASK_COLUMNS}",
     ]
 

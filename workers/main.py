@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 from datetime import timedelta
 
 from celery import Celery
@@ -32,11 +34,14 @@ from genq.store import JobStore, build_engine, utcnow
 from genq.store.tables import jobs
 from schemas import GenqError, JobStatus
 from workers.app import create_app
+from workers.beat import run_sweeps
 from workers.context import close_context
 
 log = logging.getLogger(__name__)
 
 ROLE_QUEUES = {"webhooks": c.WEBHOOK_QUEUE, "maintenance": c.MAINTENANCE_QUEUE}
+# Touched by beat after each turn of its sweep loop; compose's health check reads its age.
+BEAT_HEARTBEAT_FILE = "beat-heartbeat"
 
 
 def worker_queues(settings: Settings, lanes: list[str] | None, extra: list[str]) -> list[str]:
@@ -161,11 +166,20 @@ def run_worker(
         hand_back_running(app, settings, node)
 
 
-def run_beat(settings: Settings, *, loglevel: str = "INFO") -> None:
-    """Run Celery beat: it sends the sweep to ``genq.maintenance`` every sweep interval."""
+def run_beat(settings: Settings, *, loglevel: str | None = None) -> None:
+    """Run genq's beat in the foreground: the sweep, in this process, every sweep interval
+    (see ``workers.beat``), until SIGTERM or SIGINT."""
     configure_logging(settings)
-    setup_logging.connect(lambda **_: None, weak=False)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel.upper())
+    upgrade_database(settings.store_url)
     app = create_app(settings)
-    schedule = settings.data_dir / "beat-schedule"
+    app.genq_node = f"beat-{os.getpid()}@{socket.gethostname()}"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app.start(argv=[*_quiet(settings), "beat", f"--loglevel={loglevel}", f"--schedule={schedule}"])
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        run_sweeps(app, stop, heartbeat=settings.data_dir / BEAT_HEARTBEAT_FILE)
+    finally:
+        close_context()

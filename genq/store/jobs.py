@@ -349,6 +349,7 @@ class JobStore:
                 select(
                     jobs.c.id,
                     jobs.c.kind,
+                    jobs.c.tenant,
                     jobs.c.lane,
                     jobs.c.priority,
                     jobs.c.created_at,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import secrets
 import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +16,17 @@ import httpx
 import pytest
 
 from schemas import JobStatus
+from tests.fakes.runtime_server import FakeRuntime
 from tests.integration.conftest import Stack
-from tests.support import GenqProcess, free_port
+from tests.support import GenqProcess, eventually, free_port
+from tests.support.history import recovered_by
 from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
 ARTIFACTS = REPO_ROOT / "artifacts"
 PROMPT = "a prompt that must not travel in task arguments"
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 
 
 class Flower:
@@ -70,7 +75,7 @@ def test_flower_lists_a_job_genq_ran(stack: Stack, start_genq: Callable[..., Gen
 
     task = flower.wait_for_task(record.id, "SUCCESS")  # the Celery task id is the job id
     assert task["name"] == "genq.generate"
-    assert record.id in task["kwargs"]  # {'job_id': '…'}: readable, and nothing else
+    assert record.id in task["kwargs"]  # {'job_id': '…', 'tenant': …}: readable, no request
     assert PROMPT not in str(task)
     assert httpx.get(f"{flower.url}/api/tasks", timeout=10).status_code == 401  # basic auth
 
@@ -89,6 +94,68 @@ def test_flower_counts_every_priority_list(
         client.submit({"messages": [{"role": "user", "content": "hi"}], "priority": priority})
     lengths = flower.get("/api/queues/length").json()["active_queues"]
     assert {"name": "genq.interactive", "messages": 3} in lengths
+
+
+def test_flower_finds_a_job_by_its_tenant_lane_and_priority(
+    stack: Stack, start_genq: Callable[..., GenqProcess]
+) -> None:
+    flower = Flower(stack, start_genq)
+    stack.worker()
+    acme = stack.client(tenant="acme-labs").submit({**CHAT, "priority": 8, "lane": "batch"})
+    other = stack.client(tenant="globex").submit(CHAT)
+    task = flower.wait_for_task(acme.id, "SUCCESS")
+    flower.wait_for_task(other.id, "SUCCESS")
+    # One message per job: its headers carry what Flower shows (Celery's kwargsrepr).
+    assert ast.literal_eval(task["kwargs"]) == {
+        "job_id": acme.id,
+        "tenant": "acme-labs",
+        "lane": "batch",
+        "priority": 8,
+    }
+    for query in ("kwargs:tenant=acme-labs", "acme-labs", "kwargs:priority=8", "kwargs:lane=batch"):
+        assert set(flower.get("/api/tasks", search=query).json()) == {acme.id}, query
+    # The tasks page's search box asks this endpoint.
+    page = flower.get(
+        "/tasks/datatable",
+        **{
+            "draw": 1,
+            "start": 0,
+            "length": 15,
+            "search[value]": "acme-labs",
+            "order[0][column]": 0,
+            "columns[0][data]": "received",
+            "order[0][dir]": "desc",
+        },
+    ).json()
+    assert [row["uuid"] for row in page["data"]] == [acme.id]
+
+
+def test_the_sweep_runs_but_flower_lists_no_sweep(
+    stack: Stack, start_genq: Callable[..., GenqProcess], fake_runtime: FakeRuntime
+) -> None:
+    flower = Flower(stack, start_genq)  # watching from the start: it would see every task
+    fake_runtime.configure(tokens=[f"t{i} " for i in range(40)], token_delay_seconds=0.25)
+    doomed = stack.worker("--lanes", "interactive", name="doomed")
+    stack.ops_worker()
+    stack.beat()
+    client = stack.client()
+    lapsed = client.submit(CHAT).id
+    assert eventually(lambda: client.get(lapsed).status is JobStatus.RUNNING, timeout=20)
+    doomed.kill()  # no hand-back, and the broker would redeliver only after hours
+    fake_runtime.configure(token_delay_seconds=0.0)
+    stack.worker("--lanes", "interactive", name="survivor")
+    assert client.wait(lapsed, timeout=30).status is JobStatus.SUCCEEDED
+    [recovered_by_node] = recovered_by(client.store, lapsed)  # the sweep requeued it
+    # A later sweep: a job on a lane nobody serves expires once its deadline passes.
+    deadline = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    overdue = client.submit({**CHAT, "lane": "batch", "deadline": deadline}).id
+    assert eventually(lambda: client.get(overdue).status is JobStatus.EXPIRED, timeout=15)
+
+    flower.wait_for_task(lapsed, "SUCCESS")  # Flower has caught up with the workers' events
+    names = {task["name"] for task in flower.get("/api/tasks").json().values()}
+    assert names == {"genq.generate"}
+    assert flower.get("/api/task/types").json()["task-types"] == ["genq.generate"]
+    assert recovered_by_node.startswith("beat-")  # swept by beat itself, not by a task
 
 
 def _tasks_page(flower: Flower, name: str) -> str:
