@@ -97,14 +97,13 @@ def requeue(
     app = create_app(settings)
     operator = f"cli:{getpass.getuser()}"
     targets = _targets(ids, all_, store)
-    failures = 0
+    failures: list[GenqError] = []
     for ident in targets:
         try:
             typer.echo(json.dumps(dlq.requeue(app, store, settings, ident, operator=operator)))
         except GenqError as exc:
-            failures += 1
-            typer.echo(json.dumps(exc.to_body()), err=True)
-    _summary(len(targets) - failures, "requeued", failures)
+            failures.append(exc)
+    _summary(len(targets), "requeued", failures)
 
 
 @dlq_app.command("purge")
@@ -118,17 +117,21 @@ def purge(
     store = _store(settings)
     app = create_app(settings)
     targets = _targets(ids, all_, store)
-    failures = 0
+    failures: list[GenqError] = []
     for ident in targets:
         try:
             typer.echo(json.dumps(dlq.purge(app, store, ident)))
         except GenqError as exc:
-            failures += 1
-            typer.echo(json.dumps(exc.to_body()), err=True)
-    _summary(len(targets) - failures, "purged", failures)
+            failures.append(exc)
+    _summary(len(targets), "purged", failures)
 
 
-def _summary(done: int, verb: str, failures: int) -> NoReturn:
-    """One closing line on stderr (stdout keeps one JSON object per dead letter), then exit."""
-    typer.echo(f"{done} {verb}" + (f", {failures} failed" if failures else ""), err=True)
+def _summary(attempted: int, verb: str, failures: list[GenqError]) -> NoReturn:
+    """Say how many were done ("0 requeued" too) on stderr, stdout keeping one JSON object per
+    dead letter; then each failure in the stable error shape, the last line as with any
+    failed command; then exit."""
+    failed = f", {len(failures)} failed" if failures else ""
+    typer.echo(f"{attempted - len(failures)} {verb}{failed}", err=True)
+    for exc in failures:
+        typer.echo(json.dumps(exc.to_body()), err=True)
     raise typer.Exit(1 if failures else 0)
