@@ -17,7 +17,7 @@ from typing import Any, cast
 import redis
 
 from genq import constants as c
-from genq.keys import stream_key
+from genq.redis_keys import stream_key
 from schemas import BrokerUnavailable
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, delete, select, update
 
 from genq import constants as c
 from genq.dispatch import send_record
-from genq.keys import stream_key
+from genq.redis_keys import stream_key
 from genq.settings import Settings
 from genq.store import JobStore, utcnow
 from genq.store.tables import dead_letters, jobs

@@ -9,7 +9,7 @@ from celery import Celery
 
 from genq import constants as c
 from genq.effects import settle_effects
-from genq.keys import cancel_key
+from genq.redis_keys import cancel_key
 from genq.settings import Settings
 from genq.store import JobStore
 from schemas import JobRecord, JobStatus, NotFound

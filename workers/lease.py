@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import redis
 
 from genq import constants as c
-from genq.keys import cancel_key
+from genq.redis_keys import cancel_key
 from genq.store import JobStore
 
 log = logging.getLogger(__name__)

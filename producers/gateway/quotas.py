@@ -12,7 +12,7 @@ import redis
 import redis.asyncio as aioredis
 
 from genq import constants as c
-from genq.keys import rate_key
+from genq.redis_keys import rate_key
 from genq.store import JobStore
 from schemas import RateLimited
 from schemas.errors import ErrorCode

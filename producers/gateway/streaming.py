@@ -21,7 +21,7 @@ from sse_starlette import ServerSentEvent
 
 from genq import constants as c
 from genq.chunks import Chunk, block_slice_ms, decode_entry
-from genq.keys import stream_key
+from genq.redis_keys import stream_key
 from genq.store import utcnow
 from producers.gateway.errors import redis_errors
 from producers.gateway.state import Gateway

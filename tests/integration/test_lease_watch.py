@@ -8,7 +8,7 @@ import pytest
 import redis
 from sqlalchemy import update
 
-from genq.keys import cancel_key
+from genq.redis_keys import cancel_key
 from genq.store import JobStore, build_engine
 from genq.store.tables import jobs
 from tests.integration.conftest import Stack
