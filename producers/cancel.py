@@ -8,7 +8,7 @@ import redis
 from celery import Celery
 
 from genq import constants as c
-from genq.effects import settle_effects
+from genq.outbox import Outbox, Settler
 from genq.redis_keys import cancel_key
 from genq.settings import Settings
 from genq.store import JobStore
@@ -39,14 +39,15 @@ def cancel_job(
         return CancelOutcome(record, f"already_{record.status.value}")
     store.request_cancel(job_id)
     client.set(cancel_key(job_id), "1", ex=c.CANCEL_FLAG_TTL_SECONDS)
-    cancelled = store.transition(
+    cancelled = Outbox(app, store, client, settings).settle(
         job_id,
         JobStatus.CANCELLED,
+        by=Settler.ANYONE,
+        worker=None,
         reason="cancelled while queued",
         only_from=frozenset({JobStatus.QUEUED}),
     )
     if cancelled is not None:
-        settle_effects(app, store, client, settings, cancelled)
         return CancelOutcome(cancelled, "cancelled")
     current = store.get(job_id, tenant)
     assert current is not None

@@ -12,7 +12,7 @@ from kombu import Connection
 from genq import constants as c
 from genq.chunks import Chunk, follow, last_chunk, read_chunks
 from genq.migrate import upgrade_database
-from genq.replies import reply_queue
+from genq.outbox import reply_queue
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
 from producers.cancel import CancelOutcome, cancel_job

@@ -14,12 +14,12 @@ from celery import Celery
 from sqlalchemy.exc import SQLAlchemyError
 
 from genq import constants as c
+from genq.outbox import dispatch_webhooks
 from genq.settings import Settings
 from genq.store import JobStore, StoreUnavailable, utcnow, webhook_log
 from genq.store import webhook_endpoints as endpoints
-from genq.store.effects import WEBHOOK_EVENT_TYPES
+from genq.store.outbox import WEBHOOK_EVENT_TYPES
 from genq.store.webhook_deliveries import STATUS_FILTERS
-from genq.webhooks_dispatch import dispatch_pending_deliveries
 from schemas import InvalidRequest, NotFound
 from workers.webhooks.signing import generate_secret, is_valid_secret, rotate
 from workers.webhooks.ssrf import check_webhook_url
@@ -186,5 +186,5 @@ def redeliver(app: Celery, store: JobStore, event_id: str, tenant: str | None = 
     if due is None:
         raise NotFound(f"no webhook event {event_id}")
     if due:
-        dispatch_pending_deliveries(app, store, event_id=event_id)
+        dispatch_webhooks(app, store, event_id=event_id)
     return due

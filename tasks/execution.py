@@ -15,6 +15,7 @@ from typing import cast
 from genq.chunks import ChunkWriter
 from genq.dispatch import send_record
 from genq.logs import bind_job_context
+from genq.outbox import Settler
 from genq.store import utcnow
 from schemas import (
     ErrorCode,
@@ -28,7 +29,7 @@ from schemas import (
     Usage,
 )
 from schemas.validation import parse
-from tasks.effects import after_terminal, dead_letter
+from tasks.dead_letter import dead_letter_job, dead_letter_message
 from tasks.retry_policy import Outcome, decide
 from workers.context import WorkerContext
 from workers.lease import Lease
@@ -58,7 +59,7 @@ class Generation:
 def run_job(ctx: WorkerContext, job_id: object) -> str:
     """Run one delivery of ``job_id``; returns what happened, for logs and tests."""
     if not isinstance(job_id, str) or not _is_uuid(job_id):
-        dead_letter(ctx, None, reason="undecodable", message=f"job id {job_id!r} is not a UUID")
+        dead_letter_message(ctx, reason="undecodable", message=f"job id {job_id!r} is not a UUID")
         return "undecodable"
     record = ctx.store.start(job_id, ctx.worker_id, ctx.settings.lease_seconds)
     if record is not None:
@@ -69,12 +70,14 @@ def run_job(ctx: WorkerContext, job_id: object) -> str:
 def _not_started(ctx: WorkerContext, job_id: str) -> str:
     routing = ctx.store.routing(job_id)
     if routing is None:
-        dead_letter(ctx, None, reason="unknown_job", message=f"job {job_id} is not in the store")
+        dead_letter_message(ctx, reason="unknown_job", message=f"job {job_id} is not in the store")
         return "unknown"
     if routing["status"] != JobStatus.QUEUED.value:
         return f"skipped:{routing['status']}"  # duplicate or late redelivery: harmless
     if routing["cancel_requested"]:
-        _settle(ctx, job_id, JobStatus.CANCELLED, reason="cancelled before start")
+        _settle(
+            ctx, job_id, JobStatus.CANCELLED, by=Settler.ANYONE, reason="cancelled before start"
+        )
         return "cancelled"
     deadline = routing["deadline"]
     if deadline is not None and deadline <= utcnow():
@@ -82,6 +85,7 @@ def _not_started(ctx: WorkerContext, job_id: str) -> str:
             ctx,
             job_id,
             JobStatus.EXPIRED,
+            by=Settler.ANYONE,
             reason="deadline passed before start",
             error=ErrorInfo(
                 code=ErrorCode.EXPIRED, message="the job's deadline passed before it could start"
@@ -122,6 +126,7 @@ def _attempt(ctx: WorkerContext, record: JobRecord) -> str:
             ctx,
             record.id,
             JobStatus.CANCELLED,
+            by=Settler.LEASE_HOLDER,
             reason="cancelled while running",
             result={"text": generation.text, "finish_reason": "cancelled"},
             usage=_usage(generation),
@@ -133,6 +138,7 @@ def _attempt(ctx: WorkerContext, record: JobRecord) -> str:
         ctx,
         record.id,
         JobStatus.SUCCEEDED,
+        by=Settler.LEASE_HOLDER,
         reason="completed",
         result={"text": generation.text, "finish_reason": generation.finish_reason},
         usage=_usage(generation),
@@ -180,6 +186,7 @@ def _embed(ctx: WorkerContext, record: JobRecord, request: JobRequest, writer: C
         ctx,
         record.id,
         JobStatus.SUCCEEDED,
+        by=Settler.LEASE_HOLDER,
         reason="completed",
         result={"embeddings": embeddings.vectors, "finish_reason": "stop"},
         usage=embeddings.usage.model_dump(),
@@ -219,6 +226,7 @@ def _handle_error(
             ctx,
             record.id,
             JobStatus.FAILED,
+            by=Settler.LEASE_HOLDER,
             reason=f"permanent error: {exc.code}",
             error=info,
             writer=writer,
@@ -232,11 +240,11 @@ def _handle_error(
             ),
             retryable=True,
         )
-        dead_letter(
+        dead_letter_job(
             ctx,
             record.id,
+            by=Settler.LEASE_HOLDER,
             reason="retries_exhausted",
-            message=exhausted.message,
             error=exhausted,
             writer=writer,
         )
@@ -266,6 +274,7 @@ def _settle(
     job_id: str,
     target: JobStatus,
     *,
+    by: Settler,
     reason: str,
     result: dict[str, object] | None = None,
     usage: dict[str, int] | None = None,
@@ -283,13 +292,10 @@ def _settle(
     if error is not None:
         values["error"] = error.model_dump(mode="json")
     # A running job is settled only by the worker holding it; a queued one by whoever wins.
-    only_worker = ctx.worker_id if writer is not None else None
-    record = ctx.store.transition(
-        job_id, target, worker=ctx.worker_id, reason=reason, values=values, only_worker=only_worker
+    # Losing (recovery, cancel, a duplicate delivery) leaves the publishing to the winner.
+    ctx.outbox.settle(
+        job_id, target, by=by, worker=ctx.worker_id, reason=reason, values=values, writer=writer
     )
-    if record is None:
-        return  # someone else settled it (recovery, cancel): their effects, not ours
-    after_terminal(ctx, record, writer)
 
 
 def _is_uuid(value: str) -> bool:

@@ -13,13 +13,12 @@ from datetime import datetime, timedelta
 from genq.constants import QUARANTINE_KEY
 from genq.dead_letters import remove_from_broker
 from genq.dispatch import send_job, send_record
-from genq.replies import flush_replies
+from genq.outbox import Settler, dispatch_webhooks, publish_replies
 from genq.retention import purge_expired
 from genq.store import utcnow
 from genq.store.tables import jobs
-from genq.webhooks_dispatch import dispatch_pending_deliveries
 from schemas import ErrorCode, ErrorInfo, JobKind, JobStatus
-from tasks.effects import after_terminal, dead_letter
+from tasks.dead_letter import dead_letter_job, dead_letter_message
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -52,10 +51,11 @@ def run_sweep(ctx: WorkerContext, now: datetime | None = None) -> SweepReport:
     )
     if letters:
         remove_from_broker(ctx.app, set(letters))
-    report.replies = flush_replies(
-        ctx.app, ctx.store, claim_seconds=ctx.settings.reply_claim_seconds
+    # What a dead publisher left in the outbox, and webhook retries that fell due.
+    report.replies = publish_replies(
+        ctx.app, ctx.store, claim_seconds=ctx.settings.reply_claim_seconds, now=now
     )
-    report.webhooks = dispatch_pending_deliveries(ctx.app, ctx.store, now=now)
+    report.webhooks = dispatch_webhooks(ctx.app, ctx.store, now=now)
     if report.recovered or report.crash_dead_lettered or report.redispatched or report.expired:
         log.info("sweep: %s", report)
     return report
@@ -77,11 +77,11 @@ def _recover_lapsed(ctx: WorkerContext, now: datetime, report: SweepReport) -> N
                 f"the job's worker stopped {crashes} times while running it "
                 f"(last {job['worker_id']}); dead-lettered so it cannot crash-loop the fleet"
             )
-            dead_letter(
+            dead_letter_job(
                 ctx,
                 job["id"],
+                by=Settler.ANYONE,  # the lease lapsed: the CAS re-checks that, not a worker
                 reason="worker_crashed",
-                message=message,
                 error=ErrorInfo(code=ErrorCode.WORKER_CRASHED, message=message),
                 extra_where=still_lapsed,
                 values={"crashes": crashes},
@@ -135,9 +135,8 @@ def _dead_letter_quarantine(ctx: WorkerContext, limit: int = 100) -> int:
         if not isinstance(raw, bytes):
             break
         try:
-            dead_letter(
+            dead_letter_message(
                 ctx,
-                None,
                 reason="undecodable",
                 message="a broker item that is not a message envelope (not JSON)",
                 raw_body=raw,
@@ -154,14 +153,14 @@ def _expire_overdue(ctx: WorkerContext, now: datetime, report: SweepReport) -> N
         code=ErrorCode.EXPIRED, message="the job's deadline passed before it could start"
     )
     for job_id in ctx.store.overdue_queued(now):
-        record = ctx.store.transition(
+        record = ctx.outbox.settle(
             job_id,
             JobStatus.EXPIRED,
+            by=Settler.ANYONE,
             worker=ctx.worker_id,
             reason="deadline passed while queued",
             only_from=frozenset({JobStatus.QUEUED}),
             values={"error": error.model_dump(mode="json")},
         )
         if record is not None:
-            after_terminal(ctx, record, None)
             report.expired += 1

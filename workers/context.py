@@ -11,6 +11,7 @@ import httpx
 import redis
 from celery import Celery
 
+from genq.outbox import Outbox
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
 from workers.lease import LeaseWatch
@@ -42,6 +43,11 @@ class WorkerContext:
     worker_id: str
     pid: int
     leases: LeaseWatch
+
+    @property
+    def outbox(self) -> Outbox:
+        """Settles this process's jobs and publishes what their transitions wrote."""
+        return Outbox(self.app, self.store, self.redis, self.settings)
 
     def close(self) -> None:
         self.leases.close()

@@ -29,10 +29,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from genq.constants import REDISPATCH_AFTER_SECONDS
-from genq.store.effects import record_terminal_effects
 from genq.store.engine import reader
+from genq.store.outbox import write_outbox
 from genq.store.records import history_entry, job_record, job_record_from_values
-from genq.store.tables import job_history, jobs, reply_outbox
+from genq.store.tables import job_history, jobs
 from schemas import (
     TERMINAL_STATES,
     Conflict,
@@ -276,13 +276,12 @@ class JobStore:
                 also(conn, record)
             if target in TERMINAL_STATES:
                 m = row._mapping
-                record._webhook_deliveries = record_terminal_effects(
+                record._webhook_deliveries = write_outbox(
                     conn,
                     record,
                     reply_to=m["reply_to"],
                     webhook_url=m["webhook_url"],
                     webhook_secret=m["webhook_secret"],
-                    default_secret=self.default_webhook_secret,
                     now=now,
                 )
         return record
@@ -384,45 +383,6 @@ class JobStore:
                 .limit(limit)
             ).all()
         return [r[0] for r in rows]
-
-    # -- reply outbox --------------------------------------------------------------------
-    def pending_replies(
-        self, limit: int = 100, job_id: str | None = None, older_than: datetime | None = None
-    ) -> list[dict[str, Any]]:
-        query = select(reply_outbox).where(reply_outbox.c.published_at.is_(None))
-        if job_id is not None:
-            query = query.where(reply_outbox.c.job_id == job_id)
-        if older_than is not None:
-            query = query.where(reply_outbox.c.created_at < older_than)
-        with self.reads.connect() as conn:
-            rows = conn.execute(query.order_by(reply_outbox.c.id).limit(limit)).all()
-        return [dict(r._mapping) for r in rows]
-
-    def claim_reply(self, outbox_id: int, stale_after_seconds: float) -> bool:
-        """Claim an unpublished reply for publishing (CAS); a stale claim can be taken over."""
-        now = utcnow()
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(reply_outbox)
-                .where(
-                    reply_outbox.c.id == outbox_id,
-                    reply_outbox.c.published_at.is_(None),
-                    or_(
-                        reply_outbox.c.claimed_at.is_(None),
-                        reply_outbox.c.claimed_at < now - timedelta(seconds=stale_after_seconds),
-                    ),
-                )
-                .values(claimed_at=now)
-            )
-        return result.rowcount == 1
-
-    def mark_reply_published(self, outbox_id: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(reply_outbox)
-                .where(reply_outbox.c.id == outbox_id)
-                .values(published_at=utcnow())
-            )
 
     # Last in the class: a method named ``list`` shadows the builtin in annotations after it.
     def list(

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from genq.migrate import upgrade_database
-from genq.store import JobStore, NewJob, build_engine
+from genq.store import JobStore, NewJob, build_engine, utcnow
+from genq.store.outbox import claim_replies
 from schemas import Conflict, InvalidRequest, JobRequest, JobStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -72,7 +73,7 @@ def test_terminal_transition_happens_once_with_one_reply(store: JobStore) -> Non
             )
         )
     assert sum(d is not None for d in done) == 1
-    assert len(store.pending_replies(job_id=record.id)) == 1
+    assert len(claim_replies(store.engine, utcnow(), claim_seconds=30, job_id=record.id)) == 1
     history = store.get(record.id, history=True).history or []  # type: ignore[union-attr]
     assert [h.to_status for h in history] == [
         JobStatus.QUEUED,

@@ -15,12 +15,12 @@ from sqlalchemy import update
 
 from genq import constants as c
 from genq.migrate import upgrade_database
+from genq.outbox import dispatch_webhooks
 from genq.settings import Settings
 from genq.store import JobStore, NewJob, build_engine, utcnow
 from genq.store.tables import webhook_deliveries
 from genq.store.webhook_deliveries import claim_delivery
 from genq.store.webhook_log import list_deliveries
-from genq.webhooks_dispatch import dispatch_pending_deliveries
 from schemas import JobRequest, JobStatus
 from workers.app import create_app
 
@@ -74,13 +74,13 @@ def test_a_delivery_is_dispatched_once_until_its_lease_lapses(
     app: Celery, store: JobStore, redis_url: str
 ) -> None:
     jobs = finished_jobs(store, 3)
-    assert dispatch_pending_deliveries(app, store, job_id=jobs[0]) == 1  # the worker's own
-    assert dispatch_pending_deliveries(app, store) == 2  # the sweep: only the other two
-    assert dispatch_pending_deliveries(app, store) == 0  # a second sweep: nothing
+    assert dispatch_webhooks(app, store, job_id=jobs[0]) == 1  # the worker's own
+    assert dispatch_webhooks(app, store) == 2  # the sweep: only the other two
+    assert dispatch_webhooks(app, store) == 0  # a second sweep: nothing
     assert queued(redis_url) == 3
     # A message lost with a dead broker: re-sent once the dispatch lease has passed.
     later = utcnow() + timedelta(seconds=c.WEBHOOK_DISPATCH_LEASE_SECONDS + 1)
-    assert dispatch_pending_deliveries(app, store, now=later) == 3
+    assert dispatch_webhooks(app, store, now=later) == 3
     assert queued(redis_url) == 6
 
 
@@ -89,14 +89,14 @@ def test_a_claim_that_lapses_is_dispatched_again(
 ) -> None:
     [job_id] = finished_jobs(store, 1)
     [delivery] = list_deliveries(store.engine, job_id=job_id)
-    assert dispatch_pending_deliveries(app, store) == 1
+    assert dispatch_webhooks(app, store) == 1
     now = utcnow()
     claim = claim_delivery(store.engine, delivery.id, now, lease_seconds=5)
     assert claim is not None and claim.attempt == 1
     assert claim_delivery(store.engine, delivery.id, now, lease_seconds=5) is None
     # The worker died mid-attempt: nothing happens during the lease, then it is sent again.
-    assert dispatch_pending_deliveries(app, store, now=now + timedelta(seconds=4)) == 0
-    assert dispatch_pending_deliveries(app, store, now=now + timedelta(seconds=6)) == 1
+    assert dispatch_webhooks(app, store, now=now + timedelta(seconds=4)) == 0
+    assert dispatch_webhooks(app, store, now=now + timedelta(seconds=6)) == 1
     retry = claim_delivery(store.engine, delivery.id, now + timedelta(seconds=6), 5)
     assert retry is not None and retry.attempt == 2
 
@@ -107,6 +107,6 @@ def test_only_due_deliveries_are_dispatched(app: Celery, store: JobStore, redis_
         conn.execute(
             update(webhook_deliveries).values(next_attempt_at=utcnow() + timedelta(seconds=60))
         )
-    assert dispatch_pending_deliveries(app, store) == 0
-    assert dispatch_pending_deliveries(app, store, now=utcnow() + timedelta(seconds=61)) == 1
+    assert dispatch_webhooks(app, store) == 0
+    assert dispatch_webhooks(app, store, now=utcnow() + timedelta(seconds=61)) == 1
     assert queued(redis_url) == 1
