@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
+from genq.cli.stack.plan import plan_stack
 from genq.settings import Settings
-from genq.stack_plan import plan_stack
 from schemas import JobStatus
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.integration.conftest import Stack

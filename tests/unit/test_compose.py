@@ -16,7 +16,7 @@ import pytest
 import typer
 import yaml  # type: ignore[import-untyped]
 
-from genq.cli import app as genq_app
+from genq.cli.main import app as genq_app
 from genq.settings import Settings
 from workers.flower import flower_argv
 

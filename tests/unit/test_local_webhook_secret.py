@@ -7,8 +7,8 @@ from pathlib import Path
 
 from standardwebhooks import Webhook
 
+from genq.cli.stack.plan import SECRETS_FILE, plan_stack
 from genq.settings import Settings
-from genq.stack_plan import SECRETS_FILE, plan_stack
 from workers.webhooks.signing import is_valid_secret
 
 ALL = {"worker", "beat", "gateway", "flower", "metrics", "runtime"}

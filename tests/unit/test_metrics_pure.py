@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from genq.cli.stats import histogram_quantile, stats_tables
 from genq.metrics import priority_list_key
 from genq.metrics_finished import job_timings
-from genq.stats import histogram_quantile, stats_tables
 
 
 @pytest.mark.parametrize(

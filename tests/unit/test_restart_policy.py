@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from genq.restart_policy import (
+from genq.cli.stack.restart_policy import (
     RestartPolicy,
     crash_streak,
     crashes_within,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from genq.stack_console import console_line
+from genq.cli.stack.console import console_line
 
 
 def _json(level: str, event: str, **extra: object) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from genq.cli.stack.plan import plan_stack
 from genq.settings import Settings
-from genq.stack_plan import plan_stack
 
 ALL = {"worker", "beat", "runtime", "gateway", "flower", "metrics"}
 

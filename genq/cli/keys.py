@@ -1,4 +1,4 @@
-"""``genq gateway`` (serve the HTTP API) and ``genq keys create|list|revoke`` (its API keys)."""
+"""``genq keys create|list|revoke``: the HTTP gateway's API keys."""
 
 from __future__ import annotations
 
@@ -7,42 +7,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from genq.cli.failure import fail
 from genq.settings import Settings
 from schemas import GenqError
 
 if TYPE_CHECKING:
     from producers.api_keys import ApiKey, ApiKeyStore
 
+__all__ = ["keys_app"]
+
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for the HTTP gateway.")
-
-
-def gateway(
-    host: Annotated[str | None, typer.Option(help="default: GENQ_GATEWAY_HOST")] = None,
-    port: Annotated[int | None, typer.Option(help="default: GENQ_GATEWAY_PORT")] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="processes; default GENQ_GATEWAY_WORKERS")
-    ] = None,
-    access_log: Annotated[bool, typer.Option(help="log every request")] = False,
-) -> None:
-    """Serve the HTTP gateway (submit, poll, wait, stream, cancel) with uvicorn."""
-    import uvicorn
-
-    from genq.logs import configure_logging
-
-    settings = Settings()
-    configure_logging(settings)
-    uvicorn.run(
-        "producers.gateway.app:gateway_from_environment",
-        factory=True,
-        workers=workers or settings.gateway_workers,
-        host=host or settings.gateway_host,
-        port=settings.gateway_port if port is None else port,
-        log_level=settings.log_level.lower(),
-        access_log=access_log,
-        log_config=None,  # keep genq's logging set-up
-        server_header=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-    )
 
 
 def _key_store() -> ApiKeyStore:
@@ -52,11 +26,6 @@ def _key_store() -> ApiKeyStore:
     engine = build_engine(Settings().store_url)
     create_schema(engine)
     return ApiKeyStore(engine)
-
-
-def _fail(exc: GenqError) -> None:
-    typer.echo(json.dumps(exc.to_body()), err=True)
-    raise typer.Exit(2 if exc.code.value == "invalid_request" else 1)
 
 
 def _key_json(key: ApiKey) -> dict[str, Any]:
@@ -81,8 +50,7 @@ def create_key(
     try:
         key, plaintext = _key_store().create(tenant, admin=admin, name=name)
     except GenqError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     typer.echo(plaintext)
     typer.echo(
         f"key id {key.id} for tenant {key.tenant}{' (admin)' if key.admin else ''}; "
@@ -103,12 +71,5 @@ def revoke_key(key_id: str) -> None:
     try:
         key = _key_store().revoke(key_id)
     except GenqError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     typer.echo(json.dumps(_key_json(key)))
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``gateway`` and ``keys`` to the ``genq`` command."""
-    app.command("gateway")(gateway)
-    app.add_typer(keys_app, name="keys")

@@ -1,7 +1,7 @@
 """A small process supervisor for ``genq up``: restart what crashes, stop everything in order.
 
 Each component runs in its own process group (its pool children with it), its output written
-line by line to ``<log dir>/<name>.log`` and, filtered (:mod:`genq.stack_console`), to the
+line by line to ``<log dir>/<name>.log`` and, filtered (:mod:`genq.cli.stack.console`), to the
 console. A component that exits unasked has its whole group killed (no orphaned pool
 children) and is started again after the restart policy's delay, or given up on after
 repeated crashes; the others keep running. A stop SIGTERMs every group but the last ones
@@ -27,9 +27,14 @@ from typing import IO
 import httpx
 import redis
 
-from genq.restart_policy import RestartPolicy, crashes_within, describe_exit, restart_delay
-from genq.stack_console import console_line, prefixed
-from genq.stack_plan import Component
+from genq.cli.stack.console import console_line, prefixed
+from genq.cli.stack.plan import Component
+from genq.cli.stack.restart_policy import (
+    RestartPolicy,
+    crashes_within,
+    describe_exit,
+    restart_delay,
+)
 
 __all__ = ["Supervisor"]
 

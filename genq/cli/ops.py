@@ -1,4 +1,4 @@
-"""Operator commands: ``genq up``, ``flower``, ``metrics``, ``stats`` and ``db upgrade|current``.
+"""Operator commands: ``genq up`` (the local stack), ``stats`` and ``db upgrade|current``.
 
 ``ops_app``'s commands join the top level of ``genq``; ``db_app`` is ``genq db``.
 """
@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from genq.cli.failure import fail
 from genq.settings import Settings
 from schemas import BrokerUnavailable, Conflict, GenqError
 
@@ -19,22 +20,14 @@ ops_app = typer.Typer()
 db_app = typer.Typer(no_args_is_help=True, help="The result store's schema (Alembic).")
 
 
-def genq_commands() -> set[str]:
+def genq_commands(ctx: typer.Context) -> set[str]:
     """The top-level `genq` subcommands that exist in this installation."""
-    from genq.cli import app
-
-    group = typer.main.get_command(app)
-    return set(getattr(group, "commands", {}))
-
-
-def _fail(exc: GenqError) -> None:
-    from genq.cli import fail
-
-    fail(exc)
+    return set(getattr(ctx.find_root().command, "commands", {}))
 
 
 @ops_app.command()
 def up(
+    ctx: typer.Context,
     demo: Annotated[bool, typer.Option(help="run the demonstration once everything is ready")] = (
         False
     ),
@@ -52,14 +45,14 @@ def up(
 
     Each component's output goes to ``<data dir>/logs/<name>.log``; a crashed one is restarted.
     """
-    from genq.demo import run_demo
-    from genq.stack import run_stack
+    from genq.cli.demo import run_demo
+    from genq.cli.stack.run import run_stack
     from genq.stack_file import read_running_stack
 
     settings = Settings()
     running = read_running_stack(settings.data_dir)
     if running is not None:  # its file would otherwise configure this one
-        _fail(
+        fail(
             Conflict(
                 f"genq up is already running for {settings.data_dir} (pid {running.pid}); "
                 "stop it first, or give this one another GENQ_DATA_DIR"
@@ -68,44 +61,25 @@ def up(
     try:
         code = run_stack(
             settings,
-            genq_commands(),
+            genq_commands(ctx),
             demo=run_demo if demo else None,
             exit_after=exit_after,
             verbose=verbose,
             output=sys.stdout,
         )
     except GenqError as exc:
-        _fail(exc)
+        fail(exc)
     raise typer.Exit(code)
-
-
-@ops_app.command()
-def flower() -> None:
-    """Run Flower (task monitor) against genq's broker; basic auth from GENQ_FLOWER_BASIC_AUTH."""
-    from workers.flower import run_flower
-
-    try:
-        run_flower(Settings())
-    except GenqError as exc:
-        _fail(exc)
-
-
-@ops_app.command()
-def metrics() -> None:
-    """Serve Prometheus metrics on GENQ_METRICS_HOST:GENQ_METRICS_PORT at /metrics."""
-    from genq.exporter import serve_metrics
-
-    serve_metrics(Settings())
 
 
 @ops_app.command()
 def stats() -> None:
     """Print queue depth, jobs, timings and recorded outcomes as tables."""
-    from genq.broker_check import require_broker
+    from genq.cli.broker_check import require_broker
+    from genq.cli.stats import print_stats
     from genq.logs import redact_text
     from genq.metrics import build_registry, metric_samples
     from genq.migrate import upgrade_database
-    from genq.stats import print_stats
     from genq.store import StoreUnavailable
 
     settings = Settings()
@@ -113,7 +87,7 @@ def stats() -> None:
         require_broker(settings)
         upgrade_database(settings.store_url)  # says why the store cannot be read, if it cannot
     except GenqError as exc:
-        _fail(exc)
+        fail(exc)
     registry, collector = build_registry(settings)
     try:
         samples = list(metric_samples(registry))
@@ -123,9 +97,9 @@ def stats() -> None:
         labels["component"] for name, labels, v in samples if name == "genq_component_up" and not v
     }
     if "broker" in down:
-        _fail(BrokerUnavailable(f"cannot read the broker at {redact_text(settings.redis_url)}"))
+        fail(BrokerUnavailable(f"cannot read the broker at {redact_text(settings.redis_url)}"))
     if "store" in down:
-        _fail(StoreUnavailable(f"cannot read the result store {redact_text(settings.store_url)}"))
+        fail(StoreUnavailable(f"cannot read the result store {redact_text(settings.store_url)}"))
     print_stats(samples)
 
 
@@ -138,7 +112,7 @@ def db_upgrade() -> None:
     try:
         revision = upgrade_database(settings.store_url)
     except GenqError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(f"result store at revision {revision} (head)")
 
 
@@ -151,7 +125,7 @@ def db_current() -> None:
     try:
         current = current_revision(settings.store_url)
     except GenqError as exc:
-        _fail(exc)
+        fail(exc)
     head = head_revision()
     state = "up to date" if current == head else "needs `genq db upgrade`"
     typer.echo(f"current {current or 'none'}; head {head}; {state}")

@@ -1,7 +1,7 @@
 """What ``genq up`` runs: the components, their ports, environment and commands. No processes.
 
-The plan is plain data so it can be printed and tested on its own; :mod:`genq.stack` runs it
-under :class:`genq.supervisor.Supervisor`.
+The plan is plain data so it can be printed and tested on its own; :mod:`~genq.cli.stack.run`
+runs it under the :class:`~genq.cli.stack.supervisor.Supervisor`.
 """
 
 from __future__ import annotations

@@ -7,14 +7,15 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
 from genq import constants as c
+from genq.cli.failure import fail
+from genq.cli.tables import id_table, print_table
 from genq.settings import Settings
 from genq.store import JobStore
-from producers.cli_tables import id_table, print_table
 from schemas import GenqError
 
 webhooks_app = typer.Typer(
@@ -26,11 +27,6 @@ webhooks_app.add_typer(endpoints_app, name="endpoints")
 JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
 
-def _fail(exc: GenqError) -> NoReturn:
-    typer.echo(json.dumps(exc.to_body()), err=True)
-    raise typer.Exit(2 if exc.code.value in ("invalid_request", "webhook_url_refused") else 1)
-
-
 @contextmanager
 def _store(settings: Settings) -> Iterator[JobStore]:
     from genq.migrate import upgrade_database
@@ -39,12 +35,12 @@ def _store(settings: Settings) -> Iterator[JobStore]:
     try:
         upgrade_database(settings.store_url)
     except GenqError as exc:
-        _fail(exc)
+        fail(exc)
     store = JobStore(build_engine(settings.store_url))
     try:
         yield store
     except GenqError as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         store.engine.dispose()
 

@@ -1,10 +1,11 @@
 """``genq up``: the whole stack on loopback, supervised, until Ctrl-C.
 
-The plan (:mod:`genq.stack_plan`) says what runs; :class:`genq.supervisor.Supervisor` runs it,
-restarting a component that crashes and stopping everything in order on Ctrl-C / SIGTERM. A
-helper thread waits until each component is ready, prints the URLs and the next commands to
-type, runs the demonstration and, with ``--exit``, stops the stack. While it runs,
-``<data dir>/run/stack.json`` tells `genq` commands in other shells where it is.
+The plan (:mod:`~genq.cli.stack.plan`) says what runs; the
+:class:`~genq.cli.stack.supervisor.Supervisor` runs it, restarting a component that crashes
+and stopping everything in order on Ctrl-C / SIGTERM. A helper thread waits until each
+component is ready, prints the URLs and the next commands to type, runs the demonstration
+and, with ``--exit``, stops the stack. While it runs, ``<data dir>/run/stack.json`` tells
+`genq` commands in other shells where it is.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-from genq.demo import DEMO_ENV
+from genq.cli.demo import DEMO_ENV
+from genq.cli.stack.plan import Component, StackPlan, plan_stack
+from genq.cli.stack.supervisor import Supervisor
 from genq.migrate import upgrade_database
 from genq.settings import Settings
 from genq.stack_file import remove_stack_file, write_stack_file
-from genq.stack_plan import Component, StackPlan, plan_stack
-from genq.supervisor import Supervisor
 from schemas.errors import PermanentError
 
 __all__ = ["Demo", "StackOutcome", "next_commands", "run_stack"]

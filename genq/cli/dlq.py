@@ -9,11 +9,12 @@ from typing import Annotated, NoReturn
 import typer
 
 from genq import dead_letters as dlq
-from genq.broker_check import require_broker
+from genq.cli.broker_check import require_broker
+from genq.cli.failure import EXIT_FAILED, EXIT_OK, fail
+from genq.cli.tables import id_table, print_table
 from genq.migrate import upgrade_database
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
-from producers.cli_tables import id_table, print_table
 from schemas import GenqError, InvalidRequest
 from workers.app import create_app
 
@@ -25,26 +26,21 @@ def _store(settings: Settings) -> JobStore:
     return JobStore(build_engine(settings.store_url))
 
 
-def _fail(exc: GenqError) -> None:
-    typer.echo(json.dumps(exc.to_body()), err=True)
-    raise typer.Exit(2 if exc.code.value == "invalid_request" else 1)
-
-
 def _reachable(settings: Settings) -> None:
     """Requeue and purge need the broker: say so at once if it does not answer."""
     try:
         require_broker(settings)
     except GenqError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _targets(ids: list[str] | None, all_: bool, store: JobStore) -> list[str]:
     if all_ and ids:
-        _fail(InvalidRequest("give dead-letter ids or --all, not both"))
+        fail(InvalidRequest("give dead-letter ids or --all, not both"))
     if all_:
         return [d.id for d in dlq.list_dead_letters(store, limit=100_000)]
     if not ids:
-        _fail(InvalidRequest("give one or more dead-letter (or job) ids, or --all"))
+        fail(InvalidRequest("give one or more dead-letter (or job) ids, or --all"))
     return list(ids or [])
 
 
@@ -80,8 +76,7 @@ def show(ident: str) -> None:
     try:
         letter = dlq.find_dead_letter(_store(Settings()), ident)
     except GenqError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     typer.echo(json.dumps(letter.summary(), indent=2))
 
 
@@ -134,4 +129,4 @@ def _summary(attempted: int, verb: str, failures: list[GenqError]) -> NoReturn:
     typer.echo(f"{attempted - len(failures)} {verb}{failed}", err=True)
     for exc in failures:
         typer.echo(json.dumps(exc.to_body()), err=True)
-    raise typer.Exit(1 if failures else 0)
+    raise typer.Exit(EXIT_FAILED if failures else EXIT_OK)
