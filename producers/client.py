@@ -10,6 +10,7 @@ import redis
 from kombu import Connection
 
 from genq import constants as c
+from genq.celery_app import create_app
 from genq.chunks import Chunk, follow, last_chunk, read_chunks
 from genq.migrate import upgrade_database
 from genq.outbox import reply_queue
@@ -21,7 +22,6 @@ from producers.webhooks import webhook_submit_check
 from schemas import JobRecord, JobRequest, NotFound
 from schemas.errors import ErrorCode, GenqError
 from schemas.validation import parse
-from workers.app import create_app
 
 
 class WaitTimeout(GenqError):

@@ -1,10 +1,10 @@
 """``genq flower``: Flower against genq's broker, with genq's own Celery configuration.
 
-Flower gets the same app as the workers, so it knows the queues and the priority steps, and
-shows each task under its job id. Its kwargs column shows ``{'job_id': …, 'tenant': …, 'lane':
-…, 'priority': …}`` (the message's ``kwargsrepr``, see ``genq.dispatch``), so Flower's search
-finds a tenant's jobs (``kwargs:tenant=acme``); no request body, prompt or secret travels in a
-task message.
+Flower gets genq's app, configured as the workers', so it knows the queues and the priority
+steps, and shows each task under its job id. Its kwargs column shows ``{'job_id': …,
+'tenant': …, 'lane': …, 'priority': …}`` (the message's ``kwargsrepr``, see
+``genq.dispatch``), so Flower's search finds a tenant's jobs (``kwargs:tenant=acme``); no
+request body, prompt or secret travels in a task message.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import ipaddress
 import os
 
+from genq.celery_app import create_app
 from genq.logs import configure_logging
 from genq.settings import Settings
 from schemas import InvalidRequest
-from workers.app import create_app
 
 __all__ = ["flower_argv", "run_flower"]
 
@@ -64,8 +64,8 @@ def run_flower(settings: Settings) -> None:
         os.environ[BASIC_AUTH_ENV] = settings.flower_basic_auth.get_secret_value()
     else:
         os.environ.pop(BASIC_AUTH_ENV, None)
-    app = create_app(settings)
     # Flower reads events and queue lengths; it consumes no task, so the stock Redis transport
-    # is enough, and Flower only measures queues on transports it knows by URL scheme.
-    app.conf.broker_transport = None
+    # (a producer's app) is enough, and Flower only measures queues on transports it knows by
+    # URL scheme.
+    app = create_app(settings)
     app.start(argv=argv)

@@ -33,7 +33,7 @@ from genq.settings import Settings
 from genq.store import JobStore, build_engine, utcnow
 from genq.store.tables import jobs
 from schemas import GenqError, JobStatus
-from workers.app import create_app
+from workers.app import create_worker_app
 from workers.beat import run_sweeps
 from workers.context import close_context
 
@@ -130,7 +130,7 @@ def run_worker(
     """Run a Celery worker in the foreground. Concurrency defaults to the runtime's slots."""
     configure_logging(settings)
     upgrade_database(settings.store_url)
-    app = create_app(settings)
+    app = create_worker_app(settings)
     if not any(q in {settings.queue_for(lane) for lane in settings.lanes} for q in queues):
         # Webhook/maintenance-only workers have no priorities to protect: let them prefetch.
         app.conf.worker_disable_prefetch = False
@@ -173,7 +173,7 @@ def run_beat(settings: Settings, *, loglevel: str | None = None) -> None:
     if loglevel:
         logging.getLogger().setLevel(loglevel.upper())
     upgrade_database(settings.store_url)
-    app = create_app(settings)
+    app = create_worker_app(settings)
     app.genq_node = f"beat-{os.getpid()}@{socket.gethostname()}"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()

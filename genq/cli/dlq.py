@@ -9,6 +9,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from genq import dead_letters as dlq
+from genq.celery_app import create_app
 from genq.cli.broker_check import require_broker
 from genq.cli.failure import EXIT_FAILED, EXIT_OK, fail
 from genq.cli.tables import id_table, print_table
@@ -16,7 +17,6 @@ from genq.migrate import upgrade_database
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
 from schemas import GenqError, InvalidRequest
-from workers.app import create_app
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter queue: list, show, requeue, purge.")
 

@@ -209,8 +209,8 @@ def attempts_cmd(delivery_id: str, as_json: JsonFlag = False) -> None:
 @webhooks_app.command("redeliver")
 def redeliver_cmd(event_id: str) -> None:
     """Send an event again to its endpoints (same webhook-id, so receivers can dedupe)."""
+    from genq.celery_app import create_app
     from producers.webhook_admin import redeliver
-    from workers.app import create_app
 
     settings = Settings()
     app = create_app(settings)

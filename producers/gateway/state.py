@@ -14,6 +14,7 @@ from fastapi import Request
 from redis import Redis as SyncRedis
 
 from genq import constants as c
+from genq.celery_app import create_app
 from genq.settings import Settings
 from genq.store import WalCheckpointer, build_engine, create_schema
 from producers.api_keys import ApiKeyStore
@@ -24,7 +25,6 @@ from producers.gateway.quotas import QueuedGauge, RateLimiter
 from producers.gateway.store_turns import TurnTakingStore
 from producers.submission import WebhookCheck
 from schemas import JobRecord, NotFound
-from workers.app import create_app
 from workers.runtimes import Runtime, build_runtime
 
 T = TypeVar("T")

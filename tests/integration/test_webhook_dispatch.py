@@ -14,6 +14,7 @@ from celery import Celery
 from sqlalchemy import update
 
 from genq import constants as c
+from genq.celery_app import create_app
 from genq.migrate import upgrade_database
 from genq.outbox import dispatch_webhooks
 from genq.settings import Settings
@@ -22,7 +23,6 @@ from genq.store.tables import webhook_deliveries
 from genq.store.webhook_deliveries import claim_delivery
 from genq.store.webhook_log import list_deliveries
 from schemas import JobRequest, JobStatus
-from workers.app import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
 from genq import constants as c
-from genq.deferred import DeferredWrites
+from workers.internals.deferred import DeferredWrites
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
     Stock kombu writes it (on delivery) and clears it (on ack) each in a MULTI/EXEC round
     trip that the worker's main process waits for: a third of its CPU, and two waits between
     one job and the next. genq sends the same two commands over one connection and reads
-    Redis's answers at the next send (see ``genq.deferred``). The record matters to recovery
-    only (a message unacked for longer than the visibility timeout, or restored at shutdown),
+    Redis's answers at the next send (see ``deferred``). The record matters to recovery only
+    (a message unacked for longer than the visibility timeout, or restored at shutdown),
     which settles what is in flight first. A write that could not be sent, was refused or lost
     its answer is done again kombu's way, which raises what kombu would raise.
     """

@@ -1,0 +1,108 @@
+"""The Celery app factory: every broker and worker setting genq relies on, in one place.
+
+Both sides build their app here, so they publish and consume under one contract (queues,
+priority steps, serializers, acks). The worker side adds what only a consumer needs: its
+transport and consumer (``workers.internals``) and its task modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from genq import constants as c
+from genq.settings import Settings
+from schemas.priority import PRIORITY_MAX, PRIORITY_STEPS
+
+
+def _queue(name: str) -> Queue:
+    # x-max-priority makes the same declaration work natively on RabbitMQ later.
+    return Queue(
+        name,
+        Exchange(name, type="direct"),
+        routing_key=name,
+        durable=True,
+        queue_arguments={"x-max-priority": PRIORITY_MAX + 1},
+    )
+
+
+def celery_config(
+    settings: Settings, *, transport: type | None = None, consumer: type | None = None
+) -> dict[str, Any]:
+    """The Celery configuration genq runs with (see DESIGN.md, Priority and Recovery).
+
+    ``transport`` replaces kombu's Redis transport and ``consumer`` Celery's consumer; None
+    keeps the stock ones (the URL's scheme picks the transport).
+    """
+    extra: dict[str, Any] = {}
+    if consumer is not None:
+        extra["worker_consumer"] = consumer
+    lane_queues = [_queue(settings.queue_for(lane)) for lane in settings.lanes]
+    return {
+        "broker_url": settings.redis_url,
+        "broker_transport": transport,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "priority_steps": PRIORITY_STEPS,
+            "sep": ":",
+            "queue_order_strategy": "priority",
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            # kombu sets none: an unreachable host would hold a publish for minutes.
+            "socket_connect_timeout": c.REDIS_CONNECT_TIMEOUT_SECONDS,
+        },
+        "broker_pool_limit": 10,
+        "task_queues": [*lane_queues, _queue(c.WEBHOOK_QUEUE), _queue(c.MAINTENANCE_QUEUE)],
+        "task_default_queue": settings.queue_for(settings.default_lane),
+        "task_default_priority": PRIORITY_MAX - 5,
+        "task_queue_max_priority": PRIORITY_MAX + 1,
+        "task_routes": {c.TASK_DELIVER_WEBHOOK: {"queue": c.WEBHOOK_QUEUE}},
+        # JSON only on the wire: no pickle anywhere.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # The store is the result backend of record; Celery keeps none.
+        "task_ignore_result": True,
+        "result_backend": None,
+        # Work waits in the broker, where priority can still reorder it.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_disable_prefetch": True,
+        "worker_max_tasks_per_child": None,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        # Flower needs task events.
+        "worker_send_task_events": True,
+        # No "task-sent" events: each costs the producer a second broker publish per job, and
+        # Flower shows a job from "received" on; the store is the record of queued jobs.
+        "task_send_sent_event": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # SIGTERM: stop taking work, let running jobs finish for the grace period, then the
+        # cold shutdown interrupts them and they are handed back (see tasks.execution).
+        "worker_soft_shutdown_timeout": settings.shutdown_grace_seconds,
+        # No beat_schedule: `genq beat` runs the sweep itself (workers/beat.py), so Flower's
+        # task list holds jobs and webhook deliveries, not a sweep row every few seconds.
+        **extra,
+    }
+
+
+def create_app(
+    settings: Settings,
+    *,
+    transport: type | None = None,
+    consumer: type | None = None,
+    task_modules: Sequence[ModuleType] = (),
+) -> Celery:
+    """A Celery app bound to ``settings``. A producer's app sends tasks by name and needs none
+    of the keyword arguments; a worker's passes its transport, consumer and task modules."""
+    include = [module.__name__ for module in task_modules]
+    app = Celery("genq", set_as_current=False, include=include)
+    app.conf.update(celery_config(settings, transport=transport, consumer=consumer))
+    app.genq_settings = settings
+    return app
