@@ -54,6 +54,8 @@ CONFIG_FIELDS = (
     "fail_next",
     "embedding_dim",
     "per_token_embeddings",
+    "stream_usage",
+    "context_tokens",
 )
 COUNTERS = (
     "requests_seen",
@@ -131,6 +133,12 @@ class FakeRuntime:
         self.fail_next: list[FaultSpec] = []
         self.embedding_dim = 8
         self.per_token_embeddings = True  # like llama-cpp-python's /v1/embeddings for Gemma 3
+        # OpenAI and vLLM send a usage chunk when asked (stream_options.include_usage);
+        # llama-cpp-python never does, and counts prompt tokens at /extras/tokenize/count.
+        self.stream_usage = True
+        # A prompt of at least this many tokens (words) is refused the way llama-cpp-python
+        # refuses one that does not fit its context window (400, context_length_exceeded).
+        self.context_tokens: int | None = None
         self.requests_seen = self.disconnects = self.tokens_sent = self.connections = 0
         self.streams_completed = self.streams_active = 0
         self.requests_by_path: Counter[str] = Counter()
@@ -269,14 +277,59 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class _SseFrames:
+def error_body(path: str, status: int, message: str) -> dict[str, Any]:
+    """The JSON error body of a failed answer, in the dialect of ``path``."""
+    if path.startswith("/api/"):
+        return {"error": message}
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+
+def unknown_model_body(path: str, model: str) -> dict[str, Any]:
+    """The 404 body for a model the runtime does not serve (Ollama's or OpenAI's words)."""
+    if path.startswith("/api/"):
+        return {"error": f'model "{model}" not found, try pulling it first'}
+    error = {"message": f"The model `{model}` does not exist", "code": "model_not_found"}
+    return {"error": error | {"type": "invalid_request_error", "param": None}}
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """The text a generation request asks about: its messages' contents, or its prompt."""
+    messages = body.get("messages") or []
+    return " ".join(str(m.get("content", "")) for m in messages) or str(body.get("prompt", ""))
+
+
+def context_overflow_body(
+    path: str, prompt_tokens: int, context_tokens: int, max_tokens: Any
+) -> dict[str, Any]:
+    """llama-cpp-python's 400 body for a prompt that does not fit the context window."""
+    chat = path.endswith("/chat/completions")
+    requested = prompt_tokens + (max_tokens or 0)
+    if chat:
+        message = (
+            f"This model's maximum context length is {context_tokens} tokens. However, you "
+            f"requested {requested} tokens ({prompt_tokens} in the messages, {max_tokens} in "
+            "the completion). Please reduce the length of the messages or completion."
+        )
+    else:
+        message = (
+            f"This model's maximum context length is {context_tokens} tokens, however you "
+            f"requested {requested} tokens ({prompt_tokens} in your prompt; {max_tokens} for "
+            "the completion). Please reduce your prompt; or completion length."
+        )
+    error = {"message": message, "type": "invalid_request_error", "param": "messages"}
+    return {"error": error | {"code": "context_length_exceeded"}}
+
+
+class SseFrames:
     """OpenAI's streaming chunks as server-sent events."""
 
     content_type = "text/event-stream"
 
-    def __init__(self, path: str, body: dict[str, Any]) -> None:
+    def __init__(self, path: str, body: dict[str, Any], *, stream_usage: bool = True) -> None:
         self.chat = path.endswith("/chat/completions")
-        self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        asked = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.include_usage = stream_usage and asked
         self.head = {
             "id": f"cmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion.chunk" if self.chat else "text_completion",
@@ -324,7 +377,7 @@ class _SseFrames:
         return frames + b"data: [DONE]\r\n\r\n"
 
 
-class _NdjsonFrames:
+class NdjsonFrames:
     """Ollama's streaming lines, one JSON object per line."""
 
     content_type = "application/x-ndjson"
@@ -398,7 +451,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(raw) if method == "POST" else {}
         except ValueError:
-            return self._json(400, self._error_body(path, 400, "request body is not JSON"))
+            return self._json(400, error_body(path, 400, "request body is not JSON"))
         if method == "POST" and (delay := fake.job_delay()) > 0:
             time.sleep(delay)
         if fault is not None and (fault.kind == "status" or route is not _Handler._generate):
@@ -436,12 +489,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _chunk(self, data: bytes) -> bool:
         return not data or self._write(_chunked(data))
 
-    def _error_body(self, path: str, status: int, message: str) -> dict[str, Any]:
-        if path.startswith("/api/"):
-            return {"error": message}
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        return {"error": {"message": message, "type": kind, "param": None, "code": status}}
-
     def _answer_fault(self, path: str, fault: FaultSpec) -> None:
         if fault.kind == "drop_after":  # nothing to stream: hang up without an answer
             self.close_connection = True
@@ -449,15 +496,10 @@ class _Handler(BaseHTTPRequestHandler):
         status = fault.status if fault.kind == "status" else 500
         message = fault.message or HTTPStatus(status).phrase
         headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
-        self._json(status, self._error_body(path, status, message), headers)
+        self._json(status, error_body(path, status, message), headers)
 
     def _unknown_model(self, path: str, model: str) -> None:
-        if path.startswith("/api/"):
-            body: dict[str, Any] = {"error": f'model "{model}" not found, try pulling it first'}
-        else:
-            error = {"message": f"The model `{model}` does not exist", "code": "model_not_found"}
-            body = {"error": error | {"type": "invalid_request_error", "param": None}}
-        self._json(404, body)
+        self._json(404, unknown_model_body(path, model))
 
     def _control(self, method: str, path: str, raw: bytes) -> None:
         fake = self.server.fake
@@ -482,6 +524,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             data = [{"id": n, "object": "model", "created": 0, "owned_by": "fake"} for n in names]
             self._json(200, {"object": "list", "data": data})
+
+    def _count_tokens(self, path: str, body: dict[str, Any], fault: FaultSpec | None) -> None:
+        self._json(200, {"count": len(str(body.get("input") or "").split())})
 
     def _embed(self, path: str, body: dict[str, Any], fault: FaultSpec | None) -> None:
         fake = self.server.fake
@@ -508,25 +553,29 @@ class _Handler(BaseHTTPRequestHandler):
     def _generate(self, path: str, body: dict[str, Any], fault: FaultSpec | None) -> None:
         fake = self.server.fake
         openai = path.startswith("/v1/")
-        frames = _SseFrames(path, body) if openai else _NdjsonFrames(path, body)
-        messages = body.get("messages") or []
-        prompt = " ".join(str(m.get("content", "")) for m in messages) or str(
-            body.get("prompt", "")
+        frames = (
+            SseFrames(path, body, stream_usage=fake.stream_usage)
+            if openai
+            else NdjsonFrames(path, body)
         )
+        prompt_tokens = len(prompt_text(body).split())
         limit = body.get("max_tokens") if openai else (body.get("options") or {}).get("num_predict")
+        if openai and fake.context_tokens is not None and prompt_tokens >= fake.context_tokens:
+            body = context_overflow_body(path, prompt_tokens, fake.context_tokens, limit)
+            return self._json(400, body)
         tokens, finish = list(fake.tokens), "stop"
         if isinstance(limit, int) and 0 <= limit < len(tokens):
             tokens, finish = tokens[:limit], "length"
         self._head(200, frames.content_type, {"Transfer-Encoding": "chunked"})
         fake.count("streams_active")
         try:
-            self._stream(frames, tokens, fault, finish, len(prompt.split()))
+            self._stream(frames, tokens, fault, finish, prompt_tokens)
         finally:
             fake.count("streams_active", -1)
 
     def _stream(
         self,
-        frames: _SseFrames | _NdjsonFrames,
+        frames: SseFrames | NdjsonFrames,
         tokens: list[str],
         fault: FaultSpec | None,
         finish: str,
@@ -596,6 +645,7 @@ _ROUTES: dict[tuple[str, str], _Route] = {
     ("POST", "/api/generate"): _Handler._generate,
     ("POST", "/v1/embeddings"): _Handler._embed,
     ("POST", "/api/embed"): _Handler._embed,
+    ("POST", "/extras/tokenize/count"): _Handler._count_tokens,
 }
 
 
