@@ -20,9 +20,9 @@ from genq.store import JobStore, StoreUnavailable, utcnow, webhook_log
 from genq.store import webhook_endpoints as endpoints
 from genq.store.outbox import WEBHOOK_EVENT_TYPES
 from genq.store.webhook_deliveries import STATUS_FILTERS
+from genq.webhooks.signing import generate_secret, is_valid_secret, rotate
+from genq.webhooks.ssrf import check_webhook_url
 from schemas import InvalidRequest, NotFound
-from workers.webhooks.signing import generate_secret, is_valid_secret, rotate
-from workers.webhooks.ssrf import check_webhook_url
 
 __all__ = [
     "EVENT_TYPES",

@@ -12,9 +12,9 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from genq.settings import Settings
+from genq.webhooks.ssrf import check_webhook_url
 from producers.submission import WebhookCheck
 from schemas import InvalidRequest, Unauthorized
-from workers.webhooks.ssrf import check_webhook_url
 
 __all__ = ["InvalidSignature", "verify_webhook", "webhook_submit_check"]
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -19,13 +18,14 @@ import uvicorn
 from fastapi import FastAPI
 
 from genq.store.webhook_log import list_attempts, list_deliveries
+from genq.webhooks.ssrf import WebhookUrlRefused
 from producers.webhook_admin import add_endpoint
 from schemas import InvalidRequest
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.integration.conftest import Stack
 from tests.support import free_port
+from tests.support.environment import process_env
 from tests.support.processes import REPO_ROOT
-from workers.webhooks.ssrf import WebhookUrlRefused
 
 pytestmark = pytest.mark.integration
 
@@ -124,10 +124,9 @@ def test_an_endpoint_refused_at_send_time_gets_no_traffic(
 
 
 def genq_cli(stack: Stack, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
     result = subprocess.run(
         [sys.executable, "-m", "genq", "webhooks", *args],
-        env={**inherited, **stack.env, "COLUMNS": "300"},
+        env=process_env({**stack.env, "COLUMNS": "300"}),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

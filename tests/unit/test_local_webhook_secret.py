@@ -9,7 +9,7 @@ from standardwebhooks import Webhook
 
 from genq.cli.stack.plan import SECRETS_FILE, plan_stack
 from genq.settings import Settings
-from workers.webhooks.signing import is_valid_secret
+from genq.webhooks.signing import is_valid_secret
 
 ALL = {"worker", "beat", "gateway", "flower", "metrics", "runtime"}
 

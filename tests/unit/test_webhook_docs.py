@@ -14,8 +14,8 @@ import httpx
 import pytest
 import uvicorn
 
+from genq.webhooks.signing import sign_headers
 from tests.support import free_port
-from workers.webhooks.signing import sign_headers
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

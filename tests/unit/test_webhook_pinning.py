@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from workers.webhooks.ssrf import Target, pinned_transport
+from genq.webhooks.ssrf import Target, pinned_transport
 
 NAME = "hooks.example"
 

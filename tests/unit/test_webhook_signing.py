@@ -8,16 +8,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from producers import verify_webhook
-from producers.webhooks import InvalidSignature
-from schemas import InvalidRequest
-from workers.webhooks.signing import (
+from genq.webhooks.signing import (
     active_secrets,
     generate_secret,
     is_valid_secret,
     rotate,
     sign_headers,
 )
+from producers import verify_webhook
+from producers.webhooks import InvalidSignature
+from schemas import InvalidRequest
 
 OLD = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NEW = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"

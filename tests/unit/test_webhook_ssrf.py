@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from schemas import InvalidRequest
-from workers.webhooks.ssrf import (
+from genq.webhooks.ssrf import (
     HostUnresolved,
     WebhookUrlRefused,
     check_webhook_url,
     refusal_reason,
     resolve_target,
 )
+from schemas import InvalidRequest
 
 
 @pytest.fixture

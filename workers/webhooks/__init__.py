@@ -1,17 +1,6 @@
-"""Webhook delivery: Standard Webhooks signing, the SSRF guard, one attempt and its schedule."""
+"""Webhook delivery: one attempt, its schedule and its record. Signing and the SSRF policy it
+applies are shared with the producers (``genq.webhooks``)."""
 
 from workers.webhooks.delivery import deliver, post_event, render_body
-from workers.webhooks.signing import generate_secret, is_valid_secret, sign_headers
-from workers.webhooks.ssrf import WebhookUrlRefused, check_webhook_url, resolve_target
 
-__all__ = [
-    "WebhookUrlRefused",
-    "check_webhook_url",
-    "deliver",
-    "generate_secret",
-    "is_valid_secret",
-    "post_event",
-    "render_body",
-    "resolve_target",
-    "sign_headers",
-]
+__all__ = ["deliver", "post_event", "render_body"]

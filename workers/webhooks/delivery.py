@@ -28,14 +28,14 @@ from genq.store.webhook_deliveries import (
     claim_delivery,
     finish_attempt,
 )
-from workers.webhooks.schedule import Verdict, classify, next_delay, retry_after_for
-from workers.webhooks.signing import active_secrets, sign_headers
-from workers.webhooks.ssrf import (
+from genq.webhooks.signing import active_secrets, sign_headers
+from genq.webhooks.ssrf import (
     HostUnresolved,
     WebhookUrlRefused,
     pinned_transport,
     resolve_target,
 )
+from workers.webhooks.schedule import Verdict, classify, next_delay, retry_after_for
 
 log = logging.getLogger(__name__)
 
