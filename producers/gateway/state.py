@@ -15,6 +15,7 @@ from redis import Redis as SyncRedis
 
 from genq import constants as c
 from genq.celery_app import create_app
+from genq.runtime_health import RuntimeProbe
 from genq.settings import Settings
 from genq.store import WalCheckpointer, build_engine, create_schema
 from producers.api_keys import ApiKeyStore
@@ -25,7 +26,6 @@ from producers.gateway.quotas import QueuedGauge, RateLimiter
 from producers.gateway.store_turns import TurnTakingStore
 from producers.submission import WebhookCheck
 from schemas import JobRecord, NotFound
-from workers.runtimes import Runtime, build_runtime
 
 T = TypeVar("T")
 
@@ -42,7 +42,7 @@ class Gateway:
     sync_redis: SyncRedis
     celery: Celery
     runtime_http: httpx.Client
-    runtime: Runtime
+    runtime: RuntimeProbe
     limiter: RateLimiter
     key_cache: TtlCache[Principal]
     queued: QueuedGauge
@@ -118,7 +118,7 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
         ),
         celery=celery,
         runtime_http=runtime_http,
-        runtime=build_runtime(settings.runtime_kind, runtime_http),
+        runtime=RuntimeProbe(settings.runtime_kind, runtime_http),
         limiter=RateLimiter(
             async_redis, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst
         ),

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import httpx
 
-from workers.runtimes.base import (
-    Embeddings,
-    Runtime,
+from genq.runtime_errors import (
     RuntimeFailure,
-    RuntimeHealth,
-    StreamEvent,
     error_for_status,
     error_from_response,
     error_from_stream_message,
     parse_retry_after,
     transport_errors,
 )
+from genq.runtime_health import RUNTIME_KINDS, RuntimeHealth
+from workers.runtimes.base import Embeddings, Runtime, StreamEvent
 from workers.runtimes.ollama import OllamaRuntime
 from workers.runtimes.openai import OpenAIRuntime
-
-RUNTIME_KINDS = ("openai", "ollama")
 
 __all__ = [
     "RUNTIME_KINDS",

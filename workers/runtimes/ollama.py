@@ -7,25 +7,25 @@ from typing import Any
 
 import httpx
 
-from schemas import ErrorCode, GenerationParams, JobKind, JobRequest, PermanentError, Usage
-from workers.runtimes.base import (
-    Embeddings,
-    RuntimeHealth,
-    StreamEvent,
-    check_health,
+from genq.runtime_errors import (
     describe_target,
-    dropped_stream,
     error_from_response,
     error_from_stream_message,
     json_object,
-    streamed_lines,
     transport_errors,
+)
+from genq.runtime_health import RuntimeHealth, probe_runtime
+from schemas import ErrorCode, GenerationParams, JobKind, JobRequest, PermanentError, Usage
+from workers.runtimes.base import (
+    Embeddings,
+    StreamEvent,
+    dropped_stream,
+    streamed_lines,
 )
 
 CHAT_PATH = "/api/chat"
 GENERATE_PATH = "/api/generate"
 EMBED_PATH = "/api/embed"
-TAGS_PATH = "/api/tags"
 
 # genq's parameter names that Ollama spells differently inside ``options``.
 _OPTION_NAMES = {"max_tokens": "num_predict"}
@@ -70,7 +70,7 @@ class OllamaRuntime:
 
     def health(self) -> RuntimeHealth:
         """Healthy when ``GET /api/tags`` answers 200."""
-        return check_health(self._client, self.name, TAGS_PATH, _model_summary)
+        return probe_runtime(self.name, self._client)
 
 
 def options_from(params: GenerationParams) -> dict[str, Any]:
@@ -136,8 +136,3 @@ def usage_from(payload: dict[str, Any]) -> Usage | None:
     return Usage(
         prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
     )
-
-
-def _model_summary(payload: dict[str, Any]) -> str:
-    names = [str(m.get("name")) for m in payload.get("models") or [] if isinstance(m, dict)]
-    return f"{len(names)} model(s): {', '.join(names[:10])}" if names else "no models pulled"

@@ -7,25 +7,25 @@ from typing import Any
 
 import httpx
 
-from schemas import ErrorCode, JobKind, JobRequest, PermanentError, Usage
-from workers.runtimes.base import (
-    Embeddings,
-    RuntimeHealth,
-    StreamEvent,
-    check_health,
+from genq.runtime_errors import (
     describe_target,
-    dropped_stream,
     error_from_response,
     error_from_stream_message,
     json_object,
-    streamed_lines,
     transport_errors,
+)
+from genq.runtime_health import RuntimeHealth, probe_runtime
+from schemas import ErrorCode, JobKind, JobRequest, PermanentError, Usage
+from workers.runtimes.base import (
+    Embeddings,
+    StreamEvent,
+    dropped_stream,
+    streamed_lines,
 )
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETION_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
-MODELS_PATH = "/v1/models"
 
 
 TOKENIZE_COUNT_PATH = "/extras/tokenize/count"
@@ -95,7 +95,7 @@ class OpenAIRuntime:
 
     def health(self) -> RuntimeHealth:
         """Healthy when ``GET /v1/models`` answers 200."""
-        return check_health(self._client, self.name, MODELS_PATH, _model_summary)
+        return probe_runtime(self.name, self._client)
 
 
 def generation_body(request: JobRequest, model: str) -> tuple[str, dict[str, Any]]:
@@ -174,8 +174,3 @@ def pool_embedding(raw: Any, target: str) -> list[float]:
         "per-token vectors; check that the model supports embeddings",
         code=ErrorCode.RUNTIME_ERROR,
     )
-
-
-def _model_summary(payload: dict[str, Any]) -> str:
-    names = [str(m.get("id")) for m in payload.get("data") or [] if isinstance(m, dict)]
-    return f"{len(names)} model(s): {', '.join(names[:10])}" if names else "no models listed"
