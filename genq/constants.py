@@ -71,7 +71,7 @@ WEBHOOK_TIMEOUT_SECONDS = 15.0
 WEBHOOK_RETRY_SCHEDULE_SECONDS = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 WEBHOOK_TOLERANCE_SECONDS = 300
 
-# HTTP gateway (issue 3).
+# HTTP gateway: long polls (/wait), SSE streams, API keys, the per-tenant queued cap.
 GATEWAY_WAIT_DEFAULT_SECONDS = 30.0
 GATEWAY_WAIT_MAX_SECONDS = 300.0
 # An idle stream reader re-checks the store this often, in case the end entry never comes
@@ -84,7 +84,7 @@ GATEWAY_KEY_CACHE_SECONDS = 5.0
 GATEWAY_QUEUED_RECOUNT_SECONDS = 1.0
 GATEWAY_THREADS = 4
 
-# Webhooks (issue 5).
+# Webhooks: secrets and their rotation, dispatch from the outbox, delivery attempts.
 WEBHOOK_SECRET_PREFIX = "whsec_"
 WEBHOOK_SECRET_BYTES = 24
 # How long a rotated-out secret keeps signing next to the new one (Svix: 24 h).

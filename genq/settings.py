@@ -135,8 +135,8 @@ class Settings(BaseSettings):
     def queue_for(self, lane: str) -> str:
         return f"{c.QUEUE_PREFIX}{lane}"
 
-    # HTTP gateway (issue 3): how long a verified API key is trusted before the store is asked
-    # again, i.e. how long a revoked key may still work. 0 asks the store on every request.
+    # How long the gateway trusts an API key it verified before it asks the store again, i.e.
+    # how long a revoked key may still work. 0 asks the store on every request.
     gateway_key_cache_seconds: float = Field(default=c.GATEWAY_KEY_CACHE_SECONDS, ge=0)
     # Threads for the gateway's store and broker calls. More rarely help: they share one GIL
     # (and, on SQLite, one writer); measured best at 2-4 on two cores.
@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     # this often, so proxies and clients do not take it for a dead connection.
     gateway_sse_ping_seconds: float = Field(default=c.GATEWAY_SSE_PING_SECONDS, gt=0)
 
-    # Operations (issue 6): where Flower and the metrics exporter listen. Loopback by default;
+    # Where Flower and the metrics exporter listen. Loopback by default;
     # compose.yaml sets 0.0.0.0 inside containers, where Flower then requires basic auth.
     flower_host: str = "127.0.0.1"
     metrics_host: str = "127.0.0.1"

@@ -29,14 +29,17 @@ def backoff_delay(
     retry_after_seconds: float | None = None,
     jitter: float | None = None,
 ) -> float:
-    """Exponential backoff with full jitter, never sooner than the runtime's ``Retry-After``.
+    """Exponential backoff with equal jitter, never sooner than the runtime's ``Retry-After``.
 
-    ``attempt`` counts from 1 (the attempt that just failed). ``jitter`` in [0, 1) replaces
-    the random draw, for tests.
+    The exponential delay is ``base_seconds * 2 ** (attempt - 1)``, capped at ``cap_seconds``;
+    the wait is its first half plus a random part of its second half, so retries spread out
+    but never come back at once (full jitter's draw can be zero). A ``Retry-After`` longer
+    than that wins, up to ten times ``cap_seconds``. ``attempt`` counts from 1 (the attempt
+    that just failed); ``jitter`` in [0, 1) replaces the random draw, for tests.
     """
     draw = random.random() if jitter is None else jitter
     ceiling = min(cap_seconds, base_seconds * float(2 ** max(attempt - 1, 0)))
-    delay = ceiling / 2 + draw * ceiling / 2  # "equal jitter": never collapses to zero
+    delay = ceiling / 2 + draw * ceiling / 2
     if retry_after_seconds is not None:
         delay = max(delay, min(retry_after_seconds, cap_seconds * 10))
     return round(delay, 3)

@@ -57,12 +57,14 @@ def worker_queues(settings: Settings, lanes: list[str] | None, extra: list[str])
 
 
 def ensure_cold_sigterm() -> None:
-    """Make SIGTERM a *soft* shutdown: stop consuming, give running jobs the grace period
-    (``worker_soft_shutdown_timeout``), then interrupt and hand them back.
+    """Have SIGTERM start Celery's cold shutdown (what SIGQUIT does) instead of its warm one.
 
-    Celery's default SIGTERM is a warm shutdown that waits for every running task however long
-    it takes (an LLM job can take hours). Celery reads ``REMAP_SIGTERM`` when billiard is first
-    imported, so the process re-executes itself once with it set.
+    The warm shutdown, Celery's SIGTERM default, waits for every running task however long it
+    takes (an LLM job can take hours). The cold one, with genq's ``worker_soft_shutdown_timeout``
+    set, first gives running jobs that grace period to finish (Celery's "soft shutdown"), then
+    cancels them, and ``run_worker`` hands them back to the queue. billiard reads
+    ``REMAP_SIGTERM`` once, when first imported, so this re-executes the process (``python -m
+    genq`` with the same arguments) with it set; in the new process it returns at once.
     """
     if os.environ.get("REMAP_SIGTERM") == "SIGQUIT":
         return

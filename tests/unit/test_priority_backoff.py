@@ -34,9 +34,22 @@ def test_backoff_is_exponential_with_equal_jitter_and_cap(
     assert got == pytest.approx(expected, abs=0.01)
 
 
-def test_backoff_honours_retry_after() -> None:
-    got = backoff_delay(1, base_seconds=1.0, cap_seconds=60.0, retry_after_seconds=7, jitter=0)
-    assert got == 7
+@pytest.mark.parametrize(
+    ("attempt", "retry_after", "expected"),
+    [
+        (1, 7, 7.0),  # longer than the backoff: the runtime's wish wins
+        (4, 2, 4.0),  # shorter: the backoff (8 s ceiling, zero jitter) wins
+        (1, 10_000, 600.0),  # an absurd Retry-After is held to ten times the cap
+        (1, 0, 0.5),
+    ],
+)
+def test_backoff_honours_retry_after_within_reason(
+    attempt: int, retry_after: float, expected: float
+) -> None:
+    got = backoff_delay(
+        attempt, base_seconds=1.0, cap_seconds=60.0, retry_after_seconds=retry_after, jitter=0
+    )
+    assert got == expected
 
 
 @pytest.mark.parametrize(
