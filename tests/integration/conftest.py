@@ -12,6 +12,7 @@ from genq.settings import Settings
 from producers import GenqClient
 from tests.fakes.runtime_server import FakeRuntime
 from tests.support import GenqProcess
+from tests.support.environment import settings_from_env
 
 FAST_TIMINGS = {
     "GENQ_BACKOFF_BASE_SECONDS": "0.2",
@@ -35,7 +36,7 @@ class Stack:
 
     @property
     def settings(self) -> Settings:
-        return Settings(**{k[5:].lower(): v for k, v in self.env.items() if k.startswith("GENQ_")})
+        return settings_from_env(self.env)
 
     def client(self, tenant: str = "default") -> GenqClient:
         client = GenqClient(self.settings, tenant=tenant)

@@ -12,11 +12,9 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -25,6 +23,7 @@ from sqlalchemy import select
 from genq.store.tables import job_history, webhook_events
 from schemas import BrokerUnavailable, JobStatus
 from tests.fakes.runtime_server import FakeRuntime
+from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.integration.conftest import Stack
 from tests.support import GenqProcess, RedisServer
 
@@ -33,37 +32,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.slow]
 CHAT = {"messages": [{"role": "user", "content": "chaos"}]}
 
 
-class Receiver(ThreadingHTTPServer):
-    """A webhook receiver on loopback that counts what it gets."""
-
-    def __init__(self) -> None:
-        self.hits: list[str] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.hits.append(body.decode())
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.shutdown()
-    server.server_close()
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as server:
+        yield server
 
 
 def _figures(name: str, **numbers: object) -> None:
@@ -87,7 +59,7 @@ def _wait_all(stack: Stack, ids: list[str], timeout: float) -> dict[str, JobStat
 
 
 def test_kill_workers_three_times(
-    stack: Stack, fake_runtime: FakeRuntime, receiver: Receiver
+    stack: Stack, fake_runtime: FakeRuntime, receiver: WebhookReceiver
 ) -> None:
     fake_runtime.configure(job_delay_seconds=(0.2, 0.5))
     stack.env["GENQ_WEBHOOK_ALLOW"] = "127.0.0.1/32"
@@ -103,7 +75,7 @@ def test_kill_workers_three_times(
     stack.beat()
     client = stack.client()
     ids = [
-        client.submit({**CHAT, "reply_to": "chaos.replies", "webhook_url": receiver.url}).id
+        client.submit({**CHAT, "reply_to": "chaos.replies", "webhook_url": receiver.url()}).id
         for _ in range(200)
     ]
     rng = random.Random(7)

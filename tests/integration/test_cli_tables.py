@@ -4,7 +4,6 @@ it), and ``genq dlq requeue --all`` says how many it requeued, none included."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.integration.conftest import Stack
 from tests.support import eventually
+from tests.support.environment import process_env
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +30,9 @@ WEBHOOKS = {
 
 
 def genq(stack: Stack, *args: str, columns: int = 80) -> subprocess.CompletedProcess[str]:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
     done = subprocess.run(
         [sys.executable, "-m", "genq", *args],
-        env={**inherited, **stack.env, "COLUMNS": str(columns)},
+        env=process_env({**stack.env, "COLUMNS": str(columns)}),
         capture_output=True,
         text=True,
         timeout=60,

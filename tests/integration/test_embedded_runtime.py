@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -14,6 +13,7 @@ import pytest
 from genq.settings import Settings
 from schemas.errors import ErrorCode, TransientError
 from tests.support import EmbeddedRuntime, ManagedProcess, free_port, port_is_open
+from tests.support.environment import process_env
 from workers.embedded import model_file, runtime_command, wait_until_ready
 
 
@@ -133,11 +133,10 @@ def test_run_embedded_stops_its_server_on_sigterm(
         f"settings = Settings(embedded_port={port}, embedded_model_path={str(model_path)!r})\n"
         "sys.exit(run_embedded(settings))\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
     launcher = ManagedProcess(
         [sys.executable, "-c", code],
         log_path=tmp_path / "run_embedded.log",
-        env=env,
+        env=process_env(),
         cwd=Path(__file__).resolve().parents[2],
     ).start()
     try:

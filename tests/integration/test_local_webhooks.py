@@ -4,17 +4,16 @@ accepted and where it is delivered, and ``genq submit --webhook-url`` then just 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
 from genq.cli.stack.plan import plan_stack
-from genq.settings import Settings
 from schemas import JobStatus
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.integration.conftest import Stack
+from tests.support.environment import process_env, settings_from_env
 
 pytestmark = pytest.mark.integration
 
@@ -23,10 +22,9 @@ LOOPBACK_ALLOWED = {"GENQ_WEBHOOK_ALLOW": "127.0.0.1"}
 
 
 def submit(env: dict[str, str], *args: str) -> str:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
     done = subprocess.run(
         [sys.executable, "-m", "genq", "submit", "Say hello", *args],
-        env={**inherited, **env},
+        env=process_env(env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -36,7 +34,7 @@ def submit(env: dict[str, str], *args: str) -> str:
 
 
 def test_genq_submit_webhook_on_the_local_stack(stack: Stack) -> None:
-    settings = Settings(**{k[5:].lower(): v for k, v in stack.env.items()})
+    settings = settings_from_env(stack.env)
     local = plan_stack(settings, set(), environ={}).env  # the env `genq up` gives its processes
     stack.env.update({**local, **LOOPBACK_ALLOWED})
     secret = local["GENQ_WEBHOOK_SECRET"]

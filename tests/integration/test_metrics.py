@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from schemas import JobStatus
 from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
 from tests.support import GenqProcess, free_port
+from tests.support.environment import process_env
 from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -125,10 +125,9 @@ def test_gateway_app_and_stats_report_the_same_store(stack: Stack) -> None:
     served = _parse(asyncio.run(scrape_app()))
     assert _value(served, "genq_queue_depth", lane="batch", priority="7") == 1
 
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
     result = subprocess.run(
         [sys.executable, "-m", "genq", "stats"],
-        env={**inherited, **stack.env, "COLUMNS": "200"},
+        env=process_env({**stack.env, "COLUMNS": "200"}),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

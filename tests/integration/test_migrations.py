@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, insert, inspect, select, text
 
 from genq.migrate import (
     SchemaMismatch,
@@ -22,7 +22,8 @@ from genq.migrate import (
     upgrade_database,
 )
 from genq.store import build_engine, create_schema
-from genq.store.tables import metadata
+from genq.store.tables import jobs, metadata
+from tests.support.environment import process_env
 from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -79,11 +80,10 @@ def test_concurrent_upgrades_migrate_once(empty_store: str) -> None:
 
 def test_processes_starting_together_migrate_once(empty_store: str, tmp_path: Path) -> None:
     env = {"GENQ_DATA_DIR": str(tmp_path), "GENQ_DATABASE_URL": empty_store}
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "genq", "db", "upgrade"],
-            env={**inherited, **env},
+            env=process_env(env),
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -131,10 +131,9 @@ def test_downgrade_to_base_and_back(empty_store: str) -> None:
 
 
 def _genq(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
     return subprocess.run(
         [sys.executable, "-m", "genq", *argv],
-        env={**inherited, **env},
+        env=process_env(env),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -165,3 +164,58 @@ def test_db_upgrade_reports_an_unreachable_store_as_an_error(tmp_data_dir: Path)
     error = json.loads(result.stderr.strip().splitlines()[-1])["error"]
     assert "could not migrate the result store" in error["message"]
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_upgrade_from_0003_moves_queued_jobs_dispatch_by_time(empty_store: str) -> None:
+    """0004 gives queued jobs' dispatch-by time its own column; running jobs keep their lease."""
+    from alembic import command
+
+    from genq.migrate import alembic_config
+
+    engine = build_engine(empty_store)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0003_reply_claims")
+    dispatch_by = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    lease = dispatch_by + timedelta(minutes=1)
+    rows = {"q": ("queued", dispatch_by), "r": ("running", lease), "s": ("succeeded", None)}
+    with engine.begin() as conn:  # the 0003 columns only: no dispatch_by yet
+        for job_id, (status, expires) in rows.items():
+            conn.execute(insert(jobs).values(**_job_row(job_id, status), lease_expires_at=expires))
+    engine.dispose()
+    upgrade_database(empty_store)
+
+    def times(conn: Connection) -> dict[str, tuple[object, object]]:
+        query = select(jobs.c.id, jobs.c.dispatch_by, jobs.c.lease_expires_at)
+        return {row[0]: (row[1], row[2]) for row in conn.execute(query)}
+
+    assert _with_connection(empty_store, times) == {
+        "q": (dispatch_by, None),
+        "r": (None, lease),
+        "s": (None, None),
+    }
+    engine = build_engine(empty_store)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0003_reply_claims")
+        back = conn.execute(select(jobs.c.id, jobs.c.lease_expires_at).order_by(jobs.c.id))
+        assert back.all() == [("q", dispatch_by), ("r", lease), ("s", None)]
+    engine.dispose()
+
+
+def _job_row(job_id: str, status: str) -> dict[str, object]:
+    now = datetime.now(UTC)
+    return {
+        "id": job_id,
+        "tenant": "t",
+        "status": status,
+        "kind": "chat",
+        "model": "m",
+        "lane": "interactive",
+        "priority": 5,
+        "request": {},
+        "metadata": {},
+        "attempts": 0,
+        "crashes": 0,
+        "cancel_requested": False,
+        "created_at": now,
+        "updated_at": now,
+    }

@@ -9,7 +9,6 @@ variable at all, like a user's second shell.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from producers import GenqClient
 from schemas import BrokerUnavailable, JobStatus
 from tests.fakes.runtime_server import FakeRuntime
 from tests.support import GenqProcess, free_port
+from tests.support.environment import process_env
 from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -45,8 +45,7 @@ class RecordedStack:
 
 def _shell_env(home: Path, **genq: str) -> dict[str, str]:
     """A second shell's environment: no GENQ_* variable unless given, HOME as given."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
-    return {**inherited, "HOME": str(home), "PYTHONUNBUFFERED": "1", **genq}
+    return process_env({"HOME": str(home), "PYTHONUNBUFFERED": "1", **genq})
 
 
 def _genq(

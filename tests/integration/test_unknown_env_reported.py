@@ -3,7 +3,6 @@ beat, gateway) or on stderr (the CLI, ``genq up``), instead of silently ignoring
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import pytest
 from tests.integration.conftest import Stack
 from tests.integration.gateway.conftest import gateway_env, wait_until_serving
 from tests.support import GenqProcess
+from tests.support.environment import process_env
 
 pytestmark = pytest.mark.integration
 
@@ -26,10 +26,9 @@ WARNING = "GENQ_STORE_URL is not a genq setting and is ignored; did you mean GEN
     ids=["dlq-list", "db-current", "up"],
 )
 def test_the_cli_warns_once(stack: Stack, argv: tuple[str, ...]) -> None:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
     done = subprocess.run(
         [sys.executable, "-m", "genq", *argv],
-        env={**inherited, **stack.env, **MISTYPED},
+        env=process_env({**stack.env, **MISTYPED}),
         capture_output=True,
         text=True,
         timeout=60,
@@ -39,7 +38,7 @@ def test_the_cli_warns_once(stack: Stack, argv: tuple[str, ...]) -> None:
     assert "secret" not in done.stderr + done.stdout
     clean = subprocess.run(
         [sys.executable, "-m", "genq", *argv],
-        env={**inherited, **stack.env},
+        env=process_env(stack.env),
         capture_output=True,
         text=True,
         timeout=60,

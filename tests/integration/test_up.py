@@ -21,6 +21,7 @@ from producers import GenqClient
 from schemas import JobStatus
 from tests.fakes.runtime_server import FakeRuntime
 from tests.support import eventually, free_port
+from tests.support.environment import process_env, settings_from_env
 from tests.support.processes import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,9 +46,8 @@ FAST_RECOVERY = {
 def up_env(tmp_path: Path, fake_runtime: FakeRuntime) -> dict[str, str]:
     # Jobs of ~1.5 s, so the demo's cancel step catches one while it runs.
     fake_runtime.configure(tokens=[f"w{i} " for i in range(30)], token_delay_seconds=0.05)
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
     return {
-        **inherited,
+        **process_env(),
         "PYTHONUNBUFFERED": "1",
         "GENQ_DATA_DIR": str(tmp_path / "genq-up"),  # also marks every process it starts
         "GENQ_RUNTIME_URL": fake_runtime.url,
@@ -131,8 +131,7 @@ class Up:
         return Path(self.env["GENQ_DATA_DIR"])
 
     def client(self) -> GenqClient:
-        genq = {k[5:].lower(): v for k, v in self.env.items() if k.startswith("GENQ_")}
-        return GenqClient(Settings(**genq), tenant="default")  # type: ignore[arg-type]
+        return GenqClient(settings_from_env(self.env), tenant="default")
 
     def admin_key(self) -> str:
         secrets = (self.data_dir / "local-secrets.env").read_text().splitlines()

@@ -22,6 +22,7 @@ import redis
 
 from genq.settings import Settings
 from schemas.errors import TransientError
+from tests.support.environment import process_env
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresCluster, PostgresNotFound
 from workers.embedded import model_file, runtime_command, wait_until_ready
@@ -196,11 +197,10 @@ class GenqProcess(ManagedProcess):
     name = "genq"
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
         super().__init__(
             [sys.executable, "-m", "genq", *argv],
             log_path=log_path,
-            env={**inherited, "PYTHONUNBUFFERED": "1", **env},
+            env=process_env({"PYTHONUNBUFFERED": "1", **env}),
             cwd=REPO_ROOT,
         )
         self.name = f"genq {' '.join(argv)}"

@@ -18,6 +18,7 @@ import yaml  # type: ignore[import-untyped]
 
 from genq.cli.main import app as genq_app
 from genq.settings import Settings
+from tests.support.environment import settings_from_env
 from workers.flower import flower_argv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,11 +86,6 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
-def _settings(env: dict[str, str]) -> Settings:
-    """The Settings a container with ``env`` (and nothing else) would get."""
-    return Settings.model_validate({k[5:].lower(): v for k, v in env.items()})
-
-
 def _command(service: dict[str, Any]) -> list[str]:
     command = service["command"]
     return shlex.split(command) if isinstance(command, str) else [str(x) for x in command]
@@ -149,7 +145,7 @@ def test_genq_services_are_configured_by_settings_alone(
     for name, service in _genq_services(services).items():
         env = _environment(service)
         assert all(k.startswith("GENQ_") for k in env), f"{name}: {sorted(env)}"
-        settings = _settings(env)  # validates every value
+        settings = settings_from_env(env)  # validates every value
         assert settings.database_url is not None, f"{name} would use SQLite inside a container"
         if name == "flower":
             flower_argv(settings)  # listens on 0.0.0.0, so basic auth must be set and well-formed
@@ -163,7 +159,7 @@ def test_published_ports_are_the_ports_services_listen_on(
             container_port = int(str(mapping).rsplit(":", 1)[-1])
             setting = LISTEN_PORT_SETTING.get(name)
             assert setting, f"{name} publishes {mapping} but listens on no known setting"
-            settings = _settings(_environment(service))
+            settings = settings_from_env(_environment(service))
             assert getattr(settings, setting) == container_port, f"{name}: {mapping}"
 
 

@@ -14,6 +14,7 @@ from genq.store import build_engine, create_schema
 from producers.api_keys import ApiKeyStore
 from tests.integration.conftest import Stack
 from tests.support import GenqProcess, free_port
+from tests.support.environment import settings_from_env
 
 ADMIN_KEY = "test-admin-key-0123456789"
 START_TIMEOUT_SECONDS = 20.0
@@ -30,7 +31,7 @@ class Gateway:
 
     @property
     def settings(self) -> Settings:
-        return Settings(**{k[5:].lower(): v for k, v in self.env.items() if k.startswith("GENQ_")})
+        return settings_from_env(self.env)
 
     def key(self, tenant: str = "acme", *, admin: bool = False) -> str:
         """A fresh API key for ``tenant``, written straight into the gateway's store."""

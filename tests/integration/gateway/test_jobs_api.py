@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from tests.integration.conftest import Stack
 from tests.integration.gateway.conftest import ADMIN_KEY, Gateway, GatewayStarter
+from tests.support.environment import process_env
 
 pytestmark = pytest.mark.integration
 
@@ -208,10 +208,9 @@ def test_401_without_a_valid_key(stack: Stack, gateway: Gateway, headers: dict[s
 
 
 def run_genq(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GENQ_")}
     return subprocess.run(
         [sys.executable, "-m", "genq", *argv],
-        env={**inherited, **env},
+        env=process_env(env),
         capture_output=True,
         text=True,
         timeout=60,
