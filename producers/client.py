@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -31,7 +32,9 @@ class WaitTimeout(GenqError):
 class GenqClient:
     """Submit, inspect, wait for, stream and cancel jobs, talking to the broker and store directly.
 
-    Build one per process and ``close()`` it (or use it as a context manager).
+    Build one per process and ``close()`` it (or use it as a context manager). Building one
+    connects to nothing: the result store is migrated and opened by ``open()`` (which ``with``
+    calls), or else at first use.
     """
 
     def __init__(self, settings: Settings, *, tenant: str = "default") -> None:
@@ -44,10 +47,32 @@ class GenqClient:
             **self.app.conf.broker_transport_options,
             "socket_timeout": c.REDIS_SOCKET_TIMEOUT_SECONDS,
         }
-        upgrade_database(settings.store_url)
-        engine = build_engine(settings.store_url)
-        self.store = JobStore(engine, redispatch_after_seconds=settings.redispatch_after_seconds)
+        self._store: JobStore | None = None
+        self._opening = threading.Lock()
         self._redis: redis.Redis | None = None
+
+    def open(self) -> GenqClient:
+        """Migrate the result store to the newest schema and open it; once, however often
+        called. Raises ``StoreUnavailable`` if the store cannot be reached or migrated."""
+        self._open_store()
+        return self
+
+    @property
+    def store(self) -> JobStore:
+        """The result store, opened (and migrated) at first use."""
+        if self._store is not None:
+            return self._store
+        return self._open_store()
+
+    def _open_store(self) -> JobStore:
+        with self._opening:
+            if self._store is None:
+                upgrade_database(self.settings.store_url)
+                self._store = JobStore(
+                    build_engine(self.settings.store_url),
+                    redispatch_after_seconds=self.settings.redispatch_after_seconds,
+                )
+            return self._store
 
     @property
     def redis(self) -> redis.Redis:
@@ -162,11 +187,12 @@ class GenqClient:
     def close(self) -> None:
         if self._redis is not None:
             self._redis.close()
-        self.store.engine.dispose()
+        if self._store is not None:
+            self._store.engine.dispose()
         self.app.close()
 
     def __enter__(self) -> GenqClient:
-        return self
+        return self.open()
 
     def __exit__(self, *_exc: object) -> None:
         self.close()

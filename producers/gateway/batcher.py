@@ -41,7 +41,11 @@ class _Pending:
 
 
 class SubmitBatcher:
-    """One writer thread; ``submit`` hands it a job and awaits the job's record (or error)."""
+    """One writer thread; ``submit`` hands it a job and awaits the job's record (or error).
+
+    Building one starts nothing: ``start()`` starts the thread (the gateway's lifespan does),
+    ``close()`` stops it.
+    """
 
     def __init__(
         self, celery: Celery, store: TurnTakingStore, settings: Settings, queued: QueuedGauge
@@ -52,17 +56,25 @@ class SubmitBatcher:
         self.queued = queued
         self._inbox: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="genq-submit", daemon=True)
+
+    def start(self) -> None:
+        """Start the writer thread."""
         self._thread.start()
 
     async def submit(self, job: NewJob) -> JobRecord:
         """Accept ``job`` (validated, no idempotency key): its queued record, or the
         ``GenqError`` that refused it."""
+        if not self._thread.is_alive():
+            raise RuntimeError("the submit batcher is not running: start() it first")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[JobRecord] = loop.create_future()
         self._inbox.put(_Pending(job, future, loop))
         return await future
 
     def close(self) -> None:
+        """Stop the writer thread once it has answered what it was handed."""
+        if not self._thread.is_alive():
+            return
         self._inbox.put(None)
         self._thread.join(timeout=5)
 
