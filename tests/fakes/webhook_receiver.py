@@ -9,11 +9,13 @@ In a test::
         hit.verify(secret)                        # Standard Webhooks check, by the library
 
 ``WebhookReceiver(port=free_port())`` may be built long before ``start()``: until then the
-port refuses connections (a receiver that is down).
+port refuses connections (a receiver that is down). ``WebhookReceiver(tls=context)`` serves
+HTTPS with a server ``ssl.SSLContext`` and records the name each client asked for (SNI).
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import deque
@@ -46,6 +48,7 @@ class Received:
     body: bytes
     at: float
     answered: int
+    sni: str | None = None
 
     @property
     def webhook_id(self) -> str:
@@ -59,8 +62,9 @@ class Received:
 class WebhookReceiver:
     """A threaded HTTP server; ``replies`` is consumed one per request, then 200s."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, tls: ssl.SSLContext | None = None) -> None:
         self.port = port or free_port()
+        self.tls = tls
         self.replies: deque[Reply] = deque()
         self.default = Reply()
         self.received: list[Received] = []
@@ -69,7 +73,8 @@ class WebhookReceiver:
         self._thread: threading.Thread | None = None
 
     def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def start(self) -> Self:
         receiver = self
@@ -85,6 +90,9 @@ class WebhookReceiver:
 
         # HTTPServer sets SO_REUSEADDR, so a receiver can come back on the same port.
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            self.tls.sni_callback = _remember_sni
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -107,6 +115,7 @@ class WebhookReceiver:
                     body=body,
                     at=time.time(),
                     answered=reply.status,
+                    sni=getattr(handler.connection, "genq_sni", None),
                 )
             )
         if reply.delay_seconds:
@@ -148,3 +157,7 @@ class WebhookReceiver:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _remember_sni(sock: ssl.SSLSocket, name: str | None, _context: ssl.SSLContext) -> None:
+    sock.genq_sni = name  # type: ignore[attr-defined]

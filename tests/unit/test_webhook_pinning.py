@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,23 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from genq.webhooks.ssrf import Target, pinned_transport
+from tests.fakes.webhook_receiver import WebhookReceiver
 
 NAME = "hooks.example"
-
-
-class Recorder(BaseHTTPRequestHandler):
-    seen: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        self.rfile.read(length)
-        sni = getattr(self.connection, "genq_sni", None)
-        Recorder.seen.append({"host": self.headers.get("host"), "sni": sni})
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 def _certificate(tmp: Path) -> tuple[Path, Path, Path]:
@@ -87,78 +70,73 @@ def _certificate(tmp: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
-def _serve(server: ThreadingHTTPServer) -> Iterator[int]:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as server:
+        yield server
 
 
 @pytest.fixture
-def http_port() -> Iterator[int]:
-    Recorder.seen = []
-    yield from _serve(ThreadingHTTPServer(("127.0.0.1", 0), Recorder))
-
-
-@pytest.fixture
-def tls(tmp_path: Path) -> Iterator[tuple[int, ssl.SSLContext]]:
-    Recorder.seen = []
+def tls(tmp_path: Path) -> Iterator[tuple[WebhookReceiver, ssl.SSLContext]]:
+    """An HTTPS receiver with a certificate for NAME, and a client context trusting its CA."""
     ca_path, cert_path, key_path = _certificate(tmp_path)
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert_path, key_path)
-
-    def remember_sni(sock: ssl.SSLSocket, name: str | None, _ctx: ssl.SSLContext) -> None:
-        sock.genq_sni = name  # type: ignore[attr-defined]
-
-    server_context.sni_callback = remember_sni
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    server.socket = server_context.wrap_socket(server.socket, server_side=True)
-    client_context = ssl.create_default_context(cafile=str(ca_path))
-    for port in _serve(server):
-        yield port, client_context
+    with WebhookReceiver(tls=server_context) as server:
+        yield server, ssl.create_default_context(cafile=str(ca_path))
 
 
-def test_http_goes_to_the_pinned_address_with_the_original_host(http_port: int) -> None:
-    url = f"http://{NAME}:{http_port}/hook"
-    target = Target(url=httpx.URL(url), host=NAME, port=http_port, address="127.0.0.1")
+def seen(receiver: WebhookReceiver) -> list[tuple[str, str | None]]:
+    """The Host header and TLS server name of each request the receiver got."""
+    return [(hit.headers["host"], hit.sni) for hit in receiver.hits()]
+
+
+def test_http_goes_to_the_pinned_address_with_the_original_host(
+    receiver: WebhookReceiver,
+) -> None:
+    port = receiver.port
+    url = f"http://{NAME}:{port}/hook"
+    target = Target(url=httpx.URL(url), host=NAME, port=port, address="127.0.0.1")
     with httpx.Client(transport=pinned_transport(target), trust_env=False) as client:
-        assert client.post(url, content=b"{}").status_code == 204
-    assert Recorder.seen == [{"host": f"{NAME}:{http_port}", "sni": None}]
+        assert client.post(url, content=b"{}").status_code == 200
+    assert seen(receiver) == [(f"{NAME}:{port}", None)]
 
 
 def test_https_keeps_sni_and_certificate_check_on_the_name(
-    tls: tuple[int, ssl.SSLContext],
+    tls: tuple[WebhookReceiver, ssl.SSLContext],
 ) -> None:
-    port, context = tls
-    url = f"https://{NAME}:{port}/hook"
-    target = Target(url=httpx.URL(url), host=NAME, port=port, address="127.0.0.1")
+    receiver, context = tls
+    url = f"https://{NAME}:{receiver.port}/hook"
+    target = Target(url=httpx.URL(url), host=NAME, port=receiver.port, address="127.0.0.1")
     with httpx.Client(transport=pinned_transport(target, context), trust_env=False) as client:
-        assert client.post(url, content=b"{}").status_code == 204
-    assert Recorder.seen == [{"host": f"{NAME}:{port}", "sni": NAME}]
+        assert client.post(url, content=b"{}").status_code == 200
+    assert seen(receiver) == [(f"{NAME}:{receiver.port}", NAME)]
 
 
-def test_https_certificate_for_another_name_is_refused(tls: tuple[int, ssl.SSLContext]) -> None:
-    port, context = tls
-    url = f"https://other.example:{port}/hook"
-    target = Target(url=httpx.URL(url), host="other.example", port=port, address="127.0.0.1")
+def test_https_certificate_for_another_name_is_refused(
+    tls: tuple[WebhookReceiver, ssl.SSLContext],
+) -> None:
+    receiver, context = tls
+    url = f"https://other.example:{receiver.port}/hook"
+    target = Target(
+        url=httpx.URL(url), host="other.example", port=receiver.port, address="127.0.0.1"
+    )
     with (
         httpx.Client(transport=pinned_transport(target, context), trust_env=False) as client,
         pytest.raises(httpx.ConnectError, match="certificate"),
     ):
         client.post(url, content=b"{}")
-    assert Recorder.seen == []
+    assert seen(receiver) == []
 
 
-def test_a_pinned_transport_reaches_no_other_host(http_port: int) -> None:
+def test_a_pinned_transport_reaches_no_other_host(receiver: WebhookReceiver) -> None:
+    port = receiver.port
     target = Target(
-        url=httpx.URL(f"http://{NAME}:{http_port}/"), host=NAME, port=http_port, address="127.0.0.1"
+        url=httpx.URL(f"http://{NAME}:{port}/"), host=NAME, port=port, address="127.0.0.1"
     )
     with (
         httpx.Client(transport=pinned_transport(target), trust_env=False) as client,
         pytest.raises(httpx.ConnectError, match="pinned"),
     ):
-        client.post(f"http://elsewhere.example:{http_port}/", content=b"{}")
-    assert Recorder.seen == []
+        client.post(f"http://elsewhere.example:{port}/", content=b"{}")
+    assert seen(receiver) == []
