@@ -76,18 +76,10 @@ def _settings(env: dict[str, str]) -> Settings:
 
 def _wait_all_terminal(client: GenqClient, ids: list[str], timeout: float = 600) -> None:
     """Wait until every job is terminal, polling one cheap COUNT (not the records)."""
-    from sqlalchemy import func, select
-
-    from genq.store.tables import jobs
-
-    wanted = len(ids)
-    terminal = [s.value for s in JobStatus if s.terminal]
-    query = select(func.count()).where(jobs.c.id.in_(ids), jobs.c.status.in_(terminal))
     deadline = time.monotonic() + timeout
     while True:
-        with client.store.reads.connect() as conn:
-            if conn.execute(query).scalar_one() >= wanted:
-                return
+        if client.store.count_finished(ids) >= len(ids):
+            return
         if time.monotonic() > deadline:
             raise TimeoutError("jobs unfinished")
         time.sleep(0.1)

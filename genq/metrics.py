@@ -22,16 +22,14 @@ import redis
 from prometheus_client import CollectorRegistry, generate_latest, make_asgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.sql.elements import Label
 
 from genq import constants as c
 from genq.metrics_finished import FinishedJobs
 from genq.settings import Settings
 from genq.store import build_engine
-from genq.store.tables import dead_letters, job_history, jobs, webhook_attempts, webhook_deliveries
-from schemas import JobStatus
+from genq.store.metrics import read_metrics
 from schemas.priority import PRIORITY_MAX, PRIORITY_MIN, celery_priority
 
 __all__ = [
@@ -46,8 +44,6 @@ __all__ = [
 PRIORITY_SEPARATOR = ":"
 # kombu keeps delivered-but-unacked messages of every queue in this hash.
 UNACKED_HASH = "unacked"
-RETRY_REASON_PREFIX = "retry"
-RECOVERY_REASON_PREFIX = "lease lapsed"
 
 
 def priority_list_key(queue: str, priority: int) -> str:
@@ -126,59 +122,39 @@ class GenqCollector(Collector):
 
     # -- store -------------------------------------------------------------------------------
     def _store_metrics(self) -> list[Metric]:
-        with self.engine.connect() as conn:
-            by_status = conn.execute(
-                select(jobs.c.lane, jobs.c.status, func.count()).group_by(
-                    jobs.c.lane, jobs.c.status
-                )
-            ).all()
-            moves = conn.execute(
-                select(
-                    func.count(case((job_history.c.reason.like(f"{RETRY_REASON_PREFIX}%"), 1))),
-                    func.count(case((job_history.c.reason.like(f"{RECOVERY_REASON_PREFIX}%"), 1))),
-                ).where(
-                    job_history.c.from_status == JobStatus.RUNNING.value,
-                    job_history.c.to_status == JobStatus.QUEUED.value,
-                )
-            ).one()
-            letters = conn.execute(
-                select(dead_letters.c.reason, func.count()).group_by(dead_letters.c.reason)
-            ).all()
-            deliveries = conn.execute(
-                select(webhook_deliveries.c.status, func.count()).group_by(
-                    webhook_deliveries.c.status
-                )
-            ).all()
-            attempts = conn.execute(
-                select(_attempt_outcome(), func.count()).group_by(_attempt_outcome())
-            ).all()
-            finished = self.finished.refresh(conn)
+        counts = read_metrics(
+            self.engine, finished_since=self.finished.since(), observe=self.finished.observe
+        )
         return [
-            _jobs_gauge(by_status),
-            _single("genq_retries_recorded", "Retries (running → queued after an error)", moves[0]),
+            _jobs_gauge(counts.jobs),
+            _single(
+                "genq_retries_recorded", "Retries (running → queued after an error)", counts.retries
+            ),
             _single(
                 "genq_lease_recoveries_recorded",
                 "Running jobs the sweep requeued because their worker's lease lapsed",
-                moves[1],
-            ),
-            _labelled("genq_dead_letters_recorded", "Dead letters by reason", "reason", letters),
-            _labelled(
-                "genq_webhook_deliveries", "Webhook deliveries by status", "status", deliveries
+                counts.recoveries,
             ),
             _labelled(
-                "genq_webhook_attempts_recorded", "Webhook attempts by outcome", "outcome", attempts
+                "genq_dead_letters_recorded",
+                "Dead letters by reason",
+                "reason",
+                counts.dead_letters,
             ),
-            *finished,
+            _labelled(
+                "genq_webhook_deliveries",
+                "Webhook deliveries by status",
+                "status",
+                counts.webhook_deliveries,
+            ),
+            _labelled(
+                "genq_webhook_attempts_recorded",
+                "Webhook attempts by outcome",
+                "outcome",
+                counts.webhook_attempts,
+            ),
+            *self.finished.collect(),
         ]
-
-
-def _attempt_outcome() -> Label[str]:
-    code = webhook_attempts.c.status_code
-    return case(
-        (code.is_(None), "network_error"),
-        ((code >= 200) & (code < 300), "success"),
-        else_="http_error",
-    ).label("outcome")
 
 
 def _jobs_gauge(rows: Iterable[tuple[str, str, int]]) -> Metric:

@@ -1,4 +1,5 @@
-"""Histograms and counters over finished jobs, read from the store at scrape time.
+"""Histograms and counters over finished jobs, read from the store at scrape time
+(``genq.store.metrics``).
 
 Each scrape reads the jobs that finished since the previous one and observes each exactly
 once. The read reaches back ``OVERLAP`` before the newest finish it has seen, because a worker
@@ -14,15 +15,12 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import Metric
-from sqlalchemy import Connection, select
 
-from genq.store.tables import jobs
 from schemas import JobStatus
 
 __all__ = ["FinishedJobs", "job_timings"]
 
 OVERLAP = timedelta(minutes=5)
-BATCH_ROWS = 2000
 
 QUEUE_WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
@@ -102,28 +100,12 @@ class FinishedJobs:
             registry=None,
         )
 
-    def refresh(self, conn: Connection) -> list[Metric]:
-        """Observe the jobs finished since the last call; return every family."""
-        query = (
-            select(
-                jobs.c.id,
-                jobs.c.lane,
-                jobs.c.kind,
-                jobs.c.status,
-                jobs.c.usage,
-                jobs.c.created_at,
-                jobs.c.started_at,
-                jobs.c.first_token_at,
-                jobs.c.finished_at,
-            )
-            .where(jobs.c.finished_at.is_not(None))
-            .order_by(jobs.c.finished_at, jobs.c.id)
-        )
-        if self._newest is not None:
-            query = query.where(jobs.c.finished_at >= self._newest - OVERLAP)
-        result = conn.execution_options(yield_per=BATCH_ROWS).execute(query)
-        for row in result:
-            self._observe(dict(row._mapping))
+    def since(self) -> datetime | None:
+        """Where the next read of finished jobs starts (None: every finished job)."""
+        return None if self._newest is None else self._newest - OVERLAP
+
+    def collect(self) -> list[Metric]:
+        """Every family, after the jobs read since the last call were observed."""
         self._forget_old()
         metrics: list[Metric] = []
         for metric in (
@@ -137,7 +119,8 @@ class FinishedJobs:
             metrics.extend(metric.collect())
         return metrics
 
-    def _observe(self, row: dict[str, Any]) -> None:
+    def observe(self, row: dict[str, Any]) -> None:
+        """Count one finished job's row, unless it was counted before."""
         key = (row["id"], row["finished_at"])
         if key in self._seen or row["status"] not in {s.value for s in JobStatus if s.terminal}:
             return

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from genq.store import StoreUnavailable, build_engine
+from genq.store.engine import reader
 from genq.store.tables import metadata
 
 __all__ = [
@@ -64,7 +65,7 @@ def current_revision(url: str) -> str | None:
     """The revision the store at ``url`` is at; None when it was never migrated."""
     engine = build_engine(url)
     try:
-        with engine.connect() as conn:
+        with reader(engine).connect() as conn:
             return _current(conn)
     except SQLAlchemyError as exc:
         raise StoreUnavailable(f"result store unavailable: {_describe(exc)}") from exc
@@ -77,7 +78,8 @@ def upgrade_database(url: str) -> str:
     head = head_revision()
     engine = build_engine(url)
     try:
-        with engine.connect() as conn:
+        # Read first, without the SQLite writer lock: the store is usually at the head already.
+        with reader(engine).connect() as conn:
             if _current(conn) == head:
                 return head
         _upgrade(engine)

@@ -25,7 +25,7 @@ from kombu import Queue
 from genq import constants as c
 from genq.chunks import ChunkWriter
 from genq.settings import Settings
-from genq.store import JobStore, utcnow
+from genq.store import JobStore, Transition, utcnow
 from genq.store.outbox import claim_due_deliveries, claim_replies, mark_reply_published
 from schemas import JobRecord, JobStatus
 
@@ -76,7 +76,7 @@ class Outbox:
         record, or None when another settler won (theirs to publish, not ours)."""
         if not target.terminal:
             raise ValueError(f"{target.value} is not a terminal state")
-        record = self.store.transition(
+        moved = self.store.transition(
             job_id,
             target,
             worker=worker,
@@ -85,28 +85,27 @@ class Outbox:
             only_from=only_from,
             only_worker=by.only_worker(worker),
         )
-        if record is not None:
-            self.publish(record, record.webhook_deliveries_queued, writer)
-        return record
+        if moved is None:
+            return None
+        self.publish(moved, writer)
+        return moved.record
 
-    def publish(
-        self, record: JobRecord, webhook_deliveries: int, writer: ChunkWriter | None = None
-    ) -> None:
-        """Publish what ``record``'s terminal transition wrote (call only as its winner).
+    def publish(self, moved: Transition, writer: ChunkWriter | None = None) -> None:
+        """Publish what a terminal transition wrote (call only as its winner).
 
-        ``webhook_deliveries`` is how many the transition queued (-1: unknown, so look);
         ``writer`` is the job's open chunk stream, if this process has one with chunks still
         buffered.
         """
+        record, deliveries = moved.record, moved.deliveries
         self._close_stream(record, writer)
-        if record.request.get("reply_to"):
+        if deliveries.reply:
             publish_replies(
                 self.app,
                 self.store,
                 claim_seconds=self.settings.reply_claim_seconds,
                 job_id=record.id,
             )
-        if webhook_deliveries != 0:
+        if deliveries.webhooks:
             dispatch_webhooks(self.app, self.store, job_id=record.id)
 
     def _close_stream(self, record: JobRecord, writer: ChunkWriter | None) -> None:

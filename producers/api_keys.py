@@ -1,4 +1,5 @@
-"""API keys: ``genq_<random>`` handed out once, stored only as a sha256 hash, bound to a tenant."""
+"""API keys: ``genq_<random>`` handed out once, stored only as a sha256 hash, bound to a tenant
+(``genq.store.api_keys``)."""
 
 from __future__ import annotations
 
@@ -6,36 +7,19 @@ import hashlib
 import re
 import secrets
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Engine, select, update
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy import Engine
 
-from genq.store import StoreUnavailable, utcnow
-from genq.store.tables import api_keys
+from genq.store import utcnow
+from genq.store.api_keys import ApiKey, find_live_key, insert_key, list_keys, revoke_key
 from schemas import InvalidRequest, NotFound
+
+__all__ = ["ApiKey", "ApiKeyStore", "hash_key", "new_key"]
 
 KEY_PREFIX = "genq_"
 # What `keys list` shows of a key so a person can tell keys apart; far too short to guess from.
 DISPLAY_PREFIX_CHARS = 12
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    """One key as stored: never the key itself, only its hash and a display prefix."""
-
-    id: str
-    tenant: str
-    name: str | None
-    prefix: str
-    admin: bool
-    created_at: datetime
-    revoked_at: datetime | None
 
 
 def hash_key(plaintext: str) -> str:
@@ -64,68 +48,29 @@ class ApiKeyStore:
                 details=[{"field": "tenant", "message": "invalid tenant name"}],
             )
         plaintext = new_key()
-        row = {
-            "id": str(uuid.uuid4()),
-            "tenant": tenant,
-            "name": name,
-            "prefix": plaintext[:DISPLAY_PREFIX_CHARS],
-            "key_hash": hash_key(plaintext),
-            "admin": admin,
-            "created_at": utcnow(),
-            "revoked_at": None,
-        }
-        self._write(api_keys.insert().values(**row))
-        return _api_key(row), plaintext
+        key = ApiKey(
+            id=str(uuid.uuid4()),
+            tenant=tenant,
+            name=name,
+            prefix=plaintext[:DISPLAY_PREFIX_CHARS],
+            admin=admin,
+            created_at=utcnow(),
+            revoked_at=None,
+        )
+        insert_key(self.engine, key, hash_key(plaintext))
+        return key, plaintext
 
     def find(self, plaintext: str) -> ApiKey | None:
         """The live (unrevoked) key with this plaintext, if any."""
-        query = select(api_keys).where(
-            api_keys.c.key_hash == hash_key(plaintext), api_keys.c.revoked_at.is_(None)
-        )
-        try:
-            with self.engine.connect() as conn:
-                row = conn.execute(query).first()
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
-        return _api_key(row._mapping) if row else None
+        return find_live_key(self.engine, hash_key(plaintext))
 
     def list(self, *, include_revoked: bool = True) -> list[ApiKey]:
         """Every key, oldest first."""
-        query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
-        if not include_revoked:
-            query = query.where(api_keys.c.revoked_at.is_(None))
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [_api_key(dict(r._mapping)) for r in rows]
+        return list_keys(self.engine, include_revoked=include_revoked)
 
     def revoke(self, key_id: str) -> ApiKey:
         """Revoke the key with id ``key_id``; revoking it twice keeps the first time."""
-        self._write(
-            update(api_keys)
-            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-        )
-        with self.engine.connect() as conn:
-            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
-        if row is None:
+        key = revoke_key(self.engine, key_id, utcnow())
+        if key is None:
             raise NotFound(f"no API key with id {key_id}; `genq keys list` shows the ids")
-        return _api_key(row._mapping)
-
-    def _write(self, statement: Executable) -> None:
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(statement)
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
-
-
-def _api_key(m: Mapping[Any, Any]) -> ApiKey:
-    return ApiKey(
-        id=str(m["id"]),
-        tenant=str(m["tenant"]),
-        name=m["name"],
-        prefix=str(m["prefix"]),
-        admin=bool(m["admin"]),
-        created_at=m["created_at"],
-        revoked_at=m["revoked_at"],
-    )
+        return key

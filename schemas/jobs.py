@@ -11,7 +11,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     Strict,
     StringConstraints,
     UrlConstraints,
@@ -186,11 +185,3 @@ class JobRecord(BaseModel):
     deadline: datetime | None = None
     cancel_requested: bool = False
     history: list[HistoryEntry] | None = None
-
-    # Set by the store on a record returned from a terminal transition: how many webhook
-    # deliveries that transition queued (-1: unknown). Not part of the wire format.
-    _webhook_deliveries: int = PrivateAttr(default=-1)
-
-    @property
-    def webhook_deliveries_queued(self) -> int:
-        return self._webhook_deliveries

@@ -4,18 +4,12 @@ outbox) or a broker message that never decoded into one."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from genq.chunks import ChunkWriter
-from genq.dead_letters import (
-    DeadLetterRow,
-    insert_dead_letter,
-    publish_dead_letter,
-    record_dead_letter,
-)
+from genq.dead_letters import DeadLetterRow, publish_dead_letter, record_dead_letter
 from genq.outbox import Settler
-from genq.store import utcnow
-from schemas import ErrorCode, ErrorInfo, JobStatus
+from genq.store import LapsedLease, utcnow
+from schemas import ErrorCode, ErrorInfo
 from workers.context import WorkerContext
 
 
@@ -43,32 +37,25 @@ def dead_letter_job(
     reason: str,
     error: ErrorInfo,
     writer: ChunkWriter | None = None,
-    extra_where: list[Any] | None = None,
-    values: dict[str, Any] | None = None,
+    lapsed: LapsedLease | None = None,
 ) -> bool:
     """Move a job to the dead-letter queue, recording why.
 
     The ``dead_letters`` row commits with the transition (so an operator can always requeue
-    what is dead-lettered); the broker copy and the outbox's reply and event follow. Returns
-    whether this call moved it (False: someone else settled the job first).
+    what is dead-lettered); the broker copy and the outbox's reply and event follow. The sweep
+    passes the ``lapsed`` lease it found, re-checked by the move. Returns whether this call
+    moved it (False: someone else settled the job first).
     """
     letter = DeadLetterRow(
         id=str(uuid.uuid4()), job_id=job_id, reason=reason, error=error, raw_body=None, at=utcnow()
     )
-    record = ctx.store.transition(
-        job_id,
-        JobStatus.DEAD_LETTERED,
-        worker=ctx.worker_id,
-        reason=reason,
-        values={"error": error.model_dump(mode="json"), **(values or {})},
-        only_worker=by.only_worker(ctx.worker_id),
-        extra_where=extra_where,
-        also=lambda conn, rec: insert_dead_letter(conn, letter, attempts=rec.attempts),
+    moved = ctx.store.dead_letter(
+        letter, worker=ctx.worker_id, holder=by.only_worker(ctx.worker_id), lapsed=lapsed
     )
-    if record is None:
+    if moved is None:
         return False
     try:
-        publish_dead_letter(ctx.app, letter, attempts=record.attempts)
+        publish_dead_letter(ctx.app, letter, attempts=moved.record.attempts)
     finally:
-        ctx.outbox.publish(record, record.webhook_deliveries_queued, writer)
+        ctx.outbox.publish(moved, writer)
     return True

@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import cast
 
 from genq.chunks import ChunkWriter
@@ -249,20 +249,12 @@ def _handle_error(
             writer=writer,
         )
         return "dead_lettered"
-    requeued = ctx.store.transition(
+    requeued = ctx.store.retry(
         record.id,
-        JobStatus.QUEUED,
         worker=ctx.worker_id,
-        reason=f"retry in {decision.delay_seconds:.1f}s after {exc.code}",
-        only_worker=ctx.worker_id,
-        only_from=frozenset({JobStatus.RUNNING}),
-        values={
-            "error": info.model_dump(mode="json"),
-            "worker_id": None,
-            # Dispatch-by time: the sweep re-sends the message if it is not picked up by then.
-            "lease_expires_at": utcnow()
-            + timedelta(seconds=decision.delay_seconds + s.lease_seconds),
-        },
+        error=info,
+        delay_seconds=decision.delay_seconds,
+        lease_seconds=s.lease_seconds,
     )
     if requeued is not None:
         send_record(ctx.app, s, record, countdown=decision.delay_seconds)

@@ -14,10 +14,9 @@ from genq.constants import QUARANTINE_KEY
 from genq.dead_letters import remove_from_broker
 from genq.dispatch import send_job, send_record
 from genq.outbox import Settler, dispatch_webhooks, publish_replies
-from genq.retention import purge_expired
 from genq.store import utcnow
-from genq.store.tables import jobs
-from schemas import ErrorCode, ErrorInfo, JobKind, JobStatus
+from genq.store.retention import purge_expired
+from schemas import ErrorCode, ErrorInfo, JobStatus
 from tasks.dead_letter import dead_letter_job, dead_letter_message
 from workers.context import WorkerContext
 
@@ -44,7 +43,7 @@ def run_sweep(ctx: WorkerContext, now: datetime | None = None) -> SweepReport:
     _expire_overdue(ctx, now, report)
     report.quarantined = _dead_letter_quarantine(ctx)
     report.purged, letters = purge_expired(
-        ctx.store,
+        ctx.store.engine,
         now=now,
         finished_after_seconds=ctx.settings.retention_finished_seconds,
         dead_letter_after_seconds=ctx.settings.retention_dead_letter_seconds,
@@ -63,43 +62,27 @@ def run_sweep(ctx: WorkerContext, now: datetime | None = None) -> SweepReport:
 
 def _recover_lapsed(ctx: WorkerContext, now: datetime, report: SweepReport) -> None:
     s = ctx.settings
-    for job in ctx.store.lapsed_leases(now):
-        # Re-checked in the CAS: the lease is still lapsed and still that worker's, so a renewal
-        # or another sweep in between wins and this one does nothing.
-        still_lapsed = [
-            jobs.c.lease_expires_at < now,
-            jobs.c.worker_id == job["worker_id"],
-            jobs.c.crashes == job["crashes"],
-        ]
-        crashes = job["crashes"] + 1
+    for lease in ctx.store.lapsed_leases(now):
+        # Each move re-checks that the lease is still lapsed and still that worker's, so a
+        # renewal or another sweep in between wins and this one does nothing.
+        crashes = lease.crashes + 1
         if crashes >= s.crash_limit:
             message = (
                 f"the job's worker stopped {crashes} times while running it "
-                f"(last {job['worker_id']}); dead-lettered so it cannot crash-loop the fleet"
+                f"(last {lease.worker_id}); dead-lettered so it cannot crash-loop the fleet"
             )
-            dead_letter_job(
+            if dead_letter_job(
                 ctx,
-                job["id"],
+                lease.job_id,
                 by=Settler.ANYONE,  # the lease lapsed: the CAS re-checks that, not a worker
                 reason="worker_crashed",
                 error=ErrorInfo(code=ErrorCode.WORKER_CRASHED, message=message),
-                extra_where=still_lapsed,
-                values={"crashes": crashes},
-            )
-            report.crash_dead_lettered += 1
+                lapsed=lease,
+            ):
+                report.crash_dead_lettered += 1
             continue
-        record = ctx.store.transition(
-            job["id"],
-            JobStatus.QUEUED,
-            worker=ctx.worker_id,
-            reason=f"lease lapsed (worker {job['worker_id']}); recovered",
-            only_from=frozenset({JobStatus.RUNNING}),
-            extra_where=still_lapsed,
-            values={
-                "crashes": crashes,
-                "worker_id": None,
-                "lease_expires_at": now + timedelta(seconds=s.lease_seconds),
-            },
+        record = ctx.store.recover_lapsed(
+            lease, worker=ctx.worker_id, dispatch_by=now + timedelta(seconds=s.lease_seconds)
         )
         if record is not None:
             send_record(ctx.app, s, record)
@@ -112,17 +95,17 @@ def _redispatch_stale(ctx: WorkerContext, now: datetime, report: SweepReport) ->
     less and less often: the next dispatch-by time grows with the job's age."""
     s = ctx.settings
     for job in ctx.store.stale_dispatches(now):
-        age = (now - job["created_at"]).total_seconds()
+        age = (now - job.created_at).total_seconds()
         until = now + timedelta(seconds=max(s.lease_seconds, age))
-        if ctx.store.push_dispatch_deadline(job["id"], job["lease_expires_at"], until):
+        if ctx.store.claim_redispatch(job, until):
             send_job(
                 ctx.app,
                 s,
-                job_id=job["id"],
-                kind=JobKind(job["kind"]),
-                tenant=job["tenant"],
-                lane=job["lane"],
-                priority=job["priority"],
+                job_id=job.job_id,
+                kind=job.kind,
+                tenant=job.tenant,
+                lane=job.lane,
+                priority=job.priority,
             )
             report.redispatched += 1
 

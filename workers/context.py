@@ -68,11 +68,9 @@ def node_name(app: Celery) -> str:
 def build_context(app: Celery) -> WorkerContext:
     settings: Settings = app.genq_settings
     engine = build_engine(settings.store_url)
-    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     http = runtime_client(settings)
     store = JobStore(
         engine,
-        default_webhook_secret=secret,
         redispatch_after_seconds=settings.redispatch_after_seconds,
     )
     client = redis.Redis.from_url(

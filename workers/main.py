@@ -18,7 +18,6 @@ from celery.signals import (
     worker_process_shutdown,
     worker_shutdown,
 )
-from sqlalchemy import select
 
 from genq import constants as c
 from genq.dispatch import send_record
@@ -31,8 +30,7 @@ from genq.logs import (
 from genq.migrate import upgrade_database
 from genq.settings import Settings
 from genq.store import JobStore, build_engine, utcnow
-from genq.store.tables import jobs
-from schemas import GenqError, JobStatus
+from schemas import GenqError
 from workers.app import create_worker_app
 from workers.beat import run_sweeps
 from workers.context import close_context
@@ -82,37 +80,16 @@ def hand_back_running(app: Celery, settings: Settings, node: str) -> int:
     (a duplicate is harmless); the dispatch-by time covers a send that fails.
     """
     store = JobStore(build_engine(settings.store_url))
-    with store.engine.connect() as conn:
-        held = conn.execute(
-            select(jobs.c.id).where(
-                jobs.c.status == JobStatus.RUNNING.value, jobs.c.worker_id.like(f"{node}/%")
-            )
-        ).all()
-    handed = 0
-    for (job_id,) in held:
-        record = store.transition(
-            job_id,
-            JobStatus.QUEUED,
-            worker=node,
-            reason="worker shutdown: handed back",
-            only_from=frozenset({JobStatus.RUNNING}),
-            extra_where=[jobs.c.worker_id.like(f"{node}/%")],
-            values={
-                "worker_id": None,
-                "lease_expires_at": utcnow() + timedelta(seconds=settings.lease_seconds),
-            },
-        )
-        if record is None:
-            continue
-        handed += 1
+    handed = store.hand_back(node, dispatch_by=utcnow() + timedelta(seconds=settings.lease_seconds))
+    for record in handed:
         try:
             send_record(app, settings, record)
         except GenqError:
             log.warning("could not re-send %s; the sweep will", record.id)
     store.engine.dispose()
     if handed:
-        log.warning("handed %d running job(s) back to the queue on shutdown", handed)
-    return handed
+        log.warning("handed %d running job(s) back to the queue on shutdown", len(handed))
+    return len(handed)
 
 
 def _quiet(settings: Settings) -> list[str]:

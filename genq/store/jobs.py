@@ -1,38 +1,26 @@
-"""The job store: every state change is a compare-and-set with its history row."""
+"""The job store: accepting jobs and reading them. Its state changes are in
+``genq.store.transitions`` and ``genq.store.recovery``; every one is a compare-and-set with its
+history row."""
 
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    ClauseElement,
-    ColumnElement,
-    Connection,
-    Engine,
-    Executable,
-    and_,
-    bindparam,
-    delete,
-    func,
-    literal_column,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Engine, and_, delete, func, or_, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from genq.constants import REDISPATCH_AFTER_SECONDS
+from genq.store.cas import insert_history
 from genq.store.engine import reader
-from genq.store.outbox import write_outbox
 from genq.store.records import history_entry, job_record, job_record_from_values
-from genq.store.tables import job_history, jobs
+from genq.store.recovery import JobRecovery
+from genq.store.tables import job_history, jobs, utcnow
 from schemas import (
     TERMINAL_STATES,
     Conflict,
@@ -41,13 +29,8 @@ from schemas import (
     JobRecord,
     JobRequest,
     JobStatus,
-    sources_for,
 )
 from schemas.errors import ErrorCode
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class StoreUnavailable(GenqError):
@@ -90,20 +73,20 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidRequest("cursor is not one this API returned; start without it") from exc
 
 
-class JobStore:
-    """SQL-backed source of truth for jobs. Thread-safe; one per process."""
+class JobStore(JobRecovery):
+    """SQL-backed source of truth for jobs. Thread-safe; one per process.
+
+    Writes go through ``engine``; reads through ``reads``, a view of it that never takes the
+    SQLite writer lock (in WAL mode a read never waits for a writer).
+    """
 
     def __init__(
-        self,
-        engine: Engine,
-        *,
-        default_webhook_secret: str | None = None,
-        redispatch_after_seconds: float = REDISPATCH_AFTER_SECONDS,
+        self, engine: Engine, *, redispatch_after_seconds: float = REDISPATCH_AFTER_SECONDS
     ) -> None:
         self.engine = engine
-        self.redispatch_after = timedelta(seconds=redispatch_after_seconds)
         self.reads = reader(engine)
-        self.default_webhook_secret = default_webhook_secret
+        # A new or requeued job's dispatch-by time: the sweep re-sends it if not started by then.
+        self.redispatch_after = timedelta(seconds=redispatch_after_seconds)
 
     # -- producer side -------------------------------------------------------------------
     def create(self, job: NewJob) -> tuple[JobRecord, bool]:
@@ -117,7 +100,9 @@ class JobStore:
         try:
             with self.engine.begin() as conn:
                 row = conn.execute(jobs.insert().values(**values).returning(*jobs.c)).one()
-                _history(conn, job.id, None, JobStatus.QUEUED, now, None, "submitted")
+                insert_history(
+                    conn, job.id, None, JobStatus.QUEUED, at=now, worker=None, reason="submitted"
+                )
         except IntegrityError:
             if req.idempotency_key is None:
                 raise
@@ -207,6 +192,25 @@ class JobStore:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
         return dict(row._mapping) if row else None
 
+    def idempotency_key_used(self, tenant: str, key: str) -> bool:
+        """Whether ``tenant`` already submitted a job with this idempotency key."""
+        query = select(jobs.c.id).where(jobs.c.tenant == tenant, jobs.c.idempotency_key == key)
+        with self.reads.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def count_finished(self, job_ids: Iterable[str]) -> int:
+        """How many of ``job_ids`` are in a terminal state."""
+        query = select(func.count()).where(
+            jobs.c.id.in_(list(job_ids)), jobs.c.status.in_([s.value for s in TERMINAL_STATES])
+        )
+        with self.reads.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def ping(self) -> None:
+        """One round trip to the database (a readiness probe); raises if it does not answer."""
+        with self.reads.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
     def count_queued(self, tenant: str) -> int:
         with self.reads.connect() as conn:
             value = conn.execute(
@@ -215,174 +219,6 @@ class JobStore:
                 )
             ).scalar_one()
         return int(value)
-
-    # -- transitions ---------------------------------------------------------------------
-    def transition(
-        self,
-        job_id: str,
-        target: JobStatus,
-        *,
-        worker: str | None = None,
-        reason: str | None = None,
-        values: dict[str, Any] | None = None,
-        only_from: frozenset[JobStatus] | None = None,
-        only_worker: str | None = None,
-        extra_where: list[ColumnElement[bool]] | None = None,
-        also: Callable[[Connection, JobRecord], None] | None = None,
-    ) -> JobRecord | None:
-        """Compare-and-set ``job_id`` into ``target``; the new record, or None if it lost.
-
-        One ``UPDATE … WHERE id=? AND status IN (…) RETURNING *`` plus its history row (and, for
-        a terminal state, its outbox rows) in one transaction.
-        """
-        now = utcnow()
-        allowed = sources_for(target) if only_from is None else only_from & sources_for(target)
-        new_values: dict[str, Any] = {"status": target.value, "updated_at": now, **(values or {})}
-        if target in TERMINAL_STATES:
-            new_values.setdefault("finished_at", now)
-            new_values["lease_expires_at"] = None
-        params: dict[str, Any] = {"job_id": job_id}
-        if only_worker is not None:
-            params["only_worker"] = only_worker
-        statement: Executable
-        if extra_where is None and not any(
-            isinstance(v, ClauseElement) for v in new_values.values()
-        ):
-            # The common shapes (settle, requeue, cancel) are built and compiled once.
-            statement = _cas_update(
-                frozenset(allowed), only_worker is not None, tuple(sorted(new_values))
-            )
-            params.update({f"set_{k}": v for k, v in new_values.items()})
-        else:  # rare shapes (the sweep's): built per call, same parameters for the CAS part
-            statement = (
-                update(jobs)
-                .where(*_cas_where(frozenset(allowed), only_worker is not None), *extra_where or [])
-                .values(**new_values)
-                .returning(*jobs.c)
-            )
-        with self.engine.begin() as conn:
-            source: JobStatus | None = next(iter(allowed)) if len(allowed) == 1 else None
-            if source is None:  # several possible sources: read which one, for the history
-                before = conn.execute(_cas_source(frozenset(allowed)), params).first()
-                if before is None:
-                    return None
-                source = JobStatus(before[0])
-            row = conn.execute(statement, params).first()
-            if row is None:
-                return None
-            _history(conn, job_id, source, target, now, worker, reason)
-            record = job_record(row)
-            if also is not None:  # rows that must commit with this transition, or not at all
-                also(conn, record)
-            if target in TERMINAL_STATES:
-                m = row._mapping
-                record._webhook_deliveries = write_outbox(
-                    conn,
-                    record,
-                    reply_to=m["reply_to"],
-                    webhook_url=m["webhook_url"],
-                    webhook_secret=m["webhook_secret"],
-                    now=now,
-                )
-        return record
-
-    def start(self, job_id: str, worker: str, lease_seconds: float) -> JobRecord | None:
-        """``queued → running`` for ``worker`` with a fresh lease, unless it was cancelled or its
-        deadline passed; None if it did not start (the caller finds out why)."""
-        now = utcnow()
-        params = {
-            "job_id": job_id,
-            "now": now,
-            "worker": worker,
-            "lease_expires_at": now + timedelta(seconds=lease_seconds),
-        }
-        with self.engine.begin() as conn:
-            row = conn.execute(_START, params).first()
-            if row is None:
-                return None
-            _history(conn, job_id, JobStatus.QUEUED, JobStatus.RUNNING, now, worker, "started")
-        return job_record(row)
-
-    def renew_lease(self, job_id: str, worker: str, lease_seconds: float) -> bool:
-        """Extend a running job's lease; False when the job is no longer this worker's."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.id == job_id,
-                    jobs.c.status == JobStatus.RUNNING.value,
-                    jobs.c.worker_id == worker,
-                )
-                .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-            )
-        return result.rowcount == 1
-
-    def mark_first_token(self, job_id: str, worker: str, at: datetime) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.id == job_id, jobs.c.worker_id == worker, jobs.c.first_token_at.is_(None)
-                )
-                .values(first_token_at=at)
-            )
-
-    def request_cancel(self, job_id: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True))
-
-    def lapsed_leases(self, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
-        """Running jobs whose worker stopped renewing: candidates for recovery."""
-        with self.reads.connect() as conn:
-            rows = conn.execute(
-                select(jobs.c.id, jobs.c.worker_id, jobs.c.crashes, jobs.c.attempts)
-                .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < now)
-                .limit(limit)
-            ).all()
-        return [dict(r._mapping) for r in rows]
-
-    def stale_dispatches(self, now: datetime, limit: int = 500) -> list[dict[str, Any]]:
-        """Queued jobs whose (retry) message should have been picked up by now: re-send them."""
-        with self.reads.connect() as conn:
-            rows = conn.execute(
-                select(
-                    jobs.c.id,
-                    jobs.c.kind,
-                    jobs.c.tenant,
-                    jobs.c.lane,
-                    jobs.c.priority,
-                    jobs.c.created_at,
-                    jobs.c.lease_expires_at,
-                )
-                .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.lease_expires_at < now)
-                .limit(limit)
-            ).all()
-        return [dict(r._mapping) for r in rows]
-
-    def push_dispatch_deadline(self, job_id: str, seen: datetime, until: datetime) -> bool:
-        """Claim a re-send of a queued job: CAS on the dispatch-by time the caller saw, so two
-        sweeps do not both re-send it."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(jobs)
-                .where(
-                    jobs.c.id == job_id,
-                    jobs.c.status == JobStatus.QUEUED.value,
-                    jobs.c.lease_expires_at == seen,
-                )
-                .values(lease_expires_at=until)
-            )
-        return result.rowcount == 1
-
-    def overdue_queued(self, now: datetime, limit: int = 500) -> list[str]:
-        """Queued jobs past their deadline."""
-        with self.reads.connect() as conn:
-            rows = conn.execute(
-                select(jobs.c.id)
-                .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.deadline < now)
-                .limit(limit)
-            ).all()
-        return [r[0] for r in rows]
 
     # Last in the class: a method named ``list`` shadows the builtin in annotations after it.
     def list(
@@ -424,9 +260,9 @@ def _row_values(job: NewJob, now: datetime, dispatch_by: datetime) -> dict[str, 
     if req.expires_in is not None:
         deadline = now + timedelta(seconds=req.expires_in)
     values: dict[str, Any] = {
-        # Dispatch-by: if the producer dies between storing and publishing (or the message is
-        # lost), the sweep re-sends the job after this; duplicates are harmless (CAS).
-        "lease_expires_at": dispatch_by,
+        # If the producer dies between storing and publishing (or the message is lost), the
+        # sweep re-sends the job after this; duplicates are harmless (CAS).
+        "dispatch_by": dispatch_by,
         "id": job.id,
         "tenant": job.tenant,
         "status": JobStatus.QUEUED.value,
@@ -449,83 +285,3 @@ def _row_values(job: NewJob, now: datetime, dispatch_by: datetime) -> dict[str, 
         "updated_at": now,
     }
     return values
-
-
-def _history(
-    conn: Connection,
-    job_id: str,
-    source: JobStatus | None,
-    target: JobStatus,
-    at: datetime,
-    worker: str | None,
-    reason: str | None,
-) -> None:
-    conn.execute(
-        _HISTORY_INSERT,
-        {
-            "job_id": job_id,
-            "from_status": source.value if source else None,
-            "to_status": target.value,
-            "at": at,
-            "worker": worker,
-            "reason": reason,
-        },
-    )
-
-
-# -- statements built once ---------------------------------------------------------------
-# A worker runs the same few statements for every job; building a SQLAlchemy statement (and
-# its cache key) each time cost more than executing it. These are built on first use and
-# executed with parameters: ``job_id``, ``now``, ``only_worker`` and ``set_<column>``.
-
-_HISTORY_INSERT = job_history.insert()
-
-
-def _status_in(allowed: frozenset[JobStatus] | set[JobStatus]) -> ColumnElement[bool]:
-    # The states are our own constants: inlined, so the statement has no expanding parameter.
-    return jobs.c.status.in_([literal_column(f"'{s.value}'") for s in sorted(allowed)])
-
-
-def _cas_where(allowed: frozenset[JobStatus], by_worker: bool) -> list[ColumnElement[bool]]:
-    where = [jobs.c.id == bindparam("job_id"), _status_in(allowed)]
-    if by_worker:
-        where.append(jobs.c.worker_id == bindparam("only_worker"))
-    return where
-
-
-@functools.cache
-def _cas_update(
-    allowed: frozenset[JobStatus], by_worker: bool, columns: tuple[str, ...]
-) -> Executable:
-    values = {k: bindparam(f"set_{k}", type_=jobs.c[k].type) for k in columns}
-    return update(jobs).where(*_cas_where(allowed, by_worker)).values(**values).returning(*jobs.c)
-
-
-@functools.cache
-def _cas_source(allowed: frozenset[JobStatus]) -> Executable:
-    return select(jobs.c.status).where(jobs.c.id == bindparam("job_id"), _status_in(allowed))
-
-
-_START = (
-    update(jobs)
-    .where(
-        jobs.c.id == bindparam("job_id"),
-        jobs.c.status == JobStatus.QUEUED.value,
-        jobs.c.cancel_requested.is_(False),
-        or_(
-            jobs.c.deadline.is_(None),
-            jobs.c.deadline > bindparam("now", type_=jobs.c.deadline.type),
-        ),
-    )
-    .values(
-        status=JobStatus.RUNNING.value,
-        updated_at=bindparam("now", type_=jobs.c.updated_at.type),
-        worker_id=bindparam("worker"),
-        started_at=bindparam("now", type_=jobs.c.started_at.type),
-        first_token_at=None,
-        lease_expires_at=bindparam("lease_expires_at", type_=jobs.c.lease_expires_at.type),
-        attempts=jobs.c.attempts + 1,
-        error=None,
-    )
-    .returning(*jobs.c)
-)

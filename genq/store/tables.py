@@ -46,6 +46,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def utcnow() -> datetime:
+    """Now, as the store keeps every time: timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
 metadata = MetaData()
 
 jobs = Table(
@@ -77,11 +82,16 @@ jobs = Table(
     Column("first_token_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
     Column("deadline", UTCDateTime),
+    # A running job's lease: its worker renews it; once it lapses the sweep requeues the job.
     Column("lease_expires_at", UTCDateTime),
+    # A queued job's dispatch-by time: if no worker started it by then (its message was lost
+    # with a producer or a broker), the sweep sends it again.
+    Column("dispatch_by", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency"),
     Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
     Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+    Index("ix_jobs_status_dispatch", "status", "dispatch_by"),
     Index("ix_jobs_status_finished", "status", "finished_at"),
 )
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, delete, select, update
 
+from genq.store.engine import reader
 from genq.store.tables import webhook_endpoints
 from genq.store.webhook_deliveries import stop_pending
 
@@ -90,7 +91,7 @@ def get_endpoint(engine: Engine, endpoint_id: str, tenant: str | None = None) ->
     query = select(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)
     if tenant is not None:
         query = query.where(webhook_endpoints.c.tenant == tenant)
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         row = conn.execute(query).first()
     return _endpoint(row) if row else None
 
@@ -101,7 +102,7 @@ def list_endpoints(engine: Engine, tenant: str | None = None) -> list[Endpoint]:
     )
     if tenant is not None:
         query = query.where(webhook_endpoints.c.tenant == tenant)
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         return [_endpoint(row) for row in conn.execute(query).all()]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, Select, select, update
 
+from genq.store.engine import reader
 from genq.store.tables import (
     webhook_attempts,
     webhook_deliveries,
@@ -101,7 +102,7 @@ def list_deliveries(
         query = query.where(d.status != DeliveryStatus.SUCCEEDED.value, d.attempts > 0)
     elif status is not None:
         query = query.where(d.status == status)
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         return [_view(row) for row in conn.execute(query).all()]
 
 
@@ -111,7 +112,7 @@ def get_delivery(
     query = _deliveries_query().where(webhook_deliveries.c.id == delivery_id)
     if tenant is not None:
         query = query.where(webhook_events.c.tenant == tenant)
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         row = conn.execute(query).first()
     return _view(row) if row else None
 
@@ -124,7 +125,7 @@ def list_attempts(engine: Engine, delivery_id: str) -> list[AttemptView]:
         .where(a.delivery_id == delivery_id)
         .order_by(a.id)
     )
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         return [AttemptView(**dict(row._mapping)) for row in conn.execute(query).all()]
 
 

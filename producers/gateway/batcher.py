@@ -23,7 +23,7 @@ from celery import Celery
 from genq.settings import Settings
 from genq.store import NewJob
 from producers.gateway.quotas import QueuedGauge
-from producers.gateway.store_turns import TurnTakingStore
+from producers.gateway.serialized_store import SerializedStore
 from producers.submission import publish_stored
 from schemas import GenqError, JobRecord
 
@@ -48,7 +48,7 @@ class SubmitBatcher:
     """
 
     def __init__(
-        self, celery: Celery, store: TurnTakingStore, settings: Settings, queued: QueuedGauge
+        self, celery: Celery, store: SerializedStore, settings: Settings, queued: QueuedGauge
     ) -> None:
         self.celery = celery
         self.store = store

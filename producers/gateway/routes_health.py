@@ -8,7 +8,6 @@ from collections.abc import Awaitable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from genq import constants as c
@@ -66,14 +65,9 @@ async def _broker(gateway: Gateway) -> Check:
     return Check(ok=True, detail="redis answers PING")
 
 
-def _store_probe(gateway: Gateway) -> None:
-    with gateway.store.engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
-
-
 async def _store(gateway: Gateway) -> Check:
     try:
-        await gateway.call(_store_probe, gateway)
+        await gateway.call(gateway.store.ping)
     except Exception as exc:  # any failure means not ready; say which
         return Check(ok=False, detail=f"result store unreachable: {exc.__class__.__name__}")
     return Check(ok=True, detail=f"{gateway.store.engine.dialect.name} answers")

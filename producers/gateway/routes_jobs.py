@@ -8,11 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import select
 from sse_starlette import EventSourceResponse
 
 from genq import constants as c
-from genq.store.tables import jobs
 from producers.cancel import cancel_job
 from producers.gateway import inputs
 from producers.gateway.auth import current_principal
@@ -128,7 +126,9 @@ def accept(gateway: Gateway, job: JobRequest, tenant: str) -> tuple[JobRecord, b
         gateway.queued.check(tenant)
     except RateLimited:
         # A retry of a job already accepted gets its job back, even at the cap.
-        if job.idempotency_key is None or not _key_used(gateway, tenant, job.idempotency_key):
+        if job.idempotency_key is None or not gateway.store.idempotency_key_used(
+            tenant, job.idempotency_key
+        ):
             raise
     record, created = submit_job(
         gateway.celery,
@@ -141,12 +141,6 @@ def accept(gateway: Gateway, job: JobRequest, tenant: str) -> tuple[JobRecord, b
     if created:
         gateway.queued.accepted(tenant)
     return record, created
-
-
-def _key_used(gateway: Gateway, tenant: str, key: str) -> bool:
-    query = select(jobs.c.id).where(jobs.c.tenant == tenant, jobs.c.idempotency_key == key)
-    with gateway.store.engine.connect() as conn:
-        return conn.execute(query).first() is not None
 
 
 @router.get("", response_model=JobPage, responses=error_responses(400))

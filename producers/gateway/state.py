@@ -23,7 +23,7 @@ from producers.gateway.batcher import SubmitBatcher
 from producers.gateway.cache import TtlCache
 from producers.gateway.principal import Principal
 from producers.gateway.quotas import QueuedGauge, RateLimiter
-from producers.gateway.store_turns import TurnTakingStore
+from producers.gateway.serialized_store import SerializedStore
 from producers.submission import WebhookCheck
 from schemas import JobRecord, NotFound
 
@@ -35,7 +35,7 @@ class Gateway:
     """Everything a request handler needs. The store and Celery are sync: use ``call``."""
 
     settings: Settings
-    store: TurnTakingStore
+    store: SerializedStore
     keys: ApiKeyStore
     redis: aioredis.Redis
     # The shared cancel path (``producers.cancel``) is sync and runs in a worker thread.
@@ -85,7 +85,6 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
     # Request threads never run the SQLite WAL checkpoint inside a commit (see WalCheckpointer).
     engine = build_engine(settings.store_url, wal_autocheckpoint=False)
     create_schema(engine)
-    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     runtime_http = httpx.Client(
         base_url=settings.effective_runtime_url,
         timeout=c.RUNTIME_HEALTH_TIMEOUT_SECONDS,
@@ -98,9 +97,8 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
         socket_timeout=c.REDIS_SOCKET_TIMEOUT_SECONDS,
         socket_connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS,
     )
-    store = TurnTakingStore(
+    store = SerializedStore(
         engine,
-        default_webhook_secret=secret,
         redispatch_after_seconds=settings.redispatch_after_seconds,
     )
     celery = create_app(settings)

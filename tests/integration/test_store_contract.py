@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
-from genq.migrate import upgrade_database
-from genq.store import JobStore, NewJob, build_engine, utcnow
+from genq.migrate import current_revision, upgrade_database
+from genq.store import Deliveries, JobStore, NewJob, build_engine, dead_letters, utcnow
+from genq.store.api_keys import find_live_key, list_keys
+from genq.store.dead_letters import DeadLetterRow
+from genq.store.metrics import read_metrics
 from genq.store.outbox import claim_replies
-from schemas import Conflict, InvalidRequest, JobRequest, JobStatus
+from genq.store.webhook_endpoints import list_endpoints
+from genq.store.webhook_log import list_deliveries
+from schemas import Conflict, ErrorCode, ErrorInfo, InvalidRequest, JobRequest, JobStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -101,3 +110,219 @@ def test_batch_create(store: JobStore) -> None:
     records = store.create_many([_new() for _ in range(50)])
     assert len(records) == 50
     assert store.count_queued("t") == 50
+
+
+def _history_is_a_chain(store: JobStore, job_id: str) -> list[tuple[str | None, str]]:
+    record = store.get(job_id, history=True)
+    assert record is not None and record.history is not None
+    return [(h.from_status and h.from_status.value, h.to_status.value) for h in record.history]
+
+
+def test_from_status_is_right_under_concurrent_writers(store: JobStore) -> None:
+    """A transition allowed from several states records the state it actually left, while
+    other writers move the job under it (PostgreSQL READ COMMITTED: a read before the update
+    can see a state the update no longer finds)."""
+    records = store.create_many([_new() for _ in range(60)])
+    barrier_parties = 3
+
+    def race(job_id: str) -> None:
+        barrier = threading.Barrier(barrier_parties)
+
+        def start() -> None:
+            barrier.wait()
+            store.start(job_id, "w/1", 30)
+
+        def fail() -> None:
+            barrier.wait()
+            store.transition(job_id, JobStatus.FAILED, worker="x", reason="failed")
+
+        def cancel() -> None:
+            barrier.wait()
+            store.transition(job_id, JobStatus.CANCELLED, worker="y", reason="cancelled")
+
+        with ThreadPoolExecutor(barrier_parties) as pool:
+            for future in [pool.submit(f) for f in (start, fail, cancel)]:
+                future.result()
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(race, [r.id for r in records]))
+    for record in records:
+        chain = _history_is_a_chain(store, record.id)
+        for before, after in itertools.pairwise(chain):
+            assert after[0] == before[1], f"{record.id}: {chain}"
+
+
+def _letter(job_id: str, reason: str = "retries_exhausted") -> DeadLetterRow:
+    error = ErrorInfo(code=ErrorCode.RETRIES_EXHAUSTED, message="gave up")
+    return DeadLetterRow(str(uuid.uuid4()), job_id, reason, error, None, utcnow())
+
+
+def test_a_terminal_transition_returns_what_it_wrote_to_the_outbox(store: JobStore) -> None:
+    plain, _ = store.create(_new())
+    replying, _ = store.create(_new({**CHAT, "reply_to": "replies"}))
+    hooked, _ = store.create(_new({**CHAT, "webhook_url": "https://example.com/hook"}))
+    for record in (plain, replying, hooked):
+        store.start(record.id, "w/1", 30)
+    done = [
+        store.transition(r.id, JobStatus.SUCCEEDED, only_worker="w/1")
+        for r in (plain, replying, hooked)
+    ]
+    assert [d.deliveries if d else None for d in done] == [
+        Deliveries(),
+        Deliveries(reply=True),
+        Deliveries(webhooks=1),
+    ]
+    assert all(d is not None and d.record.status is JobStatus.SUCCEEDED for d in done)
+    requeue = store.transition(plain.id, JobStatus.QUEUED)  # not from succeeded: lost
+    assert requeue is None
+
+
+def test_retry_is_only_the_holders_and_sets_a_dispatch_by_time(store: JobStore) -> None:
+    record, _ = store.create(_new())
+    store.start(record.id, "w/1", 30)
+    error = ErrorInfo(code=ErrorCode.RUNTIME_UNAVAILABLE, message="503", retryable=True)
+    assert (
+        store.retry(record.id, worker="w/2", error=error, delay_seconds=2, lease_seconds=30) is None
+    )
+    before = utcnow()
+    retried = store.retry(record.id, worker="w/1", error=error, delay_seconds=2, lease_seconds=30)
+    assert retried is not None and retried.status is JobStatus.QUEUED and retried.error == error
+    row = store.routing(record.id)
+    assert row is not None and row["worker_id"] is None and row["lease_expires_at"] is None
+    assert row["dispatch_by"] >= before + timedelta(seconds=32)
+    history = store.get(record.id, history=True).history or []  # type: ignore[union-attr]
+    assert history[-1].from_status is JobStatus.RUNNING
+    assert (history[-1].reason or "").startswith("retry in 2.0s after runtime_unavailable")
+
+
+def test_a_lapsed_lease_is_recovered_once_and_not_after_a_renewal(store: JobStore) -> None:
+    lapsing, _ = store.create(_new())
+    renewed, _ = store.create(_new())
+    store.start(lapsing.id, "w/1", 0.01)
+    store.start(renewed.id, "w/2", 0.01)
+    later = utcnow() + timedelta(seconds=5)
+    leases = {lease.job_id: lease for lease in store.lapsed_leases(later)}
+    assert set(leases) == {lapsing.id, renewed.id}
+    assert leases[lapsing.id].worker_id == "w/1" and leases[lapsing.id].crashes == 0
+    assert store.renew_lease(renewed.id, "w/2", 60)
+    dispatch_by = later + timedelta(seconds=15)
+    # Renewed since the sweep read it: its lease is no longer lapsed at the sweep's time.
+    assert store.recover_lapsed(leases[renewed.id], worker="sweep", dispatch_by=dispatch_by) is None
+    recovered = store.recover_lapsed(leases[lapsing.id], worker="sweep", dispatch_by=dispatch_by)
+    assert recovered is not None and recovered.status is JobStatus.QUEUED
+    row = store.routing(lapsing.id)
+    assert row is not None and row["crashes"] == 1 and row["dispatch_by"] == dispatch_by
+    assert row["worker_id"] is None and row["lease_expires_at"] is None
+    assert store.recover_lapsed(leases[lapsing.id], worker="sweep", dispatch_by=later) is None
+
+
+def test_dead_letter_commits_its_row_with_the_transition(store: JobStore) -> None:
+    record, _ = store.create(_new({**CHAT, "reply_to": "replies"}))
+    store.start(record.id, "w/1", 30)
+    assert store.dead_letter(_letter(record.id), worker="w/2", holder="w/2") is None
+    assert dead_letters.find_open(store.engine, record.id) is None
+    letter = _letter(record.id)
+    moved = store.dead_letter(letter, worker="w/1", holder="w/1")
+    assert moved is not None and moved.record.status is JobStatus.DEAD_LETTERED
+    assert moved.deliveries == Deliveries(reply=True)
+    found = dead_letters.find_open(store.engine, record.id)
+    assert found is not None and found.id == letter.id and found.attempts == 1
+    assert store.dead_letter(_letter(record.id), worker="w/1") is None  # once
+
+
+def test_a_crash_looping_job_is_dead_lettered_only_while_its_lease_is_lapsed(
+    store: JobStore,
+) -> None:
+    record, _ = store.create(_new())
+    store.start(record.id, "w/1", 0.01)
+    [lease] = store.lapsed_leases(utcnow() + timedelta(seconds=5))
+    store.renew_lease(record.id, "w/1", 60)
+    assert store.dead_letter(_letter(record.id, "worker_crashed"), worker="s", lapsed=lease) is None
+    [lease] = store.lapsed_leases(utcnow() + timedelta(seconds=120))
+    moved = store.dead_letter(_letter(record.id, "worker_crashed"), worker="s", lapsed=lease)
+    assert moved is not None and store.routing(record.id)["crashes"] == 1  # type: ignore[index]
+
+
+def test_requeue_from_the_dead_letter_queue_closes_the_letter(store: JobStore) -> None:
+    record, _ = store.create(_new())
+    store.start(record.id, "w/1", 30)
+    assert store.requeue_dead_lettered(record.id, operator="op") is None  # not dead-lettered
+    store.dead_letter(_letter(record.id), worker="w/1", holder="w/1")
+    requeued = store.requeue_dead_lettered(record.id, operator="op")
+    assert requeued is not None and requeued.status is JobStatus.QUEUED
+    assert requeued.attempts == 0 and requeued.error is None and requeued.finished_at is None
+    assert dead_letters.find_open(store.engine, record.id) is None
+    assert dead_letters.list_open(store.engine) == []
+    assert store.routing(record.id)["dispatch_by"] is not None  # type: ignore[index]
+    assert store.requeue_dead_lettered(record.id, operator="op") is None
+
+
+def test_hand_back_requeues_only_the_stopping_nodes_jobs(store: JobStore) -> None:
+    records = store.create_many([_new() for _ in range(4)])
+    for record, worker in zip(records, ["a@h/1", "a@h/2", "ab@h/1", "b@h/1"], strict=True):
+        store.start(record.id, worker, 30)
+    dispatch_by = utcnow() + timedelta(seconds=15)
+    handed = store.hand_back("a@h", dispatch_by=dispatch_by)
+    assert sorted(r.id for r in handed) == sorted(r.id for r in records[:2])
+    assert all(r.status is JobStatus.QUEUED for r in handed)
+    assert [store.get(r.id).status for r in records[2:]] == [JobStatus.RUNNING] * 2  # type: ignore[union-attr]
+    assert store.hand_back("a@h", dispatch_by=dispatch_by) == []
+
+
+def test_a_stale_dispatch_is_claimed_by_one_sweep(store: JobStore) -> None:
+    record, _ = store.create(_new())
+    store.start(store.create(_new())[0].id, "w/1", 30)  # running jobs are never stale
+    assert store.stale_dispatches(utcnow()) == []
+    later = utcnow() + store.redispatch_after + timedelta(seconds=1)
+    [stale] = store.stale_dispatches(later)
+    assert stale.job_id == record.id and stale.lane == "interactive" and stale.tenant == "t"
+    until = later + timedelta(minutes=1)
+    assert store.claim_redispatch(stale, until)
+    assert not store.claim_redispatch(stale, until)  # the time it saw moved on
+    assert store.stale_dispatches(later) == []
+
+
+def test_overdue_queued_jobs_and_the_other_reads(store: JobStore) -> None:
+    overdue, _ = store.create(_new({**CHAT, "expires_in": 1, "idempotency_key": "k"}))
+    store.create(_new())
+    assert store.overdue_queued(utcnow() + timedelta(seconds=5)) == [overdue.id]
+    assert store.idempotency_key_used("t", "k") and not store.idempotency_key_used("u", "k")
+    assert store.count_finished([overdue.id]) == 0
+    store.transition(overdue.id, JobStatus.EXPIRED)
+    assert store.count_finished([overdue.id]) == 1
+    store.ping()
+
+
+def test_reads_complete_while_a_writer_holds_the_store(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Health probes, metrics scrapes, DLQ and key listings never queue behind a writer (on
+    SQLite: they never take the writer lock; one taken would time out here)."""
+    monkeypatch.setattr("genq.store.sqlite_writer_lock.WRITER_LOCK_TIMEOUT_SECONDS", 1.0)
+    record, _ = store.create(_new({**CHAT, "idempotency_key": "k"}))
+    engine = store.engine
+    reads: list[Callable[[], object]] = [
+        store.ping,
+        lambda: store.get(record.id, history=True),
+        lambda: store.list(tenant="t"),
+        lambda: store.count_queued("t"),
+        lambda: store.routing(record.id),
+        lambda: store.idempotency_key_used("t", "k"),
+        lambda: store.count_finished([record.id]),
+        lambda: store.lapsed_leases(utcnow()),
+        lambda: store.stale_dispatches(utcnow()),
+        lambda: store.overdue_queued(utcnow()),
+        lambda: dead_letters.list_open(engine),
+        lambda: dead_letters.find_open(engine, record.id),
+        lambda: read_metrics(engine, finished_since=None, observe=lambda _row: None),
+        lambda: list_keys(engine),
+        lambda: find_live_key(engine, "0" * 64),
+        lambda: list_endpoints(engine),
+        lambda: list_deliveries(engine),
+        lambda: current_revision(engine.url.render_as_string(hide_password=False)),
+    ]
+    with engine.begin() as writer, ThreadPoolExecutor(4) as pool:
+        writer.execute(text("UPDATE jobs SET priority = priority"))
+        futures = [pool.submit(read) for read in reads]
+        for future in futures:
+            future.result(timeout=10)

@@ -1,4 +1,4 @@
-"""SQLite writers take turns on a lock file beside the database, across threads and processes."""
+"""SQLite writers queue on a lock file beside the database, across threads and processes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from sqlalchemy import Column, Engine, Integer, MetaData, Table, func, insert, s
 from sqlalchemy.exc import OperationalError
 
 from genq.store import build_engine
-from genq.store.engine import WRITER_LOCK_SUFFIX, TurnTakingConnection, reader
+from genq.store.engine import reader
+from genq.store.sqlite_writer_lock import WRITER_LOCK_SUFFIX, WriterLockConnection
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,7 @@ table = Table("t", MetaData(), Column("id", Integer, primary_key=True))
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    path = tmp_path / "turns.db"
+    path = tmp_path / "writers.db"
     engine = build_engine(f"sqlite:///{path}")
     table.metadata.create_all(engine)
     engine.dispose()
@@ -39,7 +40,7 @@ def engine(db: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-def turn_is_free(db: Path) -> bool:
+def writer_lock_is_free(db: Path) -> bool:
     with open(f"{db}{WRITER_LOCK_SUFFIX}", "ab") as probe:
         try:
             fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -54,7 +55,7 @@ def count(engine: Engine) -> int:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
-def test_a_writer_holds_the_turn_until_commit_and_the_next_one_goes_then(
+def test_a_writer_holds_the_lock_until_commit_and_the_next_one_goes_then(
     db: Path, engine: Engine
 ) -> None:
     other = build_engine(f"sqlite:///{db}")
@@ -68,40 +69,40 @@ def test_a_writer_holds_the_turn_until_commit_and_the_next_one_goes_then(
     try:
         with engine.begin() as conn:
             conn.execute(insert(table))
-            assert not turn_is_free(db)
+            assert not writer_lock_is_free(db)
             thread = threading.Thread(target=second_writer)
             thread.start()
-            assert not done.wait(0.3)  # waits for its turn
+            assert not done.wait(0.3)  # waits for the lock
             assert count(engine) == 0  # reads do not wait for writers
         assert done.wait(10)
         thread.join()
         assert count(engine) == 2
-        assert turn_is_free(db)
+        assert writer_lock_is_free(db)
     finally:
         other.dispose()
 
 
-def test_rollback_and_a_failed_statement_end_the_turn(db: Path, engine: Engine) -> None:
+def test_rollback_and_a_failed_statement_release_the_lock(db: Path, engine: Engine) -> None:
     with engine.connect() as conn:
         conn.begin()
         conn.execute(insert(table))
-        assert not turn_is_free(db)
+        assert not writer_lock_is_free(db)
         conn.rollback()
-        assert turn_is_free(db)
+        assert writer_lock_is_free(db)
     with pytest.raises(Exception, match="UNIQUE"), engine.begin() as conn:
         conn.execute(insert(table).values(id=1))
         conn.execute(insert(table).values(id=1))
-    assert turn_is_free(db)
+    assert writer_lock_is_free(db)
     assert count(engine) == 0
 
 
-def test_no_turn_within_the_timeout_is_a_locked_database(db: Path) -> None:
+def test_no_lock_within_the_timeout_is_a_locked_database(db: Path) -> None:
     with open(f"{db}{WRITER_LOCK_SUFFIX}", "ab") as holder:
         fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
-        conn = TurnTakingConnection(str(db))
+        conn = WriterLockConnection(str(db))
         try:
             with pytest.raises(Exception, match="database is locked"):
-                conn.take_write_turn(timeout=0.2)
+                conn.acquire_writer_lock(timeout=0.2)
         finally:
             conn.close()
 
@@ -125,7 +126,7 @@ def test_a_writer_killed_mid_transaction_does_not_block_the_next(db: Path, engin
         try:
             assert holder.stdout is not None
             assert holder.stdout.readline().strip() == "holding"
-            assert not turn_is_free(db)
+            assert not writer_lock_is_free(db)
             holder.send_signal(signal.SIGKILL)
             holder.wait(10)
             started = time.monotonic()
@@ -137,7 +138,7 @@ def test_a_writer_killed_mid_transaction_does_not_block_the_next(db: Path, engin
             holder.kill()
 
 
-def test_an_in_memory_database_has_no_turn_file(tmp_path: Path) -> None:
+def test_an_in_memory_database_has_no_lock_file(tmp_path: Path) -> None:
     engine = build_engine("sqlite://")
     try:
         table.metadata.create_all(engine)
@@ -152,13 +153,13 @@ def test_an_in_memory_database_has_no_turn_file(tmp_path: Path) -> None:
 def test_database_errors_still_surface(db: Path, engine: Engine) -> None:
     with pytest.raises(OperationalError), engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO missing VALUES (1)")
-    assert turn_is_free(db)
+    assert writer_lock_is_free(db)
 
 
-def test_no_turn_through_the_engine_is_sqlalchemys_operational_error(
+def test_no_lock_through_the_engine_is_sqlalchemys_operational_error(
     db: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("genq.store.engine.TURN_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr("genq.store.sqlite_writer_lock.WRITER_LOCK_TIMEOUT_SECONDS", 0.2)
     with open(f"{db}{WRITER_LOCK_SUFFIX}", "ab") as holder:
         fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
         with pytest.raises(OperationalError, match="database is locked"), engine.begin() as conn:

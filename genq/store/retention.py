@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, Engine, delete, select
 
-from genq.store import JobStore
 from genq.store.tables import (
     dead_letters,
     job_history,
@@ -27,7 +26,7 @@ BATCH = 500
 
 
 def purge_expired(
-    store: JobStore,
+    engine: Engine,
     *,
     now: datetime,
     finished_after_seconds: float,
@@ -39,7 +38,7 @@ def purge_expired(
     """
     finished_cutoff = now - timedelta(seconds=finished_after_seconds)
     dead_cutoff = now - timedelta(seconds=dead_letter_after_seconds)
-    with store.engine.begin() as conn:
+    with engine.begin() as conn:
         old_jobs = [
             row[0]
             for row in conn.execute(
