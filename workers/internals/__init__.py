@@ -17,9 +17,10 @@ library is outside that range or no longer has what the code reaches into.
   message" hooks dead-letter instead of dropping, and task events go out in groups.
 
 Upgrading one of these libraries: read its source of each thing named above, adjust, run
-``tests/unit/test_internals.py``, ``tests/unit/test_deferred_writes.py`` and the integration
-tests ``test_transport_qos.py`` and ``test_dead_letters.py``, then widen the range in
-:mod:`~workers.internals.versions`.
+``tests/unit/test_internals.py`` and ``test_deferred_writes.py`` and the integration tests
+``test_deferred_writes_redis.py``, ``test_transport_qos.py`` and ``test_dead_letters.py``,
+then widen the range in :mod:`~workers.internals.versions` and in pyproject.toml (a test
+keeps the two equal).
 """
 
 from workers.internals.consumer import DeadLetteringConsumer
