@@ -4,4 +4,4 @@
 
 __all__ = ["main"]
 
-from genq.cli.main import main
+from genq.cli.app import main
