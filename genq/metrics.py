@@ -40,7 +40,7 @@ __all__ = [
     "render_metrics",
 ]
 
-# Must match the broker transport option `sep` in workers/app.py.
+# Must match the broker transport option `sep` in genq/celery_app.py.
 PRIORITY_SEPARATOR = ":"
 # kombu keeps delivered-but-unacked messages of every queue in this hash.
 UNACKED_HASH = "unacked"
