@@ -11,8 +11,8 @@ from datetime import timedelta
 
 import pytest
 
-from genq.retention import purge_expired
 from genq.store import utcnow
+from genq.store.retention import purge_expired
 from schemas import JobStatus
 from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
@@ -105,7 +105,7 @@ def test_retention_purges_only_old_finished_jobs(stack: Stack, fake_runtime: Fak
     other = client.submit({**CHAT, "lane": "batch"}).id
     client.wait(other, timeout=20)
     purged, letters = purge_expired(
-        client.store,
+        client.store.engine,
         now=utcnow() + timedelta(days=8),
         finished_after_seconds=7 * 86400,
         dead_letter_after_seconds=30 * 86400,
@@ -118,7 +118,7 @@ def test_retention_never_touches_unfinished_jobs(stack: Stack) -> None:
     client = stack.client()
     job = client.submit(CHAT).id  # no worker: queued forever
     purged, _ = purge_expired(
-        client.store,
+        client.store.engine,
         now=utcnow() + timedelta(days=365),
         finished_after_seconds=1,
         dead_letter_after_seconds=1,
