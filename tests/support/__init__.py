@@ -3,7 +3,7 @@
 from tests.support.ports import free_port, port_is_open
 from tests.support.postgres import PostgresCluster, PostgresNotFound, postgres_bin_dir
 from tests.support.processes import EmbeddedRuntime, GenqProcess, ManagedProcess, RedisServer
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, stream_reader_blocked
 
 __all__ = [
     "EmbeddedRuntime",
@@ -16,4 +16,5 @@ __all__ = [
     "free_port",
     "port_is_open",
     "postgres_bin_dir",
+    "stream_reader_blocked",
 ]

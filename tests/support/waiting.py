@@ -1,9 +1,12 @@
-"""Polling for a condition that other processes make true."""
+"""Waiting for a condition that other threads or processes make true: the one way tests wait
+(never a fixed sleep)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+
+import redis
 
 
 def eventually(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
@@ -14,3 +17,12 @@ def eventually(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def stream_reader_blocked(client: redis.Redis) -> bool:
+    """Whether some connection to ``client``'s server is blocked in XREAD: a long poll or an
+    SSE stream waiting for its job's next chunk (one is in place, not just requested)."""
+    return any(
+        entry.get("cmd") == "xread" and "b" in entry.get("flags", "")
+        for entry in client.client_list()
+    )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
 from tests.integration.gateway.conftest import ADMIN_KEY, Gateway
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -16,12 +15,11 @@ CHAT = {"messages": [{"role": "user", "content": "x"}]}
 
 
 def _wait_status(http: object, job_id: str, status: str, timeout: float = 30) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while True:
-        record = http.get(f"/v1/jobs/{job_id}").json()  # type: ignore[attr-defined]
-        if record["status"] == status or time.monotonic() > deadline:
-            return record  # type: ignore[no-any-return]
-        time.sleep(0.1)
+    def record() -> dict[str, object]:
+        return http.get(f"/v1/jobs/{job_id}").json()  # type: ignore[attr-defined,no-any-return]
+
+    eventually(lambda: record()["status"] == status, timeout=timeout)
+    return record()
 
 
 def test_dead_letter_admin_api(stack: Stack, gateway: Gateway, fake_runtime: FakeRuntime) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.integration.conftest import Stack
 from tests.integration.gateway.conftest import ADMIN_KEY, Gateway, GatewayStarter
+from tests.support import eventually, stream_reader_blocked
 from tests.support.environment import process_env
 
 pytestmark = pytest.mark.integration
@@ -89,7 +90,7 @@ def test_wait_wakes_when_the_job_finishes(stack: Stack, gateway: Gateway) -> Non
         waiting = pool.submit(
             api.get, f"/v1/jobs/{job['id']}/wait", params={"timeout": 60}, timeout=70
         )
-        time.sleep(0.5)
+        assert eventually(lambda: stream_reader_blocked(stack.client().redis))  # it waits
         stack.worker()
         finished_at = time.monotonic()
         answer = waiting.result(timeout=60)
@@ -261,8 +262,10 @@ def test_rate_limit_answers_429_with_retry_after(
     assert 1 <= int(limited.headers["Retry-After"]) <= 2
     # Another key has its own bucket; and the first refills at the given rate.
     assert gateway.client(gateway.key("acme")).get("/v1/jobs").status_code == 200
-    time.sleep(float(limited.headers["Retry-After"]))
-    assert api.get("/v1/jobs").status_code == 200
+    refill = float(limited.headers["Retry-After"])
+    started = time.monotonic()
+    assert eventually(lambda: api.get("/v1/jobs").status_code == 200, timeout=refill + 1)
+    assert time.monotonic() - started <= refill
 
 
 def test_queued_cap_answers_429(stack: Stack, start_gateway: GatewayStarter) -> None:

@@ -15,7 +15,7 @@ from httpx_sse import ServerSentEvent, connect_sse
 from tests.fakes.runtime_server import FakeRuntime
 from tests.integration.conftest import Stack
 from tests.integration.gateway.conftest import Gateway, GatewayStarter
-from tests.support import EmbeddedRuntime, GenqProcess
+from tests.support import EmbeddedRuntime, GenqProcess, eventually, stream_reader_blocked
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +121,7 @@ def test_client_connected_before_the_job_starts_waits_for_it(
 
     reader = threading.Thread(target=read)
     reader.start()
-    time.sleep(1.0)
+    assert eventually(lambda: stream_reader_blocked(stack.client().redis))
     assert reader.is_alive()  # connected, nothing to send yet
     stack.worker()
     reader.join(timeout=30)
