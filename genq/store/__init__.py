@@ -8,9 +8,10 @@ SQLite writer lock.
 
 from genq.store.engine import WalCheckpointer, build_engine, create_schema
 from genq.store.jobs import JobStore, NewJob, Page, StoreUnavailable
+from genq.store.outbox import Deliveries
 from genq.store.recovery import StaleDispatch
 from genq.store.tables import utcnow
-from genq.store.transitions import Deliveries, LapsedLease, Transition
+from genq.store.transitions import LapsedLease, Transition
 
 __all__ = [
     "Deliveries",

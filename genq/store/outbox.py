@@ -35,6 +35,21 @@ _ACTIVE_ENDPOINTS = select(webhook_endpoints).where(
 
 
 @dataclass(frozen=True)
+class Deliveries:
+    """What a terminal transition wrote to the outbox in its own transaction, for the caller
+    that made the transition to publish (``genq.outbox``); nothing for any other transition."""
+
+    reply: bool = False  # a ``reply_outbox`` row: the job named a reply queue
+    webhooks: int = 0  # pending ``webhook_deliveries``, one per target
+
+    def __bool__(self) -> bool:
+        return self.reply or self.webhooks > 0
+
+
+NO_DELIVERIES = Deliveries()
+
+
+@dataclass(frozen=True)
 class PendingReply:
     """A reply this caller claimed: publish it, then mark it published."""
 
@@ -52,9 +67,9 @@ def write_outbox(
     webhook_url: str | None,
     webhook_secret: str | None,
     now: datetime,
-) -> int:
+) -> Deliveries:
     """Write the reply and the webhook event of a job that just reached ``record.status``, on
-    the transition's own connection; returns how many webhook deliveries it queued.
+    the transition's own connection; returns what it wrote, for the caller to publish.
 
     One event per transition (its id is the stable ``webhook-id``) and one pending delivery per
     target. Secrets are resolved when each attempt is sent: a registered endpoint's current
@@ -70,12 +85,13 @@ def write_outbox(
                 created_at=now,
             )
         )
+    reply = Deliveries(reply=bool(reply_to))
     event_type = WEBHOOK_EVENT_TYPES.get(record.status)
     if event_type is None:
-        return 0
+        return reply
     targets = _webhook_targets(conn, record.tenant, event_type, webhook_url, webhook_secret)
     if not targets:
-        return 0
+        return reply
     event_id = f"msg_{uuid.uuid4().hex}"
     conn.execute(
         webhook_events.insert().values(
@@ -110,7 +126,7 @@ def write_outbox(
             for target in targets
         ],
     )
-    return len(targets)
+    return Deliveries(reply=bool(reply_to), webhooks=len(targets))
 
 
 def _webhook_targets(

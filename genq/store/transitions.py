@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, Executable, bindparam, or_, update
 
 from genq.store.cas import Guard, Guards, Sources, compare_and_set, insert_history
 from genq.store.dead_letters import DeadLetterRow, insert_dead_letter, mark_requeued
-from genq.store.outbox import write_outbox
+from genq.store.outbox import NO_DELIVERIES, Deliveries, write_outbox
 from genq.store.records import job_record
 from genq.store.tables import jobs, utcnow
 from schemas import ErrorInfo, JobRecord, JobStatus, sources_for
@@ -25,21 +25,6 @@ from schemas import ErrorInfo, JobRecord, JobStatus, sources_for
 RUNNING = frozenset({JobStatus.RUNNING})
 # Written to the history and read back by the metrics (``genq.store.metrics``).
 RETRY_REASON_PREFIX = "retry"
-
-
-@dataclass(frozen=True)
-class Deliveries:
-    """What a terminal transition wrote to the outbox in its own transaction, for the caller
-    that made the transition to publish (``genq.outbox``); nothing for any other transition."""
-
-    reply: bool = False  # a ``reply_outbox`` row: the job named a reply queue
-    webhooks: int = 0  # pending ``webhook_deliveries``, one per target
-
-    def __bool__(self) -> bool:
-        return self.reply or self.webhooks > 0
-
-
-NO_DELIVERIES = Deliveries()
 
 
 @dataclass(frozen=True)
@@ -256,7 +241,7 @@ class JobTransitions:
             if not target.terminal:
                 return Transition(record)
             m = row._mapping
-            webhooks = write_outbox(
+            deliveries = write_outbox(
                 conn,
                 record,
                 reply_to=m["reply_to"],
@@ -264,7 +249,7 @@ class JobTransitions:
                 webhook_secret=m["webhook_secret"],
                 now=now,
             )
-        return Transition(record, Deliveries(reply=bool(m["reply_to"]), webhooks=webhooks))
+        return Transition(record, deliveries)
 
     def _state_values(
         self, target: JobStatus, now: datetime, values: Mapping[str, Any]
