@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -16,6 +15,7 @@ from genq.store.retention import purge_expired
 from schemas import JobStatus
 from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
+from tests.support.environment import process_env
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ CHAT = {"messages": [{"role": "user", "content": "x"}]}
 def genq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "genq", *args],
-        env={**os.environ, **stack.env},
+        env=process_env(stack.env),
         capture_output=True,
         text=True,
         timeout=60,

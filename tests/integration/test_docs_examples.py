@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Stack
+from tests.support.environment import process_env
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ def test_quickstart_example_runs(stack: Stack) -> None:
     stack.worker()
     out = subprocess.run(
         [sys.executable, str(EXAMPLE)],
-        env={**os.environ, **stack.env, "PYTHONPATH": str(EXAMPLE.parents[2])},
+        env=process_env({**stack.env, "PYTHONPATH": str(EXAMPLE.parents[2])}),
         capture_output=True,
         text=True,
         timeout=60,

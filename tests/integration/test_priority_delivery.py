@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
 from kombu import Connection
 
 from genq import constants as c
+from producers import GenqClient
 from schemas import JobStatus, celery_priority
 from tests.fakes.runtime_server import FakeRuntime
 from tests.integration.conftest import Stack
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -21,10 +22,16 @@ CHAT = {"messages": [{"role": "user", "content": "x"}]}
 
 def _wait_status(stack: Stack, job_id: str, status: JobStatus, timeout: float = 15) -> None:
     client = stack.client()
-    deadline = time.monotonic() + timeout
-    while client.get(job_id).status is not status:
-        assert time.monotonic() < deadline, f"{job_id} never reached {status}"
-        time.sleep(0.05)
+    assert eventually(lambda: client.get(job_id).status is status, timeout=timeout), (
+        f"{job_id} never reached {status}"
+    )
+
+
+def _all_messages_acked(client: GenqClient) -> bool:
+    """No task message waits in a lane or is held unacknowledged by a worker."""
+    lanes = client.redis.keys(f"{c.QUEUE_PREFIX}interactive*")
+    waiting = sum(client.redis.llen(key) for key in lanes)
+    return waiting == 0 and client.redis.hlen("unacked") == 0
 
 
 def test_urgent_job_submitted_last_starts_next(stack: Stack, fake_runtime: FakeRuntime) -> None:
@@ -60,8 +67,8 @@ def test_duplicate_delivery_completes_once_and_replies_once(
     stack.worker("--concurrency", "2", "--pool", "threads")
     done = client.wait(record.id, timeout=20)
     assert done.status is JobStatus.SUCCEEDED
-    time.sleep(1.0)  # let the duplicate be processed too
-    replies = list(client.replies("dup.replies", timeout=2))
+    assert eventually(lambda: _all_messages_acked(client), timeout=10)  # the duplicate too
+    replies = list(client.replies("dup.replies", timeout=0.5))
     assert [r.id for r in replies] == [record.id]
     history = client.get(record.id, history=True).history or []
     assert [h.to_status for h in history] == [

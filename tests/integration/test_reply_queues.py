@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import redis
 from schemas import JobRecord, JobStatus
 from tests.integration.conftest import Stack
 from tests.support import eventually
+from tests.support.environment import process_env
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ CHAT = {"messages": [{"role": "user", "content": "hi"}], "reply_to": QUEUE}
 def run_example(stack: Stack, name: str, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args],
-        env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)},
+        env=process_env({**stack.env, "PYTHONPATH": str(ROOT)}),
         capture_output=True,
         text=True,
         timeout=120,

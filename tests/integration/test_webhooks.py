@@ -4,7 +4,6 @@ with the ``standardwebhooks`` library."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -18,6 +17,8 @@ from producers.webhooks import InvalidSignature
 from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.fakes.webhook_receiver import Reply, WebhookReceiver
 from tests.integration.conftest import Stack
+from tests.support import eventually
+from workers.main import BEAT_HEARTBEAT_FILE
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +58,21 @@ def deliveries(client: GenqClient, job_id: str) -> list[DeliveryView]:
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+    assert eventually(check, timeout=timeout), f"timed out after {timeout} s waiting for {what}"
+
+
+def wait_for_sweeps(stack: Stack, count: int, timeout: float = 20) -> None:
+    """Until beat has run ``count`` more sweeps (it touches its heartbeat file after each)."""
+    heartbeat = stack.settings.data_dir / BEAT_HEARTBEAT_FILE
+    assert eventually(heartbeat.exists, timeout=timeout), "beat never swept"
+    seen = [heartbeat.stat().st_mtime_ns]
+
+    def swept() -> bool:
+        if (touched := heartbeat.stat().st_mtime_ns) != seen[-1]:
+            seen.append(touched)
+        return len(seen) > count
+
+    wait_until(swept, timeout, f"{count} sweeps")
 
 
 def delivered(client: GenqClient, job_id: str, timeout: float = 20) -> DeliveryView:
@@ -92,7 +103,7 @@ def test_every_terminal_state_emits_exactly_one_event(
     for status, job_id in jobs.items():
         assert client.wait(job_id, timeout=40).status.value == status
     receiver.wait_for(5, timeout=20)
-    time.sleep(3)  # several more sweeps: none of them may send anything twice
+    wait_for_sweeps(hooks, 2)  # none of them may send anything twice
     hits = receiver.hits()
     assert len(hits) == 5
     by_job = {payload["data"]["id"]: payload for payload in (h.verify(SECRET) for h in hits)}
@@ -186,7 +197,7 @@ def test_410_disables_the_endpoint(hooks: Stack, receiver: WebhookReceiver) -> N
     assert endpoint is not None and endpoint.disabled_at is not None
     second = client.submit(CHAT).id
     client.wait(second, timeout=20)
-    time.sleep(1.5)
+    wait_for_sweeps(hooks, 2)  # they would dispatch a delivery made for it
     assert deliveries(client, second) == []
     assert len(receiver.hits()) == 1
 
@@ -234,8 +245,8 @@ def test_worker_restart_between_attempts(hooks: Stack) -> None:
     wait_until(lambda: any(d.last_error for d in deliveries(client, job_id)), 20, "1 attempt")
     ops.kill()  # SIGKILL: no warm shutdown, nothing handed back
     with receiver:
-        time.sleep(2.5)
-        assert receiver.hits() == []  # nobody is left to retry
+        wait_for_sweeps(hooks, 2)  # beat re-dispatches what is due: nobody is left to send it
+        assert receiver.hits() == []
         attempts_while_down = deliveries(client, job_id)[0].attempts
         hooks.ops_worker()
         [hit] = receiver.wait_for(1, timeout=20)

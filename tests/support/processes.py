@@ -62,6 +62,7 @@ class ManagedProcess:
         self.cwd = cwd
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
+        self._terminated = False
 
     def start(self) -> Self:
         """Start the process and wait until it is ready; a failed start leaves nothing running."""
@@ -70,6 +71,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
             self._log_offset = log_file.tell()
+            self._terminated = False
             self._process = subprocess.Popen(
                 self.command,
                 stdin=subprocess.DEVNULL,
@@ -105,13 +107,21 @@ class ManagedProcess:
         if self.running:
             os.kill(self.pid, signum)
 
+    def terminate(self) -> None:
+        """SIGTERM the main process (once: a second one means "now" to Celery) without waiting,
+        so several processes can shut down at the same time before each is ``stop()``ped."""
+        if self.running and not self._terminated:
+            assert self._process is not None
+            self._process.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM the main process, wait up to ``timeout`` s, then SIGKILL the whole group."""
         process = self._process
         if process is None:
             return None
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            self.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout)
         return _kill_group(process)

@@ -9,13 +9,15 @@ from collections.abc import Callable
 import redis
 
 
-def eventually(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    """Whether ``condition()`` holds within ``timeout`` seconds (checked every 20 ms)."""
+def eventually(
+    condition: Callable[[], bool], timeout: float = 3.0, *, interval: float = 0.02
+) -> bool:
+    """Whether ``condition()`` holds within ``timeout`` seconds (checked every ``interval``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.02)
+        time.sleep(interval)
     return False
 
 
