@@ -68,7 +68,6 @@ class ChunkWriter:
         self._buffer: list[str] = []
         self._sent_delta = False
         self._first_buffered_at = 0.0
-        self.flushes = 0
 
     def _last_seq(self) -> int:
         last: Any = self.client.xrevrange(self.key, count=1)
@@ -84,7 +83,6 @@ class ChunkWriter:
             pipe.expire(self.key, self.ttl_seconds + 86400)
         if own:
             self._execute(pipe, [fields])
-        self.flushes += 1
 
     def _execute(
         self, pipe: Any, pending: list[dict[str, str]], expire_seconds: int | None = None

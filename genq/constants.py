@@ -15,9 +15,9 @@ TASK_EMBED = "genq.embed"
 TASK_DELIVER_WEBHOOK = "genq.deliver_webhook"
 
 REDIS_KEY_PREFIX = "genq:"
-STREAM_KEY_PREFIX = "genq:stream:"
-CANCEL_KEY_PREFIX = "genq:cancel:"
-RATE_KEY_PREFIX = "genq:rate:"
+STREAM_KEY_PREFIX = f"{REDIS_KEY_PREFIX}stream:"
+CANCEL_KEY_PREFIX = f"{REDIS_KEY_PREFIX}cancel:"
+RATE_KEY_PREFIX = f"{REDIS_KEY_PREFIX}rate:"
 
 # Broker redelivery of an unacked message; must exceed the longest job. Leases do recovery.
 VISIBILITY_TIMEOUT_SECONDS = 12 * 3600
@@ -26,7 +26,7 @@ LEASE_RENEW_SECONDS = 5
 SWEEP_INTERVAL_SECONDS = 5
 # One sweep at a time across processes (beat holds this Redis lock while it sweeps); a sweep
 # that outlives the TTL may overlap the next, which its compare-and-sets make harmless.
-SWEEP_LOCK_KEY = "genq:sweep:lock"
+SWEEP_LOCK_KEY = f"{REDIS_KEY_PREFIX}sweep:lock"
 SWEEP_LOCK_SECONDS = 60
 CRASH_LIMIT = 3
 
@@ -69,7 +69,6 @@ DEFAULT_MAX_TOKENS = 256
 WEBHOOK_TIMEOUT_SECONDS = 15.0
 # Svix-like: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 WEBHOOK_RETRY_SCHEDULE_SECONDS = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
-WEBHOOK_TOLERANCE_SECONDS = 300
 
 # HTTP gateway: long polls (/wait), SSE streams, API keys, the per-tenant queued cap.
 GATEWAY_WAIT_DEFAULT_SECONDS = 30.0
@@ -98,7 +97,7 @@ WEBHOOK_RESPONSE_EXCERPT_CHARS = 512
 WEBHOOK_USER_AGENT = "genq-webhooks/1"
 
 # Raw broker items that were not even a message envelope, waiting for the sweep to dead-letter.
-QUARANTINE_KEY = "genq:quarantine"
+QUARANTINE_KEY = f"{REDIS_KEY_PREFIX}quarantine"
 
 # A queued job not picked up this long after it was stored is re-sent by the sweep (its message
 # may have been lost with a crashed producer); later re-sends back off with the job's age.

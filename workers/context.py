@@ -11,6 +11,7 @@ import httpx
 import redis
 from celery import Celery
 
+from genq import constants as c
 from genq.outbox import Outbox
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
@@ -24,7 +25,10 @@ def runtime_client(settings: Settings) -> httpx.Client:
     if settings.runtime_api_key is not None:
         headers["Authorization"] = f"Bearer {settings.runtime_api_key.get_secret_value()}"
     timeout = httpx.Timeout(
-        connect=5.0, read=settings.runtime_read_timeout_seconds, write=30.0, pool=30.0
+        connect=c.RUNTIME_CONNECT_TIMEOUT_SECONDS,
+        read=settings.runtime_read_timeout_seconds,
+        write=30.0,
+        pool=30.0,
     )
     limits = httpx.Limits(max_connections=settings.runtime_slots * 2 + 2)
     return httpx.Client(
