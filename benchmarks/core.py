@@ -6,7 +6,7 @@ Side by side in one run on this machine:
   * runtime efficiency: completion tokens/s through genq vs a direct streaming client on the
     same embedded runtime at the same concurrency (one slot);
   * peak RSS of the worker processes.
-Run: ``python -m benchmarks core`` (or ``make bench``).
+Run: ``python -m benchmarks core`` (``--store postgres`` for PostgreSQL; or ``make bench``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from benchmarks.stats import median, peak_rss_mb, percentile, process_tree
+from benchmarks.stores import BenchStore
 from genq.settings import Settings
 from producers import GenqClient
 from schemas import JobStatus
@@ -122,7 +123,7 @@ def _genq_rate(client: GenqClient) -> float:
     return THROUGHPUT_JOBS / (time.perf_counter() - t0)
 
 
-def overhead(tmp: Path, rounds: int = THROUGHPUT_ROUNDS) -> dict[str, Any]:
+def overhead(tmp: Path, store: BenchStore, rounds: int = THROUGHPUT_ROUNDS) -> dict[str, Any]:
     """Latency, then ``rounds`` rounds of throughput: raw Celery, raw Celery with task events,
     genq, one after the other in each round (the machine's noise reaches all three alike);
     the figures are medians over the rounds."""
@@ -130,7 +131,7 @@ def overhead(tmp: Path, rounds: int = THROUGHPUT_ROUNDS) -> dict[str, Any]:
 
     with RedisServer(tmp / "redis") as redis_server:
         fake, fake_url = fake_runtime(tmp)
-        env = _env(redis_server.url, tmp, fake_url, "fake-model")
+        env = {**_env(redis_server.url, tmp, fake_url, "fake-model"), **store.env("overhead")}
         worker = GenqProcess(
             ["worker", "--concurrency", str(CONCURRENCY)], env, tmp / "worker.log"
         ).start()
@@ -253,13 +254,15 @@ def _genq_tokens_per_s(client: GenqClient, max_tokens: int) -> float:
     return tokens / (time.perf_counter() - t0)
 
 
-def runtime_efficiency(tmp: Path, rounds: int = 5, max_tokens: int = 64) -> dict[str, Any]:
+def runtime_efficiency(
+    tmp: Path, store: BenchStore, rounds: int = 5, max_tokens: int = 64
+) -> dict[str, Any]:
     settings = Settings(data_dir=tmp / "embedded")
     with (
         RedisServer(tmp / "redis-rt") as redis_server,
         EmbeddedRuntime(settings, tmp / "runtime.log") as runtime,
     ):
-        env = _env(redis_server.url, tmp / "rt", runtime.url, runtime.model)
+        env = {**_env(redis_server.url, tmp / "rt", runtime.url, runtime.model), **store.env("rt")}
         worker = GenqProcess(["worker", "--concurrency", "1"], env, tmp / "worker-rt.log").start()
         client = GenqClient(_settings(env))
         try:
@@ -283,13 +286,18 @@ def runtime_efficiency(tmp: Path, rounds: int = 5, max_tokens: int = 64) -> dict
     }
 
 
-def main() -> dict[str, Any]:
+def main(store: str = "sqlite") -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="genq-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        results = {"overhead": overhead(tmp), "runtime": runtime_efficiency(tmp)}
+        with BenchStore(store, tmp) as bench_store:
+            results = {
+                "store": store,
+                "overhead": overhead(tmp, bench_store),
+                "runtime": runtime_efficiency(tmp, bench_store),
+            }
     o, r = results["overhead"], results["runtime"]
     lat, thr, rss = o["latency_ms"], o["throughput_jobs_per_s"], o["worker_peak_rss_mb"]
-    print("== core path ==")
+    print(f"== core path ({store} store) ==")
     print(
         f"idle latency p50/p99 ms: genq {lat['genq_p50']:.1f}/{lat['genq_p99']:.1f}  "
         f"raw celery {lat['raw_celery_p50']:.1f}/{lat['raw_celery_p99']:.1f}  "

@@ -10,7 +10,7 @@ Side by side in one run on this machine:
     else the fake runtime in slow-token mode; says which. Measured with the default chunk
     coalescing and with ``GENQ_STREAM_COALESCE_MS=0`` to separate the writer's batching delay
     from the gateway's own cost.
-Run: ``python -m benchmarks gateway`` (or ``make bench``).
+Run: ``python -m benchmarks gateway`` (``--store postgres`` for PostgreSQL; or ``make bench``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from typing import Any
 
 import httpx
 
+from benchmarks.rawhttp import RawConnection
 from benchmarks.stats import median, percentile, process_tree
+from benchmarks.stores import BenchStore
 from genq.settings import Settings
 from genq.store import build_engine, create_schema
 from producers.api_keys import ApiKeyStore
@@ -79,35 +81,6 @@ class RssSampler:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-class RawConnection:
-    """A minimal HTTP/1.1 keep-alive client. httpx costs ~1.7 ms of CPU per request here, as
-    much as the gateway itself; on two cores that would measure the client, not the gateway."""
-
-    def __init__(self, port: int, headers: bytes) -> None:
-        self.port = port
-        self.headers = headers
-
-    async def open(self) -> RawConnection:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        return self
-
-    async def post(self, path: bytes, body: bytes) -> int:
-        self.writer.write(
-            b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Length: %d\r\n%s\r\n%s"
-            % (path, len(body), self.headers, body)
-        )
-        status = int((await self.reader.readline()).split()[1])
-        length = 0
-        while (line := await self.reader.readline()) != b"\r\n":
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        await self.reader.readexactly(length)
-        return status
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 async def _submit_load(port: int, key: str, total: int, concurrency: int) -> dict[str, Any]:
@@ -248,12 +221,15 @@ def _api_key(env: dict[str, str]) -> str:
     return key
 
 
-def _submit_phase(base_env: dict[str, str], tmp: Path, workers: int) -> dict[str, Any]:
+def _submit_phase(
+    base_env: dict[str, str], tmp: Path, store: BenchStore, workers: int
+) -> dict[str, Any]:
     """Submit load against a fresh store with ``workers`` gateway processes; RSS included."""
     env = {
         **base_env,
         "GENQ_DATA_DIR": str(tmp / f"data-submit-{workers}"),
         "GENQ_GATEWAY_WORKERS": str(workers),
+        **store.env(f"submit-{workers}"),
     }
     key = _api_key(env)
     gateway, url = _gateway(env, tmp, f"gateway-submit-{workers}")
@@ -275,12 +251,18 @@ def _submit_phase(base_env: dict[str, str], tmp: Path, workers: int) -> dict[str
 
 
 def _ttft_phase(
-    base_env: dict[str, str], tmp: Path, runtime_url: str, model: str, coalesce_ms: int
+    base_env: dict[str, str],
+    tmp: Path,
+    store: BenchStore,
+    runtime: tuple[str, str],
+    coalesce_ms: int,
 ) -> dict[str, Any]:
+    runtime_url, model = runtime
     env = {
         **base_env,
         "GENQ_DATA_DIR": str(tmp / f"data-ttft-{coalesce_ms}"),
         "GENQ_STREAM_COALESCE_MS": str(coalesce_ms),
+        **store.env(f"ttft-{coalesce_ms}"),
     }
     key = _api_key(env)
     worker_env = {**env, "GENQ_LOG_LEVEL": "INFO"}  # it logs "ready." at INFO
@@ -299,8 +281,8 @@ def _ttft_phase(
         worker.stop()
 
 
-def run(tmp: Path) -> dict[str, Any]:
-    results: dict[str, Any] = {"cpus": os.cpu_count()}
+def run(tmp: Path, store: BenchStore) -> dict[str, Any]:
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "store": store.kind}
     with RedisServer(tmp / "redis") as redis_server:
         description, runtime_url, model, runtime = _runtime(tmp)
         results["runtime"] = description
@@ -314,12 +296,12 @@ def run(tmp: Path) -> dict[str, Any]:
             "GENQ_MAX_QUEUED_PER_TENANT": UNLIMITED,
         }
         try:
-            results["submit"] = [_submit_phase(env, tmp, workers) for workers in (1, 2)]
+            results["submit"] = [_submit_phase(env, tmp, store, n) for n in (1, 2)]
             with redis_server.client() as client:
                 client.flushall()  # the TTFT worker must not first work through 10000 jobs
             default_coalesce = Settings().stream_coalesce_ms
             results["ttft"] = [
-                _ttft_phase(env, tmp, runtime_url, model, coalesce_ms)
+                _ttft_phase(env, tmp, store, (runtime_url, model), coalesce_ms)
                 for coalesce_ms in (default_coalesce, 0)
             ]
         finally:
@@ -332,7 +314,10 @@ def _verdict(ok: bool) -> str:
 
 
 def report(results: dict[str, Any]) -> None:
-    print(f"gateway benchmark on {results['cpus']} CPUs; runtime: {results['runtime']}")
+    print(
+        f"gateway benchmark on {results['cpus']} CPUs, {results['store']} store; "
+        f"runtime: {results['runtime']}"
+    )
     for submit in results["submit"]:
         rate, p99, rss = (
             submit["submits_per_second"],
@@ -358,10 +343,12 @@ def report(results: dict[str, Any]) -> None:
         )
 
 
-def main() -> dict[str, Any]:
+def main(store: str = "sqlite") -> dict[str, Any]:
     """Run the gateway benchmark, print its numbers, return them (``python -m benchmarks``)."""
-    with tempfile.TemporaryDirectory(prefix="genq-bench-gateway-") as tmp:
-        results = run(Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="genq-bench-gateway-") as tmp_name:
+        tmp = Path(tmp_name)
+        with BenchStore(store, tmp) as bench_store:
+            results = run(tmp, bench_store)
     report(results)
     return results
 

@@ -82,6 +82,11 @@ class PostgresCluster:
         pid = self._postmaster_pid()
         return pid is not None and _alive(pid)
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (its backends are its children), or None when stopped."""
+        return self._postmaster_pid() if self.running else None
+
     def start(self) -> Self:
         """Create the cluster on first start, then start it and wait until it accepts queries."""
         created = self._home is None
