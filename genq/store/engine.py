@@ -136,7 +136,7 @@ class WalCheckpointer:
     fsync) itself, tens of milliseconds during which a request holding the store waits; the
     gateway turns that off (``build_engine(..., wal_autocheckpoint=False)``) and runs this
     instead. A PASSIVE checkpoint never blocks writers. Other processes keep checkpointing as
-    usual.
+    usual. Building one starts nothing: ``start()`` starts the thread, ``close()`` stops it.
     """
 
     def __init__(self, engine: Engine, interval_seconds: float = 0.5) -> None:
@@ -144,6 +144,9 @@ class WalCheckpointer:
         self.interval_seconds = interval_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="genq-wal-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        """Start checkpointing every ``interval_seconds``."""
         self._thread.start()
 
     def _run(self) -> None:
@@ -161,4 +164,5 @@ class WalCheckpointer:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)

@@ -45,7 +45,7 @@ def create_gateway(settings: Settings, *, webhook_check: WebhookCheck | None = N
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         gateway = open_gateway(settings, webhook_check)
-        gateway.batcher.start()
+        gateway.start()
         registry, collector = build_registry(settings)
         try:
             yield {"gateway": gateway, "metrics": registry}

@@ -69,6 +69,12 @@ class Gateway:
             raise NotFound(f"no job {job_id}")
         return record
 
+    def start(self) -> None:
+        """Start the gateway's own threads: the submit batcher and the WAL checkpointer."""
+        self.batcher.start()
+        if self.checkpointer is not None:
+            self.checkpointer.start()
+
     async def aclose(self) -> None:
         await to_thread.run_sync(self.batcher.close)
         if self.checkpointer is not None:

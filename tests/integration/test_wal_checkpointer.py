@@ -24,6 +24,8 @@ def _write_rounds(db: Path, checkpointer_interval: float | None) -> int:
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 0
     checkpointer = WalCheckpointer(engine, checkpointer_interval) if checkpointer_interval else None
+    if checkpointer is not None:
+        checkpointer.start()
     largest = 0
     try:
         for _ in range(ROUNDS):

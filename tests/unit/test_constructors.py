@@ -1,5 +1,5 @@
-"""Constructors start no threads and run no migrations: a client and the gateway's submit
-batcher do that when they are opened or started, not when they are built."""
+"""Constructors start no threads and run no migrations: a client, the gateway's submit batcher
+and the WAL checkpointer do that when they are opened or started, not when they are built."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from genq.settings import Settings
+from genq.store import WalCheckpointer, build_engine
 from producers.client import GenqClient
 from producers.gateway.batcher import SubmitBatcher
 
@@ -80,3 +81,18 @@ def test_submitting_to_an_unstarted_batcher_says_so(tmp_path: Path) -> None:
     unused: Any = object()
     with pytest.raises(RuntimeError, match="start"):
         asyncio.run(batcher.submit(unused))
+
+
+def test_the_wal_checkpointer_runs_between_start_and_close(tmp_path: Path) -> None:
+    engine = build_engine(f"sqlite:///{tmp_path / 'wal.db'}", wal_autocheckpoint=False)
+    before = _threads()
+    unstarted = WalCheckpointer(engine)
+    assert _threads() == before
+    unstarted.close()  # closing an unstarted checkpointer is fine too
+    checkpointer = WalCheckpointer(engine, interval_seconds=0.01)
+    checkpointer.start()
+    [thread] = _threads() - before
+    assert thread.name == "genq-wal-checkpoint" and thread.is_alive()
+    checkpointer.close()
+    assert not thread.is_alive()
+    engine.dispose()
