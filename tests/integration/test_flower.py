@@ -6,7 +6,6 @@ import ast
 import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,11 +39,8 @@ class Flower:
         }
         self.process = start_genq(["flower"], env, name="flower")
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 30
-        while not self._healthy():
-            assert self.process.running, self.process.log_tail()
-            assert time.monotonic() < deadline, f"flower not up:\n{self.process.log_tail()}"
-            time.sleep(0.2)
+        up = eventually(lambda: self._healthy() or not self.process.running, 30, interval=0.2)
+        assert up and self.process.running, f"flower not up:\n{self.process.log_tail()}"
 
     def _healthy(self) -> bool:
         try:
@@ -56,14 +52,16 @@ class Flower:
         return httpx.get(f"{self.url}{path}", params=params, auth=self.auth, timeout=10)
 
     def wait_for_task(self, job_id: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            tasks = self.get("/api/tasks").json()
-            task: dict[str, Any] | None = tasks.get(job_id)
-            if task is not None and task["state"] == state:
-                return task
-            assert time.monotonic() < deadline, f"flower never showed {job_id} {state}: {tasks}"
-            time.sleep(0.3)
+        tasks: dict[str, Any] = {}
+
+        def shown() -> bool:
+            tasks.update(self.get("/api/tasks").json())
+            task = tasks.get(job_id)
+            return task is not None and task["state"] == state
+
+        assert eventually(shown, timeout, interval=0.3), f"flower never showed {job_id} {state}"
+        task: dict[str, Any] = tasks[job_id]
+        return task
 
 
 def test_flower_lists_a_job_genq_ran(stack: Stack, start_genq: Callable[..., GenqProcess]) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import redis
 from sqlalchemy import update
@@ -45,7 +43,14 @@ def test_one_thread_renews_cancels_and_notices_lost_leases(stack: Stack) -> None
 
         watch.release(leases[2])
         released_at = store.routing(ids[2])["lease_expires_at"]
-        time.sleep(0.6)
+        renewals = [store.routing(ids[0])["lease_expires_at"]]
+
+        def renewed_twice_more() -> bool:  # job 0 is still held: the watch keeps turning
+            if (expiry := store.routing(ids[0])["lease_expires_at"]) != renewals[-1]:
+                renewals.append(expiry)
+            return len(renewals) > 2
+
+        assert eventually(renewed_twice_more)
         assert store.routing(ids[2])["lease_expires_at"] == released_at, "released: not renewed"
     finally:
         watch.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import httpx
@@ -16,7 +15,7 @@ from genq.metrics import metrics_app
 from schemas import JobStatus
 from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
-from tests.support import GenqProcess, free_port
+from tests.support import GenqProcess, eventually, free_port
 from tests.support.environment import process_env
 from tests.support.processes import REPO_ROOT
 
@@ -51,14 +50,16 @@ class Exporter:
         return _parse(response.text)
 
     def wait_for(self, check: Callable[[Samples], bool], timeout: float = 30.0) -> Samples:
-        deadline = time.monotonic() + timeout
-        while True:
-            samples = self.scrape()
-            if check(samples):
-                return samples
-            if time.monotonic() > deadline:
-                raise AssertionError(f"metrics never matched; last scrape: {samples}")
-            time.sleep(0.3)
+        scraped: list[Samples] = []
+
+        def matches() -> bool:
+            scraped.append(self.scrape())
+            return check(scraped[-1])
+
+        assert eventually(matches, timeout=timeout, interval=0.3), (
+            f"metrics never matched; last scrape: {scraped[-1]}"
+        )
+        return scraped[-1]
 
 
 def test_metrics_follow_jobs_from_queue_to_finish(
@@ -150,10 +151,8 @@ def test_lease_recovery_is_counted(
     worker = stack.worker(name="doomed")
     client = stack.client()
     record = client.submit(CHAT)
-    deadline = time.monotonic() + 20
-    while client.get(record.id).status is not JobStatus.RUNNING:
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.1)
+    running = eventually(lambda: client.get(record.id).status is JobStatus.RUNNING, timeout=20)
+    assert running, "the job never started"
     worker.kill()  # no hand-back: only the lapsed lease tells the sweep
     stack.ops_worker()
     stack.beat()

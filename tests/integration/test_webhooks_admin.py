@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,7 +22,7 @@ from producers.webhook_admin import add_endpoint
 from schemas import InvalidRequest
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.integration.conftest import Stack
-from tests.support import free_port
+from tests.support import eventually, free_port
 from tests.support.environment import process_env
 from tests.support.processes import REPO_ROOT
 
@@ -42,11 +41,7 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 def wait_until(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+    assert eventually(check, timeout=timeout), f"timed out after {timeout} s waiting for {what}"
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -13,7 +12,7 @@ from genq.settings import Settings
 from genq.store import build_engine, create_schema
 from producers.api_keys import ApiKeyStore
 from tests.integration.conftest import Stack
-from tests.support import GenqProcess, free_port
+from tests.support import GenqProcess, eventually, free_port
 from tests.support.environment import settings_from_env
 
 ADMIN_KEY = "test-admin-key-0123456789"
@@ -56,16 +55,15 @@ class Gateway:
 
 
 def wait_until_serving(url: str, process: GenqProcess) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while True:
+    def healthy() -> bool:
         try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return
+            return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
         except httpx.TransportError:
-            pass
-        if not process.running or time.monotonic() > deadline:
-            raise AssertionError(f"gateway did not start; log tail:\n{process.log_tail()}")
-        time.sleep(0.05)
+            return False
+
+    up = eventually(lambda: healthy() or not process.running, START_TIMEOUT_SECONDS, interval=0.05)
+    if not (up and process.running):
+        raise AssertionError(f"gateway did not start; log tail:\n{process.log_tail()}")
 
 
 def gateway_env(base: dict[str, str], **extra: str) -> dict[str, str]:
