@@ -5,8 +5,9 @@ line by line to ``<log dir>/<name>.log`` and, filtered (:mod:`genq.cli.stack.con
 console. A component that exits unasked has its whole group killed (no orphaned pool
 children) and is started again after the restart policy's delay, or given up on after
 repeated crashes; the others keep running. A stop SIGTERMs every group but the last ones
-(Redis, which the others hand their jobs back through), waits for them up to the grace
-period, SIGKILLs what is left, then stops the last ones the same way.
+(the runtime, which the workers finish their jobs on, then Redis, which they hand jobs back
+through), waits for them up to the grace period, SIGKILLs what is left, then stops the last
+ones one by one the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +42,7 @@ __all__ = ["Supervisor"]
 POLL_SECONDS = 0.2
 PROBE_TIMEOUT_SECONDS = 2.0
 PUMP_JOIN_SECONDS = 2.0
-# Redis (and anything else stopped last) gets this long to write its AOF before SIGKILL.
+# The runtime and Redis (stopped last) each get this long to write its AOF before SIGKILL.
 LAST_STOP_SECONDS = 10.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -79,7 +80,7 @@ class Supervisor:
         log_dir: Path,
         echo: Echo,
         grace_seconds: float,
-        stop_last: Collection[str] = ("redis",),
+        stop_last: Sequence[str] = ("runtime", "redis"),
         policy: RestartPolicy | None = None,
         verbose: bool = False,
     ) -> None:
@@ -87,7 +88,7 @@ class Supervisor:
         self._env = dict(env)
         self._echo = echo
         self._grace_seconds = grace_seconds
-        self._stop_last = frozenset(stop_last)
+        self._stop_last = tuple(stop_last)
         self._policy = policy or RestartPolicy()
         self._verbose = verbose
         self._stopping = threading.Event()
@@ -261,7 +262,10 @@ class Supervisor:
             f"{self._grace_seconds:g} s)"
         )
         self._terminate(first, self._grace_seconds + LAST_STOP_SECONDS)
-        self._terminate(last, LAST_STOP_SECONDS)
+        # In order: the runtime outlives the workers finishing their jobs on it, and Redis
+        # outlives everyone handing jobs back through it.
+        for name in self._stop_last:
+            self._terminate([c for c in last if c.name == name], LAST_STOP_SECONDS)
 
     def _terminate(self, children: list[_Child], timeout_seconds: float) -> None:
         running = [c for c in children if c.process is not None and not _has_exited(c.process)]
