@@ -56,6 +56,7 @@ CONFIG_FIELDS = (
     "per_token_embeddings",
     "stream_usage",
     "context_tokens",
+    "llama_stream_errors",
 )
 COUNTERS = (
     "requests_seen",
@@ -139,6 +140,9 @@ class FakeRuntime:
         # A prompt of at least this many tokens (words) is refused the way llama-cpp-python
         # refuses one that does not fit its context window (400, context_length_exceeded).
         self.context_tokens: int | None = None
+        # llama-cpp-python 0.3 fails a streamed request only once its stream has begun: it
+        # answers 200 and ends the body empty (the error goes to its log). True mimics that.
+        self.llama_stream_errors = False
         self.requests_seen = self.disconnects = self.tokens_sent = self.connections = 0
         self.streams_completed = self.streams_active = 0
         self.requests_by_path: Counter[str] = Counter()
@@ -561,6 +565,10 @@ class _Handler(BaseHTTPRequestHandler):
         prompt_tokens = len(prompt_text(body).split())
         limit = body.get("max_tokens") if openai else (body.get("options") or {}).get("num_predict")
         if openai and fake.context_tokens is not None and prompt_tokens >= fake.context_tokens:
+            if fake.llama_stream_errors and body.get("stream"):
+                self._head(200, frames.content_type, {"Transfer-Encoding": "chunked"})
+                self._write(b"0\r\n\r\n")
+                return None
             body = context_overflow_body(path, prompt_tokens, fake.context_tokens, limit)
             return self._json(400, body)
         tokens, finish = list(fake.tokens), "stop"
