@@ -58,6 +58,8 @@ STACK_CRASH_WINDOW_SECONDS = 60.0
 
 RUNTIME_CONNECT_TIMEOUT_SECONDS = 5.0
 RUNTIME_READ_TIMEOUT_SECONDS = 300.0
+# How long a worker holds its next job while the runtime cannot be reached (workers/runtime_gate.py).
+RUNTIME_WAIT_SECONDS = 300.0
 RUNTIME_HEALTH_TIMEOUT_SECONDS = 2.0
 
 EMBEDDED_MODEL_ALIAS = "gemma3-270m"

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     embedded_model_path: Path | None = None
     embedded_context_tokens: int = c.EMBEDDED_CONTEXT_TOKENS
     runtime_read_timeout_seconds: float = c.RUNTIME_READ_TIMEOUT_SECONDS
+    # A worker whose runtime cannot be reached holds its next job this long (probing each
+    # second) before trying it anyway: a restarting runtime does not spend every queued
+    # job's retries.
+    runtime_wait_seconds: float = Field(default=c.RUNTIME_WAIT_SECONDS, ge=0)
 
     lanes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(c.DEFAULT_LANES))
     default_lane: str = c.LANE_INTERACTIVE

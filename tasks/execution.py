@@ -61,6 +61,12 @@ def run_job(ctx: WorkerContext, job_id: object) -> str:
     if not isinstance(job_id, str) or not _is_uuid(job_id):
         dead_letter_message(ctx, reason="undecodable", message=f"job id {job_id!r} is not a UUID")
         return "undecodable"
+    if not ctx.runtime_gate.wait_until_answering():
+        log.warning(
+            "runtime unreachable for %g s: trying job %s anyway",
+            ctx.settings.runtime_wait_seconds,
+            job_id,
+        )
     record = ctx.store.start(job_id, ctx.worker_id, ctx.settings.lease_seconds)
     if record is not None:
         return _attempt(ctx, record)
@@ -205,6 +211,8 @@ def _handle_error(
     ctx: WorkerContext, record: JobRecord, exc: GenqError, writer: ChunkWriter
 ) -> str:
     s = ctx.settings
+    if exc.code is ErrorCode.RUNTIME_UNAVAILABLE:
+        ctx.runtime_gate.mark_unreachable()  # the next job waits for it to answer
     info = ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable)
     decision = decide(
         exc,

@@ -16,6 +16,7 @@ from genq.outbox import Outbox
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
 from workers.lease import LeaseWatch
+from workers.runtime_gate import RuntimeGate
 from workers.runtimes import Runtime, build_runtime
 
 
@@ -47,6 +48,7 @@ class WorkerContext:
     worker_id: str
     pid: int
     leases: LeaseWatch
+    runtime_gate: RuntimeGate
 
     @property
     def outbox(self) -> Outbox:
@@ -81,13 +83,14 @@ def build_context(app: Celery) -> WorkerContext:
         settings.redis_url, health_check_interval=30, socket_timeout=10, socket_connect_timeout=5
     )
     worker_id = f"{node_name(app)}/{os.getpid()}"
+    runtime = build_runtime(settings.runtime_kind, http)
     return WorkerContext(
         settings=settings,
         app=app,
         store=store,
         redis=client,
         http=http,
-        runtime=build_runtime(settings.runtime_kind, http),
+        runtime=runtime,
         worker_id=worker_id,
         pid=os.getpid(),
         leases=LeaseWatch(
@@ -96,6 +99,9 @@ def build_context(app: Celery) -> WorkerContext:
             worker=worker_id,
             lease_seconds=settings.lease_seconds,
             renew_seconds=settings.lease_renew_seconds,
+        ),
+        runtime_gate=RuntimeGate(
+            probe=lambda: runtime.health().ok, wait_seconds=settings.runtime_wait_seconds
         ),
     )
 

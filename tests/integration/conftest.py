@@ -21,6 +21,8 @@ FAST_TIMINGS = {
     "GENQ_LEASE_SECONDS": "3",
     "GENQ_LEASE_RENEW_SECONDS": "1",
     "GENQ_SWEEP_INTERVAL_SECONDS": "1",
+    # Tests of a runtime that stays down want its jobs to fail and retry, not wait for it.
+    "GENQ_RUNTIME_WAIT_SECONDS": "1",
     "GENQ_STREAM_COALESCE_MS": "10",
     "GENQ_LOG_JSON": "false",
 }
