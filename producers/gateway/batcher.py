@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from celery import Celery
 
 from genq.settings import Settings
-from genq.store import NewJob
+from genq.store import JobStore, NewJob
 from producers.gateway.quotas import QueuedGauge
-from producers.gateway.serialized_store import SerializedStore
 from producers.submission import publish_stored
 from schemas import GenqError, JobRecord
 
@@ -48,7 +47,7 @@ class SubmitBatcher:
     """
 
     def __init__(
-        self, celery: Celery, store: SerializedStore, settings: Settings, queued: QueuedGauge
+        self, celery: Celery, store: JobStore, settings: Settings, queued: QueuedGauge
     ) -> None:
         self.celery = celery
         self.store = store

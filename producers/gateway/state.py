@@ -17,13 +17,12 @@ from genq import constants as c
 from genq.celery_app import create_app
 from genq.runtime_health import RuntimeProbe
 from genq.settings import Settings
-from genq.store import WalCheckpointer, build_engine, create_schema
+from genq.store import JobStore, WalCheckpointer, build_engine, create_schema
 from producers.api_keys import ApiKeyStore
 from producers.gateway.batcher import SubmitBatcher
 from producers.gateway.cache import TtlCache
 from producers.gateway.principal import Principal
 from producers.gateway.quotas import QueuedGauge, RateLimiter
-from producers.gateway.serialized_store import SerializedStore
 from producers.submission import WebhookCheck
 from schemas import JobRecord, NotFound
 
@@ -35,7 +34,7 @@ class Gateway:
     """Everything a request handler needs. The store and Celery are sync: use ``call``."""
 
     settings: Settings
-    store: SerializedStore
+    store: JobStore
     keys: ApiKeyStore
     redis: aioredis.Redis
     # The shared cancel path (``producers.cancel``) is sync and runs in a worker thread.
@@ -103,7 +102,7 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
         socket_timeout=c.REDIS_SOCKET_TIMEOUT_SECONDS,
         socket_connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS,
     )
-    store = SerializedStore(
+    store = JobStore(
         engine,
         redispatch_after_seconds=settings.redispatch_after_seconds,
     )
