@@ -13,10 +13,10 @@ from kombu import Connection
 from genq import constants as c
 from genq.celery_app import create_app
 from genq.chunks import Chunk, follow, last_chunk, read_chunks
-from genq.migrate import upgrade_database
 from genq.outbox import reply_queue
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
+from genq.store.migrate import upgrade_database
 from producers.cancel import CancelOutcome, cancel_job
 from producers.submission import submit_job, submit_many
 from producers.webhooks import webhook_submit_check

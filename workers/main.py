@@ -27,9 +27,9 @@ from genq.logs import (
     configure_logging,
     json_worker_notices,
 )
-from genq.migrate import upgrade_database
 from genq.settings import Settings
 from genq.store import JobStore, build_engine, utcnow
+from genq.store.migrate import upgrade_database
 from schemas import GenqError
 from workers.app import create_worker_app
 from workers.beat import run_sweeps

@@ -13,9 +13,9 @@ from genq.celery_app import create_app
 from genq.cli.broker_check import require_broker
 from genq.cli.failure import EXIT_FAILED, EXIT_OK, fail
 from genq.cli.tables import id_table, print_table
-from genq.migrate import upgrade_database
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
+from genq.store.migrate import upgrade_database
 from schemas import GenqError, InvalidRequest
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter queue: list, show, requeue, purge.")

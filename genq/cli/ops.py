@@ -79,8 +79,8 @@ def stats() -> None:
     from genq.cli.stats import print_stats
     from genq.logs import redact_text
     from genq.metrics import build_registry, metric_samples
-    from genq.migrate import upgrade_database
     from genq.store import StoreUnavailable
+    from genq.store.migrate import upgrade_database
 
     settings = Settings()
     try:
@@ -106,7 +106,7 @@ def stats() -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the result store to the newest schema (safe to run at every start)."""
-    from genq.migrate import upgrade_database
+    from genq.store.migrate import upgrade_database
 
     settings = Settings()
     try:
@@ -119,7 +119,7 @@ def db_upgrade() -> None:
 @db_app.command("current")
 def db_current() -> None:
     """Print the store's revision and the newest one this genq ships."""
-    from genq.migrate import current_revision, head_revision
+    from genq.store.migrate import current_revision, head_revision
 
     settings = Settings()
     try:

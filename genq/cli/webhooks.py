@@ -29,8 +29,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of a 
 
 @contextmanager
 def _store(settings: Settings) -> Iterator[JobStore]:
-    from genq.migrate import upgrade_database
     from genq.store import build_engine
+    from genq.store.migrate import upgrade_database
 
     try:
         upgrade_database(settings.store_url)

@@ -1,4 +1,4 @@
-"""Alembic environment: run by :mod:`genq.migrate` with a connection it opened."""
+"""Alembic environment: run by :mod:`genq.store.migrate` with a connection it opened."""
 
 from __future__ import annotations
 

@@ -14,14 +14,14 @@ from typing import TypeVar
 import pytest
 from sqlalchemy import Connection, insert, inspect, select, text
 
-from genq.migrate import (
+from genq.store import build_engine, create_schema
+from genq.store.migrate import (
     SchemaMismatch,
     current_revision,
     head_revision,
     schema_differences,
     upgrade_database,
 )
-from genq.store import build_engine, create_schema
 from genq.store.tables import jobs, metadata
 from tests.support.environment import process_env
 from tests.support.processes import REPO_ROOT
@@ -117,7 +117,7 @@ def test_unversioned_store_with_another_schema_is_refused(empty_store: str) -> N
 def test_downgrade_to_base_and_back(empty_store: str) -> None:
     from alembic import command
 
-    from genq.migrate import alembic_config
+    from genq.store.migrate import alembic_config
 
     upgrade_database(empty_store)
     engine = build_engine(empty_store)
@@ -170,7 +170,7 @@ def test_upgrade_from_0003_moves_queued_jobs_dispatch_by_time(empty_store: str) 
     """0004 gives queued jobs' dispatch-by time its own column; running jobs keep their lease."""
     from alembic import command
 
-    from genq.migrate import alembic_config
+    from genq.store.migrate import alembic_config
 
     engine = build_engine(empty_store)
     with engine.begin() as conn:

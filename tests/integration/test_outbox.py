@@ -15,10 +15,10 @@ from celery import Celery
 from sqlalchemy import func, select
 
 from genq import constants as c
-from genq.migrate import upgrade_database
 from genq.outbox import Outbox, Settler, dispatch_webhooks, publish_replies
 from genq.settings import Settings
 from genq.store import JobStore, NewJob, build_engine, utcnow
+from genq.store.migrate import upgrade_database
 from genq.store.outbox import claim_replies
 from genq.store.tables import webhook_events
 from schemas import JobRequest, JobStatus

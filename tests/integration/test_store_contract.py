@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from genq.migrate import current_revision, upgrade_database
 from genq.store import Deliveries, JobStore, NewJob, build_engine, dead_letters, utcnow
 from genq.store.api_keys import find_live_key, list_keys
 from genq.store.dead_letters import DeadLetterRow
 from genq.store.metrics import read_metrics
+from genq.store.migrate import current_revision, upgrade_database
 from genq.store.outbox import claim_replies
 from genq.store.webhook_endpoints import list_endpoints
 from genq.store.webhook_log import list_deliveries

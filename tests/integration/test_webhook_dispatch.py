@@ -15,10 +15,10 @@ from sqlalchemy import update
 
 from genq import constants as c
 from genq.celery_app import create_app
-from genq.migrate import upgrade_database
 from genq.outbox import dispatch_webhooks
 from genq.settings import Settings
 from genq.store import JobStore, NewJob, build_engine, utcnow
+from genq.store.migrate import upgrade_database
 from genq.store.tables import webhook_deliveries
 from genq.store.webhook_deliveries import claim_delivery
 from genq.store.webhook_log import list_deliveries

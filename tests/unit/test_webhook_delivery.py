@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from genq.migrate import upgrade_database
 from genq.settings import Settings
 from genq.store import JobStore, NewJob, build_engine, utcnow
 from genq.store import webhook_endpoints as endpoints
+from genq.store.migrate import upgrade_database
 from genq.store.tables import webhook_deliveries
 from genq.store.webhook_log import DeliveryView, list_attempts, list_deliveries
 from schemas import JobRequest, JobStatus

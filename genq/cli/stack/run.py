@@ -23,9 +23,9 @@ from typing import TextIO
 from genq.cli.demo import DEMO_ENV
 from genq.cli.stack.plan import Component, StackPlan, plan_stack
 from genq.cli.stack.supervisor import Supervisor
-from genq.migrate import upgrade_database
 from genq.settings import Settings
 from genq.stack_file import remove_stack_file, write_stack_file
+from genq.store.migrate import upgrade_database
 from schemas.errors import PermanentError
 
 __all__ = ["Demo", "StackOutcome", "next_commands", "run_stack"]

@@ -19,8 +19,8 @@ from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from genq.store import StoreUnavailable, build_engine
-from genq.store.engine import reader
+from genq.store.engine import build_engine, reader
+from genq.store.jobs import StoreUnavailable
 from genq.store.tables import metadata
 
 __all__ = [
