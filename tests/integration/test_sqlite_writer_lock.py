@@ -138,16 +138,20 @@ def test_a_writer_killed_mid_transaction_does_not_block_the_next(db: Path, engin
             holder.kill()
 
 
-def test_an_in_memory_database_has_no_lock_file(tmp_path: Path) -> None:
+def test_an_in_memory_database_has_no_lock_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where a lock file named after ":memory:" would appear
     engine = build_engine("sqlite://")
     try:
         table.metadata.create_all(engine)
         with engine.begin() as conn:
             conn.execute(insert(table))
+            assert not conn.connection.dbapi_connection.uses_writer_lock  # type: ignore[union-attr]
         assert count(engine) == 1
     finally:
         engine.dispose()
-    assert not list(tmp_path.iterdir())
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_database_errors_still_surface(db: Path, engine: Engine) -> None:
