@@ -41,7 +41,7 @@ class Guard(StrEnum):
 
     HELD_BY = "held_by"  # worker_id = :holder
     LAPSED = "lapsed"  # lease_expires_at < :now, still :lapsed_worker's with :lapsed_crashes
-    ON_NODE = "on_node"  # worker_id LIKE :node_pattern
+    ON_NODE = "on_node"  # worker_id LIKE :node_pattern (escaped with LIKE_ESCAPE)
 
 
 def _guard_conditions(guard: Guard, t: FromClause) -> list[ColumnElement[bool]]:
@@ -53,7 +53,18 @@ def _guard_conditions(guard: Guard, t: FromClause) -> list[ColumnElement[bool]]:
             t.c.worker_id == bindparam("lapsed_worker"),
             t.c.crashes == bindparam("lapsed_crashes"),
         ]
-    return [t.c.worker_id.like(bindparam("node_pattern"))]
+    return [t.c.worker_id.like(bindparam("node_pattern"), escape=LIKE_ESCAPE)]
+
+
+LIKE_ESCAPE = "\\"
+
+
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern (escaped with ``LIKE_ESCAPE``) matching strings that start with
+    ``prefix``: a host name may hold ``_``, which LIKE would read as any character."""
+    for char in (LIKE_ESCAPE, "%", "_"):
+        prefix = prefix.replace(char, LIKE_ESCAPE + char)
+    return prefix + "%"
 
 
 Sources = frozenset[JobStatus]

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, select, update
 
-from genq.store.cas import Guard
+from genq.store.cas import LIKE_ESCAPE, Guard, like_prefix
 from genq.store.tables import jobs
 from genq.store.transitions import RUNNING, JobTransitions, LapsedLease
 from schemas import JobKind, JobRecord, JobStatus
@@ -71,9 +71,10 @@ class JobRecovery(JobTransitions):
     def hand_back(self, node: str, *, dispatch_by: datetime) -> list[JobRecord]:
         """``running → queued`` for every job the processes of worker ``node`` still hold (it
         is shutting down); the caller sends them again (and the sweep after ``dispatch_by``)."""
-        pattern = f"{node}/%"
+        pattern = like_prefix(f"{node}/")
         query = select(jobs.c.id).where(
-            jobs.c.status == JobStatus.RUNNING.value, jobs.c.worker_id.like(pattern)
+            jobs.c.status == JobStatus.RUNNING.value,
+            jobs.c.worker_id.like(pattern, escape=LIKE_ESCAPE),
         )
         with self.reads.connect() as conn:
             held = conn.execute(query).scalars().all()
