@@ -165,15 +165,24 @@ _SETTING_ALIASES = {"GENQ_STORE_URL": "GENQ_DATABASE_URL"}
 _NOT_SETTINGS = frozenset({"GENQ_BENCH_RUNTIME"})  # read by benchmarks/, not a setting
 
 
+def _known_env_names() -> list[str]:
+    return sorted(f"GENQ_{name.upper()}" for name in Settings.model_fields)
+
+
+def unknown_env_names(environ: Mapping[str, str]) -> list[str]:
+    """The ``GENQ_*`` variables of ``environ`` that are no setting (so they are ignored)."""
+    known = set(_known_env_names()) | set(_NOT_SETTINGS)
+    # pydantic-settings reads the environment case-insensitively
+    return [n for n in sorted(environ) if n.upper().startswith("GENQ_") and n.upper() not in known]
+
+
 def unknown_env_warnings(environ: Mapping[str, str]) -> list[str]:
     """One message per ``GENQ_*`` variable that is no setting (so it is ignored), naming the
     closest real one. Entry points log them once at start."""
-    known = sorted(f"GENQ_{name.upper()}" for name in Settings.model_fields)
+    known = _known_env_names()
     messages = []
-    for name in sorted(environ):
-        upper = name.upper()  # pydantic-settings reads the environment case-insensitively
-        if not upper.startswith("GENQ_") or upper in known or upper in _NOT_SETTINGS:
-            continue
+    for name in unknown_env_names(environ):
+        upper = name.upper()
         close = difflib.get_close_matches(upper, known, n=1)
         hint = _SETTING_ALIASES.get(upper) or (close[0] if close else None)
         advice = f"; did you mean {hint}?" if hint else "; see genq/settings.py for the settings"

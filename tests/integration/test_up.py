@@ -220,9 +220,11 @@ def test_up_demo_exit_runs_everything_and_stops_cleanly(
 def test_console_is_short_logs_are_full_and_the_next_commands_work_as_printed(
     start_up: StartUp,
 ) -> None:
-    up = start_up()
+    up = start_up(extra_env={"GENQ_STORE_URL": "sqlite:///elsewhere.db"})  # a mistyped setting
     console = up.console()
     assert len(console.splitlines()) <= CONSOLE_LINES_MAX, console
+    # Reported once by genq up, not again by each of its components.
+    assert console.count("GENQ_STORE_URL is not a genq setting") == 1, console
     assert "superuser" not in console
     assert "| " not in console, "a component's routine output reached the console"
     logs = up.data_dir / "logs"

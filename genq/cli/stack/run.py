@@ -23,7 +23,7 @@ from typing import TextIO
 from genq.cli.demo import DEMO_ENV
 from genq.cli.stack.plan import Component, StackPlan, plan_stack
 from genq.cli.stack.supervisor import Supervisor
-from genq.settings import Settings
+from genq.settings import Settings, unknown_env_names
 from genq.stack_file import remove_stack_file, write_stack_file
 from genq.store.migrate import upgrade_database
 from schemas.errors import PermanentError
@@ -169,7 +169,10 @@ def run_stack(
     for note in plan.notes:
         echo(f"genq up: {note}")
     upgrade_database(plan.settings.store_url)
-    env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
+    # genq up has reported unknown GENQ_* variables once; its components need not repeat it.
+    unknown = set(unknown_env_names(os.environ))
+    inherited = {k: v for k, v in os.environ.items() if k not in unknown}
+    env = {**inherited, **plan.env, "PYTHONUNBUFFERED": "1"}
     data_dir = plan.settings.data_dir
     supervisor = Supervisor(
         plan.components,
