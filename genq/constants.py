@@ -85,6 +85,12 @@ GATEWAY_KEY_CACHE_SECONDS = 5.0
 GATEWAY_QUEUED_RECOUNT_SECONDS = 1.0
 GATEWAY_THREADS = 4
 
+# The OpenAI routes: the queued jobs a model may have before they answer 429, the priority
+# of a request without X-Genq-Priority, how long the runtime's model list is trusted.
+OPENAI_MAX_QUEUED = 1000
+OPENAI_DEFAULT_PRIORITY = 7
+OPENAI_MODELS_CACHE_SECONDS = 10.0
+
 # Webhooks: secrets and their rotation, dispatch from the outbox, delivery attempts.
 WEBHOOK_SECRET_PREFIX = "whsec_"
 WEBHOOK_SECRET_BYTES = 24

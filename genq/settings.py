@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     # What a chat or completion job without ``max_tokens`` gets (not embeddings).
     default_max_tokens: int = Field(default=c.DEFAULT_MAX_TOKENS, ge=1, le=32768)
 
+    # The OpenAI routes answer 429 (Retry-After) while a model has this many jobs queued,
+    # rather than hold one more connection open for a turn that is far away.
+    openai_max_queued: int = Field(default=c.OPENAI_MAX_QUEUED, ge=1)
+
 
 # A name people reach for that difflib would not lead to (the store's URL is database_url).
 _SETTING_ALIASES = {"GENQ_STORE_URL": "GENQ_DATABASE_URL"}

@@ -220,6 +220,14 @@ class JobStore(JobRecovery):
             ).scalar_one()
         return int(value)
 
+    def count_queued_for_model(self, model: str) -> int:
+        """Queued jobs for ``model``, every tenant's: what the OpenAI routes cap."""
+        query = select(func.count()).where(
+            jobs.c.status == JobStatus.QUEUED.value, jobs.c.model == model
+        )
+        with self.reads.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     # Last in the class: a method named ``list`` shadows the builtin in annotations after it.
     def list(
         self,

@@ -16,6 +16,7 @@ from producers.gateway import (
     routes_health,
     routes_jobs,
     routes_metrics,
+    routes_openai,
     routes_webhooks,
 )
 from producers.gateway.errors import install_error_handlers
@@ -61,6 +62,7 @@ def create_gateway(settings: Settings, *, webhook_check: WebhookCheck | None = N
     app.include_router(routes_dead_letters.router)
     app.include_router(routes_webhooks.router)
     app.include_router(routes_metrics.router)
+    app.include_router(routes_openai.router)
     app.openapi = _openapi_builder(app)  # type: ignore[method-assign]
     return app
 

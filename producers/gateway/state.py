@@ -23,6 +23,7 @@ from producers.gateway.batcher import SubmitBatcher
 from producers.gateway.cache import TtlCache
 from producers.gateway.principal import Principal
 from producers.gateway.quotas import QueuedGauge, RateLimiter
+from producers.gateway.served_models import ServedModels
 from producers.submission import WebhookCheck
 from schemas import JobRecord, NotFound
 
@@ -52,6 +53,8 @@ class Gateway:
     # New jobs without an idempotency key are accepted in groups (see batcher.py).
     batcher: SubmitBatcher
     checkpointer: WalCheckpointer | None
+    # What the OpenAI routes serve (``GET /v1/models``) and accept.
+    models: ServedModels
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """Run a blocking store (or store + broker) call in one of ``store_threads``."""
@@ -107,6 +110,7 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
         redispatch_after_seconds=settings.redispatch_after_seconds,
     )
     celery = create_app(settings)
+    probe = RuntimeProbe(settings.runtime_kind, runtime_http)
     queued = QueuedGauge(store, settings.max_queued_per_tenant, c.GATEWAY_QUEUED_RECOUNT_SECONDS)
     return Gateway(
         settings=settings,
@@ -121,7 +125,7 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
         ),
         celery=celery,
         runtime_http=runtime_http,
-        runtime=RuntimeProbe(settings.runtime_kind, runtime_http),
+        runtime=probe,
         limiter=RateLimiter(
             async_redis, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst
         ),
@@ -131,6 +135,7 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
         store_threads=CapacityLimiter(settings.gateway_threads),
         batcher=SubmitBatcher(celery, store, settings, queued),
         checkpointer=WalCheckpointer(engine) if engine.dialect.name == "sqlite" else None,
+        models=ServedModels(probe, settings.default_model, c.OPENAI_MODELS_CACHE_SECONDS),
     )
 
 
