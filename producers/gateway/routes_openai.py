@@ -55,11 +55,14 @@ log = logging.getLogger(__name__)
 CallBuilder = Callable[[dict[str, Any], int, str, str | None], OpenAICall]
 CLIENT_CLOSED_REQUEST = 499  # nobody reads it: the client has gone
 
+# OpenAI's own API reference documents these routes (and its SDK is their client), so they
+# stay out of genq's OpenAPI document, which describes genq's API.
 router = APIRouter(
     prefix="/v1",
     tags=["openai"],
     route_class=OpenAIRoute,
     dependencies=[Depends(enforce_rate_limit)],
+    include_in_schema=False,
 )
 Caller = Annotated[Principal, Depends(current_principal)]
 
