@@ -20,6 +20,7 @@ def python_blocks(markdown: Path) -> list[str]:
         ("README.md", "docs/examples/quickstart.py"),
         ("docs/replies.md", "docs/examples/replies.py"),
         ("docs/replies.md", "docs/examples/replies_without_genq.py"),
+        ("docs/openai.md", "docs/examples/openai_chat.py"),
     ],
 )
 def test_the_page_shows_the_tested_example(page: str, example: str) -> None:

@@ -3,8 +3,11 @@ real gateway, real worker processes, real Redis, the fake runtime (and once the 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,9 +19,11 @@ from tests.fakes.runtime_server import FakeRuntime
 from tests.integration.conftest import Stack
 from tests.integration.gateway.conftest import ADMIN_KEY, Gateway, GatewayStarter
 from tests.support import EmbeddedRuntime, GenqProcess, eventually
+from tests.support.environment import process_env
 
 pytestmark = pytest.mark.integration
 
+EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "openai_chat.py"
 HELLO = [{"role": "user", "content": "Say hello."}]
 TEXT = "Hello, world!"  # the fake runtime's default tokens
 
@@ -96,6 +101,21 @@ def test_streamed_chat_with_usage(served: tuple[Gateway, str]) -> None:
     assert all(c.usage is None for c in chunks[:-1])
     assert len({c.id for c in chunks}) == 1
     assert job_of(gateway, chunks[0].id)["status"] == "succeeded"
+
+
+def test_the_documented_example_runs(served: tuple[Gateway, str]) -> None:
+    gateway, key = served
+    env = {"OPENAI_BASE_URL": f"{gateway.url}/v1", "OPENAI_API_KEY": key}
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLE)],
+        env=process_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"{TEXT}\n4 tokens\n"
+    assert [j["priority"] for j in jobs_of(gateway, key)] == [9]
 
 
 def test_streamed_chat_without_usage(served: tuple[Gateway, str]) -> None:
