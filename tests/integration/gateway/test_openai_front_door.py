@@ -233,6 +233,33 @@ def test_keys_and_tenants(gateway: Gateway) -> None:
     assert gateway.client(other).get(f"/v1/jobs/{ids[0][0]}").status_code == 404
 
 
+def test_the_key_rate_limit_is_a_rate_limit_error(start_gateway: GatewayStarter) -> None:
+    gateway = start_gateway(rate_limit_per_second="0.01", rate_limit_burst="1")
+    client = sdk(gateway, gateway.key("acme"))
+    client.models.list()
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.models.list()
+    assert raised.value.code == "rate_limit_exceeded"
+    assert int(raised.value.response.headers["Retry-After"]) >= 1
+
+
+def test_a_job_that_fails_answers_in_openai_terms(
+    served: tuple[Gateway, str], fake_runtime: FakeRuntime
+) -> None:
+    gateway, key = served
+    fake_runtime.configure(context_tokens=3)  # the runtime refuses longer prompts
+    long = [{"role": "user", "content": "one two three four five"}]
+    client = sdk(gateway, key)
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="fake-model", messages=long)
+    assert raised.value.code == "context_length_exceeded"
+    assert raised.value.response.headers["x-should-retry"] == "false"
+    job_id = raised.value.response.headers["X-Genq-Job-Id"]
+    assert gateway.client(key).get(f"/v1/jobs/{job_id}").json()["status"] == "failed"
+    with pytest.raises(openai.APIError, match="context length"):
+        list(client.chat.completions.create(model="fake-model", messages=long, stream=True))
+
+
 def test_a_retried_request_with_its_idempotency_key_is_one_job(
     stack: Stack, gateway: Gateway, fake_runtime: FakeRuntime
 ) -> None:
