@@ -18,6 +18,7 @@ REDIS_KEY_PREFIX = "genq:"
 STREAM_KEY_PREFIX = f"{REDIS_KEY_PREFIX}stream:"
 CANCEL_KEY_PREFIX = f"{REDIS_KEY_PREFIX}cancel:"
 RATE_KEY_PREFIX = f"{REDIS_KEY_PREFIX}rate:"
+REPLY_SENT_KEY_PREFIX = f"{REDIS_KEY_PREFIX}reply-sent:"
 
 # Broker redelivery of an unacked message; must exceed the longest job. Leases do recovery.
 VISIBILITY_TIMEOUT_SECONDS = 12 * 3600
@@ -58,7 +59,8 @@ STACK_CRASH_WINDOW_SECONDS = 60.0
 
 RUNTIME_CONNECT_TIMEOUT_SECONDS = 5.0
 RUNTIME_READ_TIMEOUT_SECONDS = 300.0
-# How long a worker holds its next job while the runtime cannot be reached (workers/runtime_gate.py).
+# How long a worker holds its next job while the runtime cannot be reached
+# (workers/runtime_gate.py).
 RUNTIME_WAIT_SECONDS = 300.0
 RUNTIME_HEALTH_TIMEOUT_SECONDS = 2.0
 
@@ -111,3 +113,8 @@ QUARANTINE_KEY = f"{REDIS_KEY_PREFIX}quarantine"
 # may have been lost with a crashed producer); later re-sends back off with the job's age.
 REDISPATCH_AFTER_SECONDS = 600
 REPLY_CLAIM_SECONDS = 30.0
+# A published reply's marker (genq.reply_publisher): while it lasts, publishing that reply
+# again is a no-op. It must outlive any re-publish, i.e. a publisher that died before
+# recording the reply (the sweep takes over after REPLY_CLAIM_SECONDS) or a store that could
+# not record it for that long. One small key per reply.
+REPLY_SENT_MARKER_SECONDS = 24 * 3600

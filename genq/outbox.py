@@ -7,7 +7,10 @@ closes the job's chunk stream, sends the reply to the queue the producer named a
 webhook delivery to ``genq.webhooks``. Every publish is claimed with a compare-and-set first,
 and the sweep publishes what a dead publisher left (a reply claim older than
 ``reply_claim_seconds``, a delivery whose dispatch lease lapsed), so a crash between the
-transition and its publishing delays a reply or an event, never loses or doubles it.
+transition and its publishing delays a reply or an event, never loses it. Nor doubles it:
+publishing a reply that already went out is a no-op (``genq.reply_publisher``), so when the
+sweep takes over from a publisher killed after sending and before recording, nothing more goes
+out; a duplicate delivery message is harmless (the delivery task claims before it sends).
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from kombu import Queue
 
 from genq import constants as c
 from genq.chunks import ChunkWriter
+from genq.reply_publisher import RedisReplyPublisher, ReplyPublisher
 from genq.settings import Settings
 from genq.store import JobStore, Transition, utcnow
 from genq.store.outbox import claim_due_deliveries, claim_replies, mark_reply_published
-from schemas import JobRecord, JobStatus
+from schemas import BrokerUnavailable, JobRecord, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +104,18 @@ class Outbox:
         self._close_stream(record, writer)
         if deliveries.reply:
             publish_replies(
-                self.app,
+                self.replies,
                 self.store,
                 claim_seconds=self.settings.reply_claim_seconds,
                 job_id=record.id,
             )
         if deliveries.webhooks:
             dispatch_webhooks(self.app, self.store, job_id=record.id)
+
+    @property
+    def replies(self) -> ReplyPublisher:
+        """How replies go out on this broker, each once (Redis; RabbitMQ would bring its own)."""
+        return RedisReplyPublisher(self.redis)
 
     def _close_stream(self, record: JobRecord, writer: ChunkWriter | None) -> None:
         if writer is None:
@@ -132,7 +141,7 @@ def reply_queue(name: str) -> Queue:
 
 
 def publish_replies(
-    app: Celery,
+    publisher: ReplyPublisher,
     store: JobStore,
     *,
     claim_seconds: float,
@@ -142,38 +151,30 @@ def publish_replies(
 ) -> int:
     """Publish unpublished replies (all, or one job's); returns how many went out.
 
-    A reply claimed more than ``claim_seconds`` ago belongs to a publisher that died between
-    claiming and publishing, and is taken over."""
+    A reply claimed more than ``claim_seconds`` ago belongs to a publisher that died or stalled
+    before recording it published, and is taken over: ``publisher`` sends nothing for a reply
+    that already went out, and it is recorded."""
     now = now or utcnow()
     sent = 0
     for reply in claim_replies(
         store.engine, now, claim_seconds=claim_seconds, job_id=job_id, limit=limit
     ):
         try:
-            _publish_reply(app, reply.queue, reply.payload)
-        except Exception:  # kombu/redis raise many types; the claim lapses and the sweep retries
+            pushed = publisher.publish(reply)
+        except BrokerUnavailable:  # the claim lapses and the sweep retries
             log.warning(
                 "reply for job %s not published; the sweep retries", reply.job_id, exc_info=True
             )
             continue
         mark_reply_published(store.engine, reply.id, utcnow())
-        sent += 1
+        if pushed:
+            sent += 1
+        else:
+            log.info(
+                "reply for job %s had gone out before its publisher recorded it; recorded now",
+                reply.job_id,
+            )
     return sent
-
-
-def _publish_reply(app: Celery, queue: str, payload: dict[str, Any]) -> None:
-    with app.producer_pool.acquire(block=True) as producer:
-        producer.publish(
-            payload,
-            exchange="",
-            routing_key=queue,
-            serializer="json",
-            declare=[reply_queue(queue)],
-            delivery_mode=2,
-            retry=True,
-            retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5},
-            headers={"genq-job-id": payload.get("id", "")},
-        )
 
 
 def dispatch_webhooks(

@@ -52,7 +52,7 @@ def run_sweep(ctx: WorkerContext, now: datetime | None = None) -> SweepReport:
         remove_from_broker(ctx.app, set(letters))
     # What a dead publisher left in the outbox, and webhook retries that fell due.
     report.replies = publish_replies(
-        ctx.app, ctx.store, claim_seconds=ctx.settings.reply_claim_seconds, now=now
+        ctx.outbox.replies, ctx.store, claim_seconds=ctx.settings.reply_claim_seconds, now=now
     )
     report.webhooks = dispatch_webhooks(ctx.app, ctx.store, now=now)
     if report.recovered or report.crash_dead_lettered or report.redispatched or report.expired:

@@ -5,7 +5,9 @@ A terminal transition writes its reply (``reply_outbox``) and its webhook event 
 delivery per target (``webhook_events``, ``webhook_deliveries``); ``genq.outbox`` publishes them.
 Publishing starts with a compare-and-set claim, so a row is handed to the broker by one
 publisher at a time; a claim older than its lease belongs to a publisher that died, and the
-sweep takes it over. At-least-once to the broker, then: never zero times, rarely twice.
+sweep takes it over. A row reaches the broker at least once, then; what is emitted once is
+decided there: a reply's publish is a no-op the second time (``genq.reply_publisher``), and a
+webhook delivery is claimed again by the task that sends it.
 """
 
 from __future__ import annotations
