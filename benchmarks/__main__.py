@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.stores import STORES
 
-SUITES = ("core", "gateway", "e2e", "webhooks")
+SUITES = ("core", "gateway", "e2e", "webhooks", "openai_door")
 
 
 def main(argv: list[str]) -> None:

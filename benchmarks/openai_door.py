@@ -1,0 +1,118 @@
+"""The OpenAI front door's overhead: time to first token of ``chat.completions.create(stream=
+True)`` through genq (gateway, queue, worker) vs the same SDK call straight to the runtime.
+
+Side by side in one run: the instant fake runtime (its own process), one gateway, one worker
+with one slot, beat; one client calling one request at a time (nothing waits in the queue:
+this is the path's cost, not a queue's). ``ROUNDS`` rounds of ``REQUESTS`` requests, sides
+alternating; p50 and p95 of each, and the p50 difference (target: at most 15 ms added).
+Run: ``python -m benchmarks openai_door`` (``make bench`` runs it with the rest).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from openai import OpenAI
+
+from benchmarks.core import fake_runtime
+from benchmarks.e2e import UNLIMITED, _api_key, _wait_http
+from benchmarks.stats import median, percentile
+from tests.support import GenqProcess, RedisServer, free_port
+
+ROUNDS = 4
+REQUESTS = 50
+WARMUP_REQUESTS = 10
+MODEL = "fake-model"
+MESSAGES: Any = [{"role": "user", "content": "ping"}]
+TARGET_ADDED_MS = 15.0
+
+
+def first_token_ms(client: OpenAI) -> float:
+    """Milliseconds from sending one streamed chat completion to its first text."""
+    started = time.perf_counter()
+    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+    first: float | None = None
+    for chunk in stream:
+        if first is None and chunk.choices and chunk.choices[0].delta.content:
+            first = (time.perf_counter() - started) * 1000
+    if first is None:
+        raise RuntimeError("the stream ended without text")
+    return first
+
+
+def run(tmp: Path) -> dict[str, Any]:
+    with RedisServer(tmp / "redis") as redis_server:
+        fake, fake_url = fake_runtime(tmp)
+        gateway_port = free_port()
+        env = {
+            "GENQ_REDIS_URL": redis_server.url,
+            "GENQ_DATA_DIR": str(tmp / "data"),
+            "GENQ_RUNTIME_URL": fake_url,
+            "GENQ_DEFAULT_MODEL": MODEL,
+            "GENQ_LOG_LEVEL": "WARNING",
+            "GENQ_GATEWAY_PORT": str(gateway_port),
+            "GENQ_RATE_LIMIT_PER_SECOND": UNLIMITED,
+            "GENQ_RATE_LIMIT_BURST": UNLIMITED,
+        }
+        key = _api_key(env)
+        processes = [
+            GenqProcess(["gateway"], env, tmp / "gateway.log"),
+            GenqProcess(["worker", "--concurrency", "1"], env, tmp / "worker.log"),
+            GenqProcess(["beat"], env, tmp / "beat.log"),
+        ]
+        try:
+            for process in processes:
+                process.start()
+            _wait_http(f"http://127.0.0.1:{gateway_port}/healthz", processes[0])
+            sides = {
+                "genq": OpenAI(base_url=f"http://127.0.0.1:{gateway_port}/v1", api_key=key),
+                "runtime": OpenAI(base_url=f"{fake_url}/v1", api_key="unused"),
+            }
+            return measure(sides)
+        finally:
+            for process in processes:
+                process.stop()
+            fake.stop()
+
+
+def measure(sides: dict[str, OpenAI]) -> dict[str, Any]:
+    for client in sides.values():  # connections, the worker's first job, imports: warm
+        for _ in range(WARMUP_REQUESTS):
+            first_token_ms(client)
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    for n in range(ROUNDS):
+        order = list(sides) if n % 2 == 0 else list(reversed(sides))
+        for side in order:
+            times[side] += [first_token_ms(sides[side]) for _ in range(REQUESTS)]
+    summary = {
+        side: {"p50_ms": median(values), "p95_ms": percentile(values, 95)}
+        for side, values in times.items()
+    }
+    added = summary["genq"]["p50_ms"] - summary["runtime"]["p50_ms"]
+    return {"requests_per_side": ROUNDS * REQUESTS, **summary, "added_p50_ms": added}
+
+
+def report(results: dict[str, Any]) -> None:
+    genq, runtime = results["genq"], results["runtime"]
+    print("== OpenAI front door: time to first token, chat.completions.create(stream=True) ==")
+    print(
+        f"{results['requests_per_side']} requests a side, one at a time, instant fake runtime: "
+        f"through genq p50 {genq['p50_ms']:.1f} ms / p95 {genq['p95_ms']:.1f} ms; straight "
+        f"to the runtime p50 {runtime['p50_ms']:.1f} ms / p95 {runtime['p95_ms']:.1f} ms; "
+        f"added at p50 {results['added_p50_ms']:.1f} ms (target <= {TARGET_ADDED_MS:.0f} ms)"
+    )
+
+
+def main() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="genq-bench-openai-") as tmp_name:
+        results = run(Path(tmp_name))
+    report(results)
+    return results
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
