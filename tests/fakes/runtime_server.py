@@ -60,6 +60,7 @@ CONFIG_FIELDS = (
 )
 COUNTERS = (
     "requests_seen",
+    "job_requests_seen",
     "connections",
     "disconnects",
     "streams_completed",
@@ -144,6 +145,7 @@ class FakeRuntime:
         # answers 200 and ends the body empty (the error goes to its log). True mimics that.
         self.llama_stream_errors = False
         self.requests_seen = self.disconnects = self.tokens_sent = self.connections = 0
+        self.job_requests_seen = 0  # POSTs: generations and embeddings, not health probes
         self.streams_completed = self.streams_active = 0
         self.requests_by_path: Counter[str] = Counter()
         self.configure(**config)
@@ -220,13 +222,17 @@ class FakeRuntime:
             time.sleep(0.005)
         return True
 
-    def take_request(self, path: str) -> FaultSpec | None:
-        """Count a runtime request and pop the first pending fault that applies to it."""
+    def take_request(self, method: str, path: str) -> FaultSpec | None:
+        """Count a runtime request and pop the first pending fault that applies to it: one
+        naming its path, or one naming none for a job's request (a POST; a health probe's GET
+        of the model list does not use up a fault meant for a generation)."""
         with self.lock:
             self.requests_seen += 1
+            self.job_requests_seen += int(method == "POST")
             self.requests_by_path[path] += 1
             for i, fault in enumerate(self.fail_next):
-                if fault.path is None or path.startswith(fault.path):
+                applies = path.startswith(fault.path) if fault.path else method == "POST"
+                if applies:
                     return self.fail_next.pop(i)
         return None
 
@@ -448,7 +454,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.partition("?")[0]
         if path.startswith("/_fake/"):
             return self._control(method, path, raw)
-        fault = fake.take_request(path)
+        fault = fake.take_request(method, path)
         route = _ROUTES.get((method, path))
         if route is None:
             return self._json(404, {"error": f"404 page not found: {method} {path}"})

@@ -76,7 +76,7 @@ def test_duplicate_delivery_completes_once_and_replies_once(
         JobStatus.RUNNING,
         JobStatus.SUCCEEDED,
     ]
-    assert fake_runtime.stats()["requests_seen"] == 1
+    assert fake_runtime.stats()["job_requests_seen"] == 1
 
 
 def _raw_message(conn: Connection, job_id: str) -> str:

@@ -33,7 +33,7 @@ def test_cancel_queued_job_never_runs(
     sentinel = api.post("/v1/jobs", json=CHAT).json()["id"]  # queued behind the cancelled one
     done = api.get(f"/v1/jobs/{sentinel}/wait", params={"timeout": 20}, timeout=30).json()
     assert done["status"] == "succeeded"
-    assert fake_runtime.requests_seen == 1  # the sentinel's only
+    assert fake_runtime.job_requests_seen == 1  # the sentinel's only
     assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
     with connect_sse(api, "GET", f"/v1/jobs/{job_id}/stream") as source:
         (end,) = list(source.iter_sse())
@@ -98,7 +98,7 @@ def test_job_not_started_in_time_expires_on_pickup(
     stack.worker()
     done = api.get(f"/v1/jobs/{job['id']}/wait", params={"timeout": 20}, timeout=30).json()
     assert done["status"] == "expired" and done["error"]["code"] == "expired"
-    assert fake_runtime.requests_seen == 0
+    assert fake_runtime.job_requests_seen == 0
 
 
 def test_deadline_passes_while_queued_and_the_sweep_expires_it(
@@ -111,4 +111,4 @@ def test_deadline_passes_while_queued_and_the_sweep_expires_it(
     job_id = api.post("/v1/jobs", json={**CHAT, "deadline": deadline}).json()["id"]
     done = api.get(f"/v1/jobs/{job_id}/wait", params={"timeout": 20}, timeout=30).json()
     assert done["status"] == "expired"
-    assert fake_runtime.requests_seen == 0
+    assert fake_runtime.job_requests_seen == 0
