@@ -12,6 +12,8 @@ from prometheus_client import start_http_server
 from genq.logs import configure_logging
 from genq.metrics import build_registry
 from genq.settings import Settings
+from genq.store import StoreUnavailable
+from genq.store.migrate import upgrade_database
 
 __all__ = ["serve_metrics"]
 
@@ -21,6 +23,10 @@ log = logging.getLogger(__name__)
 def serve_metrics(settings: Settings, stop: threading.Event | None = None) -> None:
     """Serve genq's metrics until SIGTERM/SIGINT (or ``stop`` is set)."""
     configure_logging(settings)
+    try:  # like every other entry point: a fresh store has its tables before the first scrape
+        upgrade_database(settings.store_url)
+    except StoreUnavailable as exc:  # serve anyway: the store then reads as down
+        log.warning("%s", exc.message)
     stop = stop or threading.Event()
     registry, collector = build_registry(settings)
     server, thread = start_http_server(
