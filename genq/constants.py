@@ -92,6 +92,11 @@ GATEWAY_THREADS = 4
 OPENAI_MAX_QUEUED = 1000
 OPENAI_DEFAULT_PRIORITY = 7
 OPENAI_MODELS_CACHE_SECONDS = 10.0
+# A client that sent an Idempotency-Key and hung up gets this long to come back (the SDK
+# retries within seconds) before its job is cancelled; who is still waiting is a Redis set.
+OPENAI_REATTACH_SECONDS = 30.0
+OPENAI_WAITERS_KEY_PREFIX = f"{REDIS_KEY_PREFIX}openai-waiters:"
+OPENAI_WAITERS_TTL_SECONDS = 86400
 
 # Webhooks: secrets and their rotation, dispatch from the outbox, delivery attempts.
 WEBHOOK_SECRET_PREFIX = "whsec_"

@@ -17,6 +17,11 @@ def rate_key(key_id: str) -> str:
     return f"{c.RATE_KEY_PREFIX}{key_id}"
 
 
+def openai_waiters_key(job_id: str) -> str:
+    """The requests waiting on a job through the OpenAI routes with an Idempotency-Key."""
+    return f"{c.OPENAI_WAITERS_KEY_PREFIX}{job_id}"
+
+
 def reply_sent_key(job_id: str, reply_id: int) -> str:
     """The marker of one outbox reply (a job's row for one terminal transition)."""
     return f"{c.REPLY_SENT_KEY_PREFIX}{job_id}:{reply_id}"

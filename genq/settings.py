@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     # The OpenAI routes answer 429 (Retry-After) while a model has this many jobs queued,
     # rather than hold one more connection open for a turn that is far away.
     openai_max_queued: int = Field(default=c.OPENAI_MAX_QUEUED, ge=1)
+    # A client that sent an Idempotency-Key and hung up has this long to come back for its
+    # job (a retry) before the job is cancelled.
+    openai_reattach_seconds: float = Field(default=c.OPENAI_REATTACH_SECONDS, ge=0)
 
 
 # A name people reach for that difflib would not lead to (the store's URL is database_url).

@@ -4,29 +4,25 @@ and ``/v1/models``, in OpenAI's shapes, for the official SDK with only ``base_ur
 Each request is a genq job, accepted the way ``POST /v1/jobs`` accepts one (same keys,
 tenants, idempotency, batcher), queued in the interactive lane at ``X-Genq-Priority``
 (default 7) and run by a worker; the answer is read from the job's chunk stream and record.
-A client that hangs up cancels its job, unless it sent an ``Idempotency-Key``: that announces
-a retry, which will find the same job. A model with ``openai_max_queued`` jobs queued answers
+A client that hangs up cancels its job (``hangups``: after a grace for a retry, if it sent an
+``Idempotency-Key``). A model with ``openai_max_queued`` jobs queued answers
 429 with ``Retry-After`` rather than hold one more connection for a turn that is far away.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from functools import partial
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Message
 
 from genq import constants as c
-from producers.cancel import cancel_job
-from producers.gateway import inputs
+from producers.gateway import hangups, inputs
 from producers.gateway.auth import current_principal
-from producers.gateway.errors import redis_errors
 from producers.gateway.limits import enforce_rate_limit
 from producers.gateway.openai_errors import OpenAIRoute, job_outcome_response
 from producers.gateway.openai_requests import (
@@ -49,8 +45,6 @@ from producers.gateway.state import Gateway, gateway_of
 from producers.gateway.streaming import wait_until_terminal
 from producers.submission import new_job
 from schemas import ErrorCode, GenqError, InvalidRequest, JobRecord, JobRequest, RateLimited
-
-log = logging.getLogger(__name__)
 
 CallBuilder = Callable[[dict[str, Any], int, str, str | None], OpenAICall]
 CLIENT_CLOSED_REQUEST = 499  # nobody reads it: the client has gone
@@ -126,30 +120,38 @@ async def run_openai_call(request: Request, principal: Principal, build: CallBui
     if not await anyio.to_thread.run_sync(gateway.models.serves, model):
         raise UnknownModel(model)
     record = await submit(gateway, call.job, principal.tenant, model)
-    cancel_on_leave = key is None
+    token = await hangups.wait_on(gateway, record.id) if key is not None else None
     headers = {"X-Genq-Job-Id": record.id}
     if call.stream:
         shapes = ChunkShapes(record, include_usage=call.include_usage)
 
         async def client_left(_message: Message) -> None:
-            if cancel_on_leave:
-                await cancel_for_departed_client(gateway, record.id)
+            await hangups.client_hung_up(gateway, record.id, token)
 
         return EventSourceResponse(
-            openai_events(gateway, record, shapes),
+            _then_done(openai_events(gateway, record, shapes), gateway, record.id, token),
             ping=gateway.settings.gateway_sse_ping_seconds,
             headers={**headers, "Cache-Control": "no-store"},
             client_close_handler_callable=client_left,
         )
     final = await until_done_or_departed(request, gateway, record.id)
     if final is None:
-        if cancel_on_leave:
-            await cancel_for_departed_client(gateway, record.id)
+        await hangups.client_hung_up(gateway, record.id, token)
         return Response(status_code=CLIENT_CLOSED_REQUEST)
+    await hangups.done_waiting(gateway, record.id, token)
     error = outcome_error(final)
     if error is not None:
         return job_outcome_response(final, error)
     return JSONResponse(response_body(final, as_base64=call.base64), headers=headers)
+
+
+async def _then_done(
+    events: AsyncIterator[ServerSentEvent], gateway: Gateway, job_id: str, token: str | None
+) -> AsyncIterator[ServerSentEvent]:
+    """``events``, then the request no longer waits on the job (a hang-up says so itself)."""
+    async for event in events:
+        yield event
+    await hangups.done_waiting(gateway, job_id, token)
 
 
 async def submit(gateway: Gateway, job: JobRequest, tenant: str, model: str) -> JobRecord:
@@ -220,22 +222,3 @@ async def until_terminal(gateway: Gateway, job_id: str) -> JobRecord:
         record = await wait_until_terminal(gateway, job_id, None, c.GATEWAY_WAIT_MAX_SECONDS)
         if record.status.terminal:
             return record
-
-
-async def cancel_for_departed_client(gateway: Gateway, job_id: str) -> None:
-    """Cancel the job of a client that hung up (a queued job never runs, a running one
-    stops); shielded, since the request it belonged to is being torn down."""
-    with anyio.CancelScope(shield=True):
-        try:
-            with redis_errors("the cancel flag store"):
-                outcome = await gateway.call(
-                    partial(cancel_job, tenant=None),
-                    gateway.celery,
-                    gateway.store,
-                    gateway.sync_redis,
-                    gateway.settings,
-                    job_id,
-                )
-            log.info("client hung up: job %s %s", job_id, outcome.outcome)
-        except GenqError as exc:
-            log.warning("client hung up, job %s not cancelled: %s", job_id, exc.message)

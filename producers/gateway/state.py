@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import httpx
@@ -55,6 +56,8 @@ class Gateway:
     checkpointer: WalCheckpointer | None
     # What the OpenAI routes serve (``GET /v1/models``) and accept.
     models: ServedModels
+    # Cancellations waiting to see whether a client that hung up comes back (hangups.py).
+    hangups: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """Run a blocking store (or store + broker) call in one of ``store_threads``."""
@@ -78,6 +81,8 @@ class Gateway:
             self.checkpointer.start()
 
     async def aclose(self) -> None:
+        for task in self.hangups:
+            task.cancel()
         await to_thread.run_sync(self.batcher.close)
         if self.checkpointer is not None:
             await to_thread.run_sync(self.checkpointer.close)

@@ -312,6 +312,37 @@ def test_a_client_that_hangs_up_while_queued_cancels_its_job(gateway: Gateway) -
     assert api.get("/v1/jobs", params={"status": "queued"}).json()["data"] == []
 
 
+def test_with_an_idempotency_key_a_hang_up_waits_for_a_retry(
+    stack: Stack, start_gateway: GatewayStarter
+) -> None:
+    gateway = start_gateway(openai_reattach_seconds="3")
+    key = gateway.key("acme")  # no worker yet: the jobs stay queued
+    impatient = sdk(gateway, key, timeout=httpx.Timeout(10, read=0.5))
+
+    def ask(idempotency_key: str, client: OpenAI = impatient) -> Any:
+        return client.chat.completions.create(
+            model="fake-model", messages=HELLO, extra_headers={"Idempotency-Key": idempotency_key}
+        )
+
+    # Nobody comes back: cancelled once the grace has passed, not at the hang-up.
+    with pytest.raises(openai.APITimeoutError):
+        ask("left")
+    statuses = lambda: [j["status"] for j in jobs_of(gateway, key)]  # noqa: E731
+    assert statuses() == ["queued"]
+    assert eventually(lambda: statuses() == ["cancelled"], 15), statuses()
+    # A retry within the grace keeps the job, and gets its answer.
+    with pytest.raises(openai.APITimeoutError):
+        ask("back")
+    answers: list[Any] = []
+    retry = threading.Thread(target=lambda: answers.append(ask("back", sdk(gateway, key))))
+    retry.start()
+    gateway.process.wait_for_log("request(s) came back for it", timeout=15)
+    stack.worker()
+    retry.join(30)
+    assert answers and answers[0].choices[0].message.content == TEXT
+    assert sorted(statuses()) == ["cancelled", "succeeded"]
+
+
 def test_past_the_queue_limit_a_429_with_retry_after(start_gateway: GatewayStarter) -> None:
     gateway = start_gateway(openai_max_queued="2")
     key = gateway.key("acme")
