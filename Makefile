@@ -4,14 +4,17 @@ PYTHON ?= python3
 # (`=` not `:=`: evaluated when a recipe runs, i.e. after `install` may have created it.)
 PY = $(if $(wildcard .venv/bin/python),.venv/bin/python,$(PYTHON))
 PYTEST_ARGS ?=
+# One xdist worker per CPU, each with its own Redis, PostgreSQL and data dirs (tests/conftest.py);
+# loadgroup keeps the tests marked xdist_group("runtime") (the embedded model) on one worker.
+PYTEST_PARALLEL ?= -n auto --dist loadgroup
 
-.PHONY: install test lint format bench up clean print-python
+.PHONY: install test lint format bench up clean print-python print-pytest-parallel
 
 install:
 	PYTHON="$(PYTHON)" scripts/install.sh
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .
@@ -36,3 +39,6 @@ clean:
 
 print-python:
 	@echo $(PY)
+
+print-pytest-parallel:
+	@printf '%s\n' '$(PYTEST_PARALLEL)'

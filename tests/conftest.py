@@ -29,6 +29,7 @@ from tests.support import (
 )
 
 _MACHINE_HOME = pytest.StashKey[tuple[str | None, Path]]()
+RUNTIME_GROUP = "runtime"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,6 +38,17 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="genq-tests-home-"))
     config.stash[_MACHINE_HOME] = (os.environ.get("HOME"), home)
     os.environ["HOME"] = str(home)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n``: every test of the embedded model (marked ``runtime``) goes to one
+    xdist worker (``--dist loadgroup``), which alone starts the ~250 MB llama.cpp server; and
+    slow tests start first, so none of them is left to run alone at the end."""
+    for item in items:
+        if item.get_closest_marker("runtime"):
+            item.add_marker(pytest.mark.xdist_group(RUNTIME_GROUP))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -118,7 +130,8 @@ def tmp_data_dir(tmp_path: Path) -> Path:
 def start_genq(tmp_path: Path) -> Iterator[Callable[..., GenqProcess]]:
     """Factory: ``start_genq(argv, env, name=...)`` starts ``python -m genq *argv``.
 
-    Every process it started is stopped (whole process group) when the test ends.
+    Every process it started is stopped (whole process group) when the test ends, all of
+    them shutting down at once.
     """
     started: list[GenqProcess] = []
 
@@ -129,5 +142,7 @@ def start_genq(tmp_path: Path) -> Iterator[Callable[..., GenqProcess]]:
         return process.start()
 
     yield start
+    for process in reversed(started):
+        process.terminate()
     for process in reversed(started):
         process.stop()

@@ -24,7 +24,8 @@ from tests.support import eventually, free_port
 from tests.support.environment import process_env, settings_from_env
 from tests.support.processes import REPO_ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# Each runs a whole `genq up` (and its demo, kills or signals): up to a minute or so each.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 UP_TIMEOUT_SECONDS = 240
 STOP_TIMEOUT_SECONDS = 90

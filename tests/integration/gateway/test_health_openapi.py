@@ -69,6 +69,7 @@ def test_readyz_names_the_broker_when_it_is_down(
     assert submit.json()["error"]["code"] == "broker_unavailable"
 
 
+@pytest.mark.timeout(240)  # its own budget (SCHEMATHESIS_BUDGET_SECONDS) plus a gateway's start
 def test_schemathesis_finds_no_server_errors(stack: Stack, start_gateway: GatewayStarter) -> None:
     gateway = start_gateway(rate_limit_per_second="100000", rate_limit_burst="100000")
     headers = {"Authorization": f"Bearer {gateway.key('acme')}"}
