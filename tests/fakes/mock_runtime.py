@@ -125,7 +125,7 @@ class MockRuntime:
             return self._embeddings(body)
         if path in GENERATION_PATHS:
             return self._stream(path, body, answer)
-        return httpx.Response(404, json=error_body(path, 404, f"no route {path}"))
+        raise AssertionError(f"the mock runtime has no route {request.method} {path}")
 
     def _embeddings(self, body: dict[str, Any]) -> httpx.Response:
         raw = body.get("input")
@@ -139,12 +139,16 @@ class MockRuntime:
         return httpx.Response(200, json={"object": "list", "data": data, "usage": usage})
 
     def _stream(self, path: str, body: dict[str, Any], answer: Stream) -> httpx.Response:
-        stream = BodyStream(self._frames(SseFrames(path, body), answer))
+        limit = body.get("max_tokens")
+        stream = BodyStream(self._frames(SseFrames(path, body), answer, limit))
         self.streams.append(stream)
         return httpx.Response(200, headers={"Content-Type": SseFrames.content_type}, stream=stream)
 
-    def _frames(self, frames: SseFrames, answer: Stream) -> Iterator[bytes]:
+    def _frames(self, frames: SseFrames, answer: Stream, limit: Any) -> Iterator[bytes]:
         tokens = list(answer.tokens if answer.tokens is not None else self.tokens)
+        finish = "stop"
+        if isinstance(limit, int) and limit < len(tokens):
+            tokens, finish = tokens[:limit], "length"
         yield frames.prelude()
         for i, token in enumerate(tokens):
             if i == answer.drop_after:
@@ -158,4 +162,4 @@ class MockRuntime:
                 time.sleep(answer.pace_seconds)  # pacing the runtime, not waiting for a test
             self.tokens_sent += 1
             yield frames.token(token)
-        yield frames.finish("stop", 3, len(tokens))
+        yield frames.finish(finish, 3, len(tokens))

@@ -83,8 +83,14 @@ class InProcessWorker:
 
 
 @pytest.fixture
+def overrides() -> dict[str, Any]:
+    """Settings a test changes (``@pytest.mark.parametrize("overrides", [{...}])``)."""
+    return {}
+
+
+@pytest.fixture
 def worker(
-    redis_url: str, tmp_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, tmp_data_dir: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, Any]
 ) -> Iterator[InProcessWorker]:
     settings = Settings(
         redis_url=redis_url,
@@ -97,6 +103,7 @@ def worker(
         backoff_base_seconds=0.2,
         backoff_cap_seconds=2,
         stream_coalesce_ms=10,
+        **overrides,
     )
     runtime = MockRuntime()
     # Everything the worker's context builds on the runtime's httpx client talks to the mock.
@@ -144,6 +151,23 @@ def test_a_chat_job_streams_its_tokens_and_succeeds_once(worker: InProcessWorker
     assert len(worker.generations()) == 1
     replies = list(worker.client.replies("svc.replies", timeout=0.1))
     assert [(r.id, r.status) for r in replies] == [(job, JobStatus.SUCCEEDED)]
+
+
+@pytest.mark.parametrize("overrides", [{"default_max_tokens": 3}])
+def test_a_job_without_max_tokens_stops_at_the_deployments_default(
+    worker: InProcessWorker,
+) -> None:
+    # A small model would otherwise generate until its context is full.
+    worker.runtime.tokens = tuple(f" w{i}" for i in range(50))
+    job = worker.client.submit({"messages": [{"role": "user", "content": "Name three colours"}]})
+    assert job.request["max_tokens"] == 3
+    assert worker.run(job.id) == "succeeded"
+    [asked] = worker.generations()
+    assert json.loads(asked.content)["max_tokens"] == 3
+    done = worker.record(job.id)
+    assert done.result is not None and done.result.text == " w0 w1 w2"
+    assert done.result.finish_reason == "length"
+    assert done.usage is not None and done.usage.completion_tokens == 3
 
 
 def test_slow_tokens_reach_the_stream_one_by_one(worker: InProcessWorker) -> None:
