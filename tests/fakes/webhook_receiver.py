@@ -27,6 +27,7 @@ from typing import Any, Self
 from standardwebhooks import Webhook
 
 from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 
 @dataclass(frozen=True)
@@ -138,14 +139,10 @@ class WebhookReceiver:
         self, count: int, timeout: float = 20.0, path: str | None = None
     ) -> list[Received]:
         """Block until at least ``count`` requests arrived; returns them all."""
-        deadline = time.monotonic() + timeout
-        while True:
-            hits = self.hits(path)
-            if len(hits) >= count:
-                return hits
-            if time.monotonic() > deadline:
-                raise AssertionError(f"receiver got {len(hits)} of {count} requests in {timeout} s")
-            time.sleep(0.02)
+        if not eventually(lambda: len(self.hits(path)) >= count, timeout=timeout):
+            got = len(self.hits(path))
+            raise AssertionError(f"receiver got {got} of {count} requests in {timeout} s")
+        return self.hits(path)
 
     def __enter__(self) -> Self:
         return self.start()
