@@ -28,6 +28,7 @@ from tasks.execution import run_job
 from tasks.sweep import run_sweep
 from tests.fakes.mock_runtime import BASE_URL, MockRuntime, Raise, Status, Stream
 from tests.support import eventually
+from workers.app import create_worker_app
 from workers.context import WorkerContext, build_context
 
 pytestmark = pytest.mark.integration
@@ -109,9 +110,10 @@ def worker(
     # Everything the worker's context builds on the runtime's httpx client talks to the mock.
     monkeypatch.setattr("workers.context.runtime_client", lambda _settings: runtime.client())
     client = GenqClient(settings).open()  # migrates the store
-    ctx = build_context(client.app)
+    ctx = build_context(create_worker_app(settings))  # a worker's app: its transport and tasks
     yield InProcessWorker(ctx, client, runtime)
     ctx.close()
+    ctx.app.close()
     client.close()
 
 
