@@ -117,7 +117,8 @@ async def run_openai_call(request: Request, principal: Principal, build: CallBui
     )
     call = build(body, priority, c.LANE_INTERACTIVE, key)
     model = call.job.model or gateway.settings.default_model
-    if not await anyio.to_thread.run_sync(gateway.models.serves, model):
+    served = gateway.models  # the default model is served without asking the runtime
+    if model != served.default_model and not await anyio.to_thread.run_sync(served.serves, model):
         raise UnknownModel(model)
     record = await submit(gateway, call.job, principal.tenant, model)
     token = await hangups.wait_on(gateway, record.id) if key is not None else None
