@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from genq.settings import Settings
 from producers import GenqClient
 from tests.fakes.runtime_server import FakeRuntime
-from tests.support import GenqProcess
+from tests.support import GenqProcess, RedisServer
 from tests.support.environment import settings_from_env
 
 FAST_TIMINGS = {
@@ -94,3 +95,21 @@ def stack(
     yield s
     for client in s.clients:
         client.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path, stack: Stack) -> Iterator[RedisServer]:
+    """A Redis of this test's own, which it may kill or freeze; the stack points at it."""
+    with RedisServer(tmp_path / "own-redis") as server:
+        stack.env["GENQ_REDIS_URL"] = server.url
+        yield server
+        server.send_signal(signal.SIGCONT)  # a frozen one must be able to stop
+
+
+def kill(server: RedisServer) -> None:
+    server.kill()
+
+
+def freeze(server: RedisServer) -> None:
+    """Still listening, never answering: what the socket timeout is for."""
+    server.send_signal(signal.SIGSTOP)

@@ -4,11 +4,9 @@ socket timeout (5 s): they wait their whole course; a Redis that is really gone 
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +14,7 @@ from genq.chunks import Chunk
 from producers.client import WaitTimeout
 from schemas import BrokerUnavailable, JobRecord, JobStatus
 from tests.fakes.runtime_server import FakeRuntime
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, freeze, kill
 from tests.support import RedisServer, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -68,24 +66,6 @@ def test_wait_on_a_queued_job_lasts_its_whole_timeout(stack: Stack) -> None:
     outcome, waited = timed(lambda: client.wait(job.id, timeout=7))
     assert isinstance(outcome, WaitTimeout), repr(outcome)
     assert 7 <= waited < 10, waited
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path, stack: Stack) -> Iterator[RedisServer]:
-    """A Redis of this test's own, which it may kill or freeze; the stack points at it."""
-    with RedisServer(tmp_path / "own-redis") as server:
-        stack.env["GENQ_REDIS_URL"] = server.url
-        yield server
-        server.send_signal(signal.SIGCONT)  # a frozen one must be able to stop
-
-
-def kill(server: RedisServer) -> None:
-    server.kill()
-
-
-def freeze(server: RedisServer) -> None:
-    """Still listening, never answering: what the socket timeout is for."""
-    server.send_signal(signal.SIGSTOP)
 
 
 @pytest.mark.parametrize("lose", [kill, freeze], ids=["killed", "frozen"])

@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.fakes.runtime_server import FakeRuntime
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, freeze, kill
 from tests.integration.gateway.conftest import Gateway, GatewayStarter
 from tests.support import RedisServer, eventually
 from tests.support.sse import read_job_stream, text_of
@@ -92,24 +90,6 @@ def test_stream_opened_before_the_job_starts_keeps_alive_then_sends_the_whole_te
     assert len(keep_alives) >= 3, items
     assert text_of(items) == "".join(LONG_TOKENS[:SHORT_MAX_TOKENS])
     assert items[-1].json()["status"] == "succeeded"
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path, stack: Stack) -> Iterator[RedisServer]:
-    """A Redis of this test's own, which it may kill or freeze; the stack points at it."""
-    with RedisServer(tmp_path / "own-redis") as server:
-        stack.env["GENQ_REDIS_URL"] = server.url
-        yield server
-        server.send_signal(signal.SIGCONT)  # a frozen one must be able to stop
-
-
-def kill(server: RedisServer) -> None:
-    server.kill()
-
-
-def freeze(server: RedisServer) -> None:
-    """Still listening, never answering: what the socket timeout is for."""
-    server.send_signal(signal.SIGSTOP)
 
 
 @pytest.mark.parametrize("lose", [kill, freeze], ids=["killed", "frozen"])
