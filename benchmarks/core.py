@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.stats import median, peak_rss_mb, percentile, process_tree
+from benchmarks.stats import CpuMeter, median, peak_rss_mb, percentile, process_tree
 from benchmarks.stores import BenchStore
 from genq.settings import Settings
 from producers import GenqClient
@@ -159,11 +159,23 @@ def overhead(tmp: Path, store: BenchStore, rounds: int = THROUGHPUT_ROUNDS) -> d
                 noops["plain"].delay().get(timeout=30)
                 raw_lat.append((time.perf_counter() - t0) * 1000)
 
+            meter = CpuMeter(
+                {
+                    "worker main": lambda: [worker.pid],
+                    "worker children": lambda: process_tree(worker.pid)[1:],
+                    "fake runtime": lambda: [fake.pid],
+                    "redis": lambda: [redis_server.pid],
+                    **({"postgres": store.server_pids} if store.kind == "postgres" else {}),
+                    "benchmark client": lambda: [os.getpid()],
+                }
+            )
             raw_rates, raw_events_rates, genq_rates = [], [], []
             for _ in range(rounds):
                 raw_rates.append(_raw_rate(noops["plain"]))
                 raw_events_rates.append(_raw_rate(noops["events"]))
+                meter.start()
                 genq_rates.append(_genq_rate(client))
+                meter.stop()
             rss = {pid: peak_rss_mb(pid) for pid in process_tree(worker.pid)}
         finally:
             client.close()
@@ -196,6 +208,9 @@ def overhead(tmp: Path, store: BenchStore, rounds: int = THROUGHPUT_ROUNDS) -> d
                 "raw_celery": raw_rates,
                 "raw_celery_task_events": raw_events_rates,
             },
+        },
+        "cpu_ms_per_job": {
+            name: spent * 1000 / (rounds * THROUGHPUT_JOBS) for name, spent in meter.spent.items()
         },
         "worker_peak_rss_mb": {
             "max_process": max(rss.values()),
@@ -316,6 +331,12 @@ def main(store: str = "sqlite") -> dict[str, Any]:
         f"{r['genq_tokens_per_s']:.1f}  ratio {r['ratio']:.3f} (median of {r['rounds']} "
         "per-round ratios, alternating which goes first; "
         f"ratio of medians {r['ratio_of_medians']:.3f}; target >= 0.97)"
+    )
+    cpu = o["cpu_ms_per_job"]
+    print(
+        "CPU ms per job in the throughput rounds: "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
+        + f"; total {sum(cpu.values()):.2f}"
     )
     print(
         f"worker peak RSS MB: max process {rss['max_process']:.0f} over {rss['processes']} "

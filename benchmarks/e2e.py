@@ -28,7 +28,7 @@ import httpx
 
 from benchmarks.core import fake_runtime
 from benchmarks.rawhttp import RawConnection
-from benchmarks.stats import cpu_seconds, median, process_tree
+from benchmarks.stats import CpuMeter, median, process_tree
 from benchmarks.stores import BenchStore
 from genq.settings import Settings
 from genq.store import build_engine, create_schema
@@ -118,35 +118,6 @@ async def _genq_job(connection: RawConnection) -> None:
     status, body = await connection.request(b"GET", b"/v1/jobs/%s/wait?timeout=60" % job_id)
     if status != 200 or b'"succeeded"' not in body:
         raise RuntimeError(f"wait answered {status}: {body[:300]!r}")
-
-
-class CpuMeter:
-    """CPU seconds spent by named groups of processes between ``start()`` and ``stop()``."""
-
-    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
-        self.groups = groups
-        self.spent: dict[str, float] = dict.fromkeys(groups, 0.0)
-        self._at_start: dict[int, float] = {}
-
-    def _sample(self) -> dict[int, float]:
-        sample = {}
-        for pids in self.groups.values():
-            for pid in pids():
-                try:
-                    sample[pid] = cpu_seconds(pid)
-                except OSError:
-                    continue
-        return sample
-
-    def start(self) -> None:
-        self._at_start = self._sample()
-
-    def stop(self) -> None:
-        now = self._sample()
-        for name, pids in self.groups.items():
-            self.spent[name] += sum(
-                now[pid] - self._at_start.get(pid, 0.0) for pid in pids() if pid in now
-            )
 
 
 def _api_key(env: dict[str, str]) -> str:

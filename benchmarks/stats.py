@@ -1,9 +1,10 @@
-"""Small helpers shared by the benchmarks: percentiles and process memory."""
+"""Small helpers shared by the benchmarks: percentiles, process memory and CPU."""
 
 from __future__ import annotations
 
 import os
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -54,3 +55,32 @@ def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) ``pid`` has used so far, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU seconds spent by named groups of processes between ``start()`` and ``stop()``."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+        self.spent: dict[str, float] = dict.fromkeys(groups, 0.0)
+        self._at_start: dict[int, float] = {}
+
+    def _sample(self) -> dict[int, float]:
+        sample = {}
+        for pids in self.groups.values():
+            for pid in pids():
+                try:
+                    sample[pid] = cpu_seconds(pid)
+                except OSError:
+                    continue
+        return sample
+
+    def start(self) -> None:
+        self._at_start = self._sample()
+
+    def stop(self) -> None:
+        now = self._sample()
+        for name, pids in self.groups.items():
+            self.spent[name] += sum(
+                now[pid] - self._at_start.get(pid, 0.0) for pid in pids() if pid in now
+            )
