@@ -159,14 +159,16 @@ async def _follow(gateway: Gateway, job_id: str, seq: int) -> AsyncIterator[Serv
 async def wait_until_terminal(
     gateway: Gateway, job_id: str, tenant: str | None, timeout_seconds: float
 ) -> JobRecord:
-    """The job's record as soon as it is terminal, or as it stands after ``timeout_seconds``."""
+    """The job's record as soon as it is terminal, or as it stands after ``timeout_seconds``.
+
+    The stream is read from its start: a job that has not begun has none yet (the read waits
+    for its first chunk), one that ended meanwhile shows its end at once, and one mid-way
+    hands over what it has so far, which this reads on as it comes anyway.
+    """
     record = await gateway.job(job_id, tenant)
     if record.status.terminal or timeout_seconds <= 0:
         return record
-    last = await last_chunk(gateway.redis, job_id)
-    if last is not None and last.final:
-        return await gateway.job(job_id, tenant)  # it finished between the two reads
-    seq = last.seq if last else 0
+    seq = 0
     silent_since = anyio.current_time()
     deadline = silent_since + timeout_seconds
     while (remaining := deadline - anyio.current_time()) > 0:
