@@ -97,6 +97,9 @@ OPENAI_MODELS_CACHE_SECONDS = 10.0
 OPENAI_REATTACH_SECONDS = 30.0
 OPENAI_WAITERS_KEY_PREFIX = f"{REDIS_KEY_PREFIX}openai-waiters:"
 OPENAI_WAITERS_TTL_SECONDS = 86400
+# /v1/responses: how long cancel and delete wait for a running response to stop (it stops
+# between chunks, within a second) before answering with it as it stands.
+RESPONSES_STOP_WAIT_SECONDS = 5.0
 
 # Webhooks: secrets and their rotation, dispatch from the outbox, delivery attempts.
 WEBHOOK_SECRET_PREFIX = "whsec_"
@@ -123,3 +126,22 @@ REPLY_CLAIM_SECONDS = 30.0
 # recording the reply (the sweep takes over after REPLY_CLAIM_SECONDS) or a store that could
 # not record it for that long. One small key per reply.
 REPLY_SENT_MARKER_SECONDS = 24 * 3600
+
+# Files and batches (/v1/files, /v1/batches). A file's bytes are stored in rows of this size;
+# an upload buffers at most one of them.
+FILE_CHUNK_BYTES = 1024 * 1024
+FILES_MAX_BYTES = 200 * 1024 * 1024
+# An upload still unfinished this long after it started lost its writer: it is purged.
+FILE_UPLOAD_ABANDONED_SECONDS = 3600
+BATCH_MAX_LINES = 50_000
+BATCH_COMPLETION_WINDOW_SECONDS = 24 * 3600
+BATCH_DEFAULT_PRIORITY = 2
+# Lines stored (and published) per transaction when a batch is accepted.
+BATCH_LINES_PER_TRANSACTION = 500
+# How often a gateway moves batches along (finalizes, cancels, expires), one gateway at a time
+# across processes under this Redis lock; a batch still validating after this long lost its
+# gateway and fails.
+BATCH_DRIVE_SECONDS = 2.0
+BATCH_LOCK_KEY = f"{REDIS_KEY_PREFIX}batches:lock"
+BATCH_LOCK_SECONDS = 120
+BATCH_VALIDATING_STALE_SECONDS = 600

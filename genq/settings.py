@@ -166,6 +166,14 @@ class Settings(BaseSettings):
     # job (a retry) before the job is cancelled.
     openai_reattach_seconds: float = Field(default=c.OPENAI_REATTACH_SECONDS, ge=0)
 
+    # Files and batches (/v1/files, /v1/batches): the largest upload, the most lines a batch
+    # may have, the completion window a batch gets (the API accepts only "24h"; tests shorten
+    # it to see batches expire) and how often a gateway moves batches along.
+    files_max_bytes: int = Field(default=c.FILES_MAX_BYTES, ge=1)
+    batch_max_lines: int = Field(default=c.BATCH_MAX_LINES, ge=1)
+    batch_completion_window_seconds: float = Field(default=c.BATCH_COMPLETION_WINDOW_SECONDS, gt=0)
+    batch_drive_seconds: float = Field(default=c.BATCH_DRIVE_SECONDS, gt=0)
+
 
 # A name people reach for that difflib would not lead to (the store's URL is database_url).
 _SETTING_ALIASES = {"GENQ_STORE_URL": "GENQ_DATABASE_URL"}

@@ -18,6 +18,7 @@ from genq.outbox import dispatch_webhooks
 from genq.settings import Settings
 from genq.store import JobStore, StoreUnavailable, utcnow, webhook_log
 from genq.store import webhook_endpoints as endpoints
+from genq.store.batches import BATCH_EVENT_TYPES
 from genq.store.outbox import WEBHOOK_EVENT_TYPES
 from genq.store.webhook_deliveries import STATUS_FILTERS
 from genq.webhooks.signing import generate_secret, is_valid_secret, rotate
@@ -37,7 +38,7 @@ __all__ = [
     "rotate_secret",
 ]
 
-EVENT_TYPES = tuple(WEBHOOK_EVENT_TYPES.values())
+EVENT_TYPES = (*WEBHOOK_EVENT_TYPES.values(), *BATCH_EVENT_TYPES.values())
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 

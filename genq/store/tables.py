@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -208,4 +209,77 @@ webhook_attempts = Table(
     Column("error", Text),
     Column("response_excerpt", Text),
     Index("ix_webhook_attempts_delivery", "delivery_id", "id"),
+)
+
+# Files (``/v1/files``): the bytes live in the store, so every host of a deployment can read
+# them. An upload is written chunk by chunk (one row per chunk, each its own transaction) and is
+# listed only once complete (``status`` ``processed``); ``uploading`` rows are in flight or
+# were left by a crash, and are purged later.
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False, default=0),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_files_tenant_created", "tenant", "created_at", "id"),
+    Index("ix_files_status_created", "status", "created_at"),
+)
+
+file_chunks = Table(
+    "file_chunks",
+    metadata,
+    Column("file_id", String(36), ForeignKey("files.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+# Batches (``/v1/batches``): one row per batch, one ``batch_lines`` row per input line linking
+# its ``custom_id`` to the genq job that answers it. ``ends_as`` is the final status decided
+# when no more lines may start (completed, cancelled or expired); counts are stored when the
+# batch finishes and counted from its jobs before.
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("ends_as", String(16)),
+    Column("endpoint", String(64), nullable=False),
+    Column("input_file_id", String(36), nullable=False),
+    Column("completion_window", String(8), nullable=False),
+    Column("metadata", JSON),
+    Column("priority", Integer, nullable=False),
+    Column("errors", JSON),
+    Column("output_file_id", String(36)),
+    Column("error_file_id", String(36)),
+    Column("total", Integer, nullable=False, default=0),
+    Column("completed", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("in_progress_at", UTCDateTime),
+    Column("finalizing_at", UTCDateTime),
+    Column("completed_at", UTCDateTime),
+    Column("failed_at", UTCDateTime),
+    Column("expired_at", UTCDateTime),
+    Column("cancelling_at", UTCDateTime),
+    Column("cancelled_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_batches_tenant_created", "tenant", "created_at", "id"),
+    Index("ix_batches_status", "status"),
+)
+
+batch_lines = Table(
+    "batch_lines",
+    metadata,
+    Column("batch_id", String(36), ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True),
+    Column("line", Integer, primary_key=True, autoincrement=False),
+    Column("custom_id", String(512), nullable=False),
+    # No foreign key: retention may purge a finished job long after its batch wrote its output.
+    Column("job_id", String(36), nullable=False),
+    Index("ix_batch_lines_job", "job_id", unique=True),
 )

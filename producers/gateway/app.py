@@ -12,7 +12,9 @@ from fastapi.openapi.utils import get_openapi
 from genq.metrics import build_registry
 from genq.settings import Settings
 from producers.gateway import (
+    routes_batches,
     routes_dead_letters,
+    routes_files,
     routes_health,
     routes_jobs,
     routes_metrics,
@@ -56,13 +58,18 @@ def create_gateway(settings: Settings, *, webhook_check: WebhookCheck | None = N
 
     app = FastAPI(title=TITLE, version=VERSION, description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # An upload streams into the store, and its route enforces GENQ_FILES_MAX_BYTES itself.
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, streamed=[routes_files.UPLOAD_PATH]
+    )
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_dead_letters.router)
     app.include_router(routes_webhooks.router)
     app.include_router(routes_metrics.router)
     app.include_router(routes_openai.router)
+    app.include_router(routes_files.router)
+    app.include_router(routes_batches.router)
     app.openapi = _openapi_builder(app)  # type: ignore[method-assign]
     return app
 

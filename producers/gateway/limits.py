@@ -8,6 +8,7 @@ All three numbers are settings: ``rate_limit_per_second``/``rate_limit_burst``,
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -40,12 +41,18 @@ class BodySizeLimit:
     so a client cannot get around the limit by not declaring the length.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, streamed: Collection[str] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Paths whose route reads the body as it streams and enforces its own, larger limit
+        # (``POST /v1/files``): passed through unbuffered.
+        self.streamed = frozenset(streamed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] in self.streamed:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

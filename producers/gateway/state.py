@@ -19,8 +19,12 @@ from genq.celery_app import create_app
 from genq.runtime_health import RuntimeProbe
 from genq.settings import Settings
 from genq.store import JobStore, WalCheckpointer, build_engine, create_schema
+from genq.store.batches import BatchStore
+from genq.store.files import FileStore
 from producers.api_keys import ApiKeyStore
+from producers.gateway.batch_driver import BatchDriver
 from producers.gateway.batcher import SubmitBatcher
+from producers.gateway.batches import BatchLifecycle
 from producers.gateway.cache import TtlCache
 from producers.gateway.principal import Principal
 from producers.gateway.quotas import QueuedGauge, RateLimiter
@@ -56,6 +60,10 @@ class Gateway:
     checkpointer: WalCheckpointer | None
     # What the OpenAI routes serve (``GET /v1/models``) and accept.
     models: ServedModels
+    # Files and batches (/v1/files, /v1/batches), and the thread that moves batches along.
+    files: FileStore
+    batches: BatchLifecycle
+    batch_driver: BatchDriver
     # Cancellations waiting to see whether a client that hung up comes back (hangups.py).
     hangups: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -79,11 +87,13 @@ class Gateway:
         self.batcher.start()
         if self.checkpointer is not None:
             self.checkpointer.start()
+        self.batch_driver.start()
 
     async def aclose(self) -> None:
         for task in self.hangups:
             task.cancel()
         await to_thread.run_sync(self.batcher.close)
+        await to_thread.run_sync(self.batch_driver.close)
         if self.checkpointer is not None:
             await to_thread.run_sync(self.checkpointer.close)
         await self.redis.aclose()
@@ -117,17 +127,29 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
     celery = create_app(settings)
     probe = RuntimeProbe(settings.runtime_kind, runtime_http)
     queued = QueuedGauge(store, settings.max_queued_per_tenant, c.GATEWAY_QUEUED_RECOUNT_SECONDS)
+    sync_redis = SyncRedis.from_url(
+        settings.redis_url,
+        health_check_interval=30,
+        socket_timeout=c.REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS,
+    )
+    models = ServedModels(probe, settings.default_model, c.OPENAI_MODELS_CACHE_SECONDS)
+    files = FileStore(engine)
+    batches = BatchLifecycle(
+        settings=settings,
+        store=store,
+        files=files,
+        batches=BatchStore(engine, redispatch_after_seconds=settings.redispatch_after_seconds),
+        celery=celery,
+        redis=sync_redis,
+        serves=models.serves,
+    )
     return Gateway(
         settings=settings,
         store=store,
         keys=ApiKeyStore(engine),
         redis=async_redis,
-        sync_redis=SyncRedis.from_url(
-            settings.redis_url,
-            health_check_interval=30,
-            socket_timeout=c.REDIS_SOCKET_TIMEOUT_SECONDS,
-            socket_connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS,
-        ),
+        sync_redis=sync_redis,
         celery=celery,
         runtime_http=runtime_http,
         runtime=probe,
@@ -140,7 +162,10 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
         store_threads=CapacityLimiter(settings.gateway_threads),
         batcher=SubmitBatcher(celery, store, settings, queued),
         checkpointer=WalCheckpointer(engine) if engine.dialect.name == "sqlite" else None,
-        models=ServedModels(probe, settings.default_model, c.OPENAI_MODELS_CACHE_SECONDS),
+        models=models,
+        files=files,
+        batches=batches,
+        batch_driver=BatchDriver(batches, sync_redis, settings.batch_drive_seconds),
     )
 
 

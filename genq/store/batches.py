@@ -1,0 +1,357 @@
+"""Batches (``/v1/batches``): their rows, their lines' jobs, and their state changes.
+
+Every line of a batch is an ordinary genq job (same table, states, retries, dead letters),
+linked to its batch and ``custom_id`` by a ``batch_lines`` row written in the same transaction
+as the job. A batch's own state changes are compare-and-sets like a job's
+(``UPDATE … WHERE id=? AND status IN (…)``); a change to a final state writes its webhook event
+(``batch.completed``…) in the same transaction, as a job's terminal transition does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from genq.constants import REDISPATCH_AFTER_SECONDS
+from genq.store.engine import reader
+from genq.store.jobs import NewJob, StoreUnavailable, _row_values
+from genq.store.outbox import _webhook_targets
+from genq.store.records import job_record
+from genq.store.tables import (
+    batch_lines,
+    batches,
+    job_history,
+    jobs,
+    utcnow,
+    webhook_deliveries,
+    webhook_events,
+)
+from schemas import JobRecord, JobStatus
+
+__all__ = [
+    "BATCH_EVENT_TYPES",
+    "BATCH_ID_PREFIX",
+    "BatchLine",
+    "BatchStore",
+    "LineCounts",
+    "StoredBatch",
+]
+
+BATCH_ID_PREFIX = "batch_"
+# The batch statuses that still have something to do, and the final ones.
+ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
+FINAL = ("completed", "failed", "expired", "cancelled")
+BATCH_EVENT_TYPES = {status: f"batch.{status}" for status in FINAL}
+OPEN_JOB_STATES = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """A ``batches`` row."""
+
+    id: str
+    tenant: str
+    status: str
+    ends_as: str | None
+    endpoint: str
+    input_file_id: str
+    completion_window: str
+    metadata: dict[str, str] | None
+    priority: int
+    errors: list[dict[str, Any]] | None
+    output_file_id: str | None
+    error_file_id: str | None
+    total: int
+    completed: int
+    failed: int
+    created_at: datetime
+    expires_at: datetime
+    in_progress_at: datetime | None
+    finalizing_at: datetime | None
+    completed_at: datetime | None
+    failed_at: datetime | None
+    expired_at: datetime | None
+    cancelling_at: datetime | None
+    cancelled_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class LineCounts:
+    """A batch's lines by where their jobs stand."""
+
+    total: int = 0
+    completed: int = 0  # succeeded
+    failed: int = 0  # terminal without an answer
+    open: int = 0  # queued or running
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    """One input line, its ``custom_id`` and its job (None once retention purged it)."""
+
+    line: int
+    custom_id: str
+    job_id: str
+    record: JobRecord | None
+
+
+EventData = Callable[[StoredBatch], dict[str, Any]]
+
+
+def new_batch_id() -> str:
+    return f"{BATCH_ID_PREFIX}{uuid.uuid4().hex[:24]}"
+
+
+class BatchStore:
+    """Batches in the result store. Thread-safe; one per process is enough."""
+
+    def __init__(
+        self, engine: Engine, *, redispatch_after_seconds: float = REDISPATCH_AFTER_SECONDS
+    ) -> None:
+        self.engine = engine
+        self.reads = reader(engine)
+        # A line's job not started by then is re-sent by the sweep (as ``JobStore`` does).
+        self.redispatch_after = timedelta(seconds=redispatch_after_seconds)
+
+    # -- writing -------------------------------------------------------------------------
+    def create(self, values: dict[str, Any], *, event: EventData | None = None) -> StoredBatch:
+        """Insert a batch (``values`` hold its columns, ``id`` and ``status`` included); a batch
+        born final (``failed`` validation) writes its event with it when ``event`` is given."""
+        now = utcnow()
+        row = {"total": 0, "completed": 0, "failed": 0, "created_at": now, "updated_at": now}
+        row.update(values)
+        with self._begin() as conn:
+            stored = _batch(
+                conn.execute(batches.insert().values(**row).returning(*batches.c)).one()
+            )
+            if event is not None and stored.status in BATCH_EVENT_TYPES:
+                write_batch_event(conn, stored, event(stored), now)
+        return stored
+
+    def add_lines(self, batch_id: str, lines: Sequence[tuple[int, str, NewJob]]) -> list[JobRecord]:
+        """Store the jobs of ``lines`` (number, custom_id, job) as queued, each linked to the
+        batch, in one transaction; their records, to publish."""
+        now = utcnow()
+        rows = [_row_values(job, now, now + self.redispatch_after) for _line, _cid, job in lines]
+        with self._begin() as conn:
+            conn.execute(jobs.insert(), rows)
+            conn.execute(
+                job_history.insert(),
+                [
+                    {"job_id": job.id, "from_status": None, "to_status": "queued", "at": now,
+                     "worker": None, "reason": f"submitted by {batch_id}"}
+                    for _line, _cid, job in lines
+                ],
+            )  # fmt: skip
+            conn.execute(
+                batch_lines.insert(),
+                [
+                    {"batch_id": batch_id, "line": line, "custom_id": cid, "job_id": job.id}
+                    for line, cid, job in lines
+                ],
+            )
+            conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(total=batches.c.total + len(lines), updated_at=now)
+            )
+            stored = conn.execute(select(jobs).where(jobs.c.id.in_([r["id"] for r in rows])))
+            by_id = {row._mapping["id"]: job_record(row) for row in stored}
+        return [by_id[r["id"]] for r in rows]
+
+    def move(
+        self,
+        batch_id: str,
+        sources: Sequence[str],
+        target: str,
+        *,
+        values: dict[str, Any] | None = None,
+        event: EventData | None = None,
+    ) -> tuple[StoredBatch, str | None] | None:
+        """Compare-and-set the batch from one of ``sources`` to ``target``, stamping
+        ``<target>_at``; a final ``target`` writes its webhook event in the same transaction
+        (``event`` renders its data). The new row and the event id, or None if it lost."""
+        now = utcnow()
+        stamp = {f"{target}_at": now} if f"{target}_at" in batches.c else {}
+        query = (
+            update(batches)
+            .where(batches.c.id == batch_id, batches.c.status.in_(list(sources)))
+            .values(status=target, updated_at=now, **stamp, **(values or {}))
+            .returning(*batches.c)
+        )
+        with self._begin() as conn:
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            stored = _batch(row)
+            event_id = None
+            if event is not None and target in BATCH_EVENT_TYPES:
+                event_id = write_batch_event(conn, stored, event(stored), now)
+        return stored, event_id
+
+    def flag_cancel(self, batch_id: str) -> list[str]:
+        """Mark every open job of the batch cancel-requested (a queued one will never start);
+        the ids of those running, whose workers must be told."""
+        ids = select(batch_lines.c.job_id).where(batch_lines.c.batch_id == batch_id)
+        query = (
+            update(jobs)
+            .where(jobs.c.id.in_(ids.scalar_subquery()), jobs.c.status.in_(OPEN_JOB_STATES))
+            .values(cancel_requested=True)
+        )
+        with self._begin() as conn:
+            conn.execute(query)
+        return self.open_jobs(batch_id, JobStatus.RUNNING, limit=10_000)
+
+    # -- reading -------------------------------------------------------------------------
+    def get(self, batch_id: str, tenant: str | None) -> StoredBatch | None:
+        query = select(batches).where(batches.c.id == batch_id)
+        if tenant is not None:
+            query = query.where(batches.c.tenant == tenant)
+        with self.reads.connect() as conn:
+            row = conn.execute(query).first()
+        return _batch(row) if row else None
+
+    def page(self, tenant: str | None, *, after: str | None, limit: int) -> list[StoredBatch]:
+        """Newest first, from after the batch ``after`` if given."""
+        c = batches.c
+        query = select(batches).order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+        if tenant is not None:
+            query = query.where(c.tenant == tenant)
+        with self.reads.connect() as conn:
+            if after is not None:
+                mark = conn.execute(select(c.created_at, c.id).where(c.id == after)).first()
+                if mark is not None:
+                    query = query.where(
+                        or_(c.created_at < mark[0], and_(c.created_at == mark[0], c.id < mark[1]))
+                    )
+            return [_batch(row) for row in conn.execute(query).all()]
+
+    def active(self, limit: int = 100) -> list[StoredBatch]:
+        """Batches that still have something to do, oldest first."""
+        query = (
+            select(batches)
+            .where(batches.c.status.in_(ACTIVE))
+            .order_by(batches.c.created_at)
+            .limit(limit)
+        )
+        with self.reads.connect() as conn:
+            return [_batch(row) for row in conn.execute(query).all()]
+
+    def counts(self, batch_id: str) -> LineCounts:
+        """The batch's lines by their jobs' states (a purged job counts as failed)."""
+        query = (
+            select(jobs.c.status, func.count())
+            .select_from(batch_lines.outerjoin(jobs, jobs.c.id == batch_lines.c.job_id))
+            .where(batch_lines.c.batch_id == batch_id)
+            .group_by(jobs.c.status)
+        )
+        with self.reads.connect() as conn:
+            by_status = {status: int(n) for status, n in conn.execute(query).all()}
+        open_ = sum(by_status.get(s, 0) for s in OPEN_JOB_STATES)
+        done = by_status.get(JobStatus.SUCCEEDED.value, 0)
+        total = sum(by_status.values())
+        return LineCounts(total=total, completed=done, failed=total - done - open_, open=open_)
+
+    def open_jobs(self, batch_id: str, status: JobStatus, *, limit: int) -> list[str]:
+        """Ids of the batch's jobs in ``status``."""
+        query = (
+            select(jobs.c.id)
+            .join(batch_lines, batch_lines.c.job_id == jobs.c.id)
+            .where(batch_lines.c.batch_id == batch_id, jobs.c.status == status.value)
+            .limit(limit)
+        )
+        with self.reads.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def lines(self, batch_id: str, *, after_line: int = 0, limit: int = 500) -> list[BatchLine]:
+        """The batch's lines in order, ``limit`` at a time, with their jobs' records."""
+        query = (
+            select(batch_lines.c.line, batch_lines.c.custom_id, batch_lines.c.job_id, jobs)
+            .select_from(batch_lines.outerjoin(jobs, jobs.c.id == batch_lines.c.job_id))
+            .where(batch_lines.c.batch_id == batch_id, batch_lines.c.line > after_line)
+            .order_by(batch_lines.c.line)
+            .limit(limit)
+        )
+        with self.reads.connect() as conn:
+            rows = conn.execute(query).all()
+        out = []
+        for row in rows:
+            m = row._mapping
+            record = job_record(row) if m["id"] is not None else None
+            out.append(BatchLine(m["line"], m["custom_id"], m["job_id"], record))
+        return out
+
+    def _begin(self) -> _Transaction:
+        return _Transaction(self.engine)
+
+
+class _Transaction:
+    """``engine.begin()`` with SQLAlchemy's errors as ``StoreUnavailable``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._context = engine.begin()
+
+    def __enter__(self) -> Connection:
+        try:
+            return self._context.__enter__()
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
+
+    def __exit__(self, *exc_info: Any) -> bool | None:
+        try:
+            return self._context.__exit__(*exc_info)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
+
+
+def write_batch_event(
+    conn: Connection, batch: StoredBatch, data: dict[str, Any], now: datetime
+) -> str | None:
+    """The batch's final event and one pending delivery per endpoint of its tenant that takes
+    it (batches carry no webhook URL of their own); its id, or None without a target."""
+    event_type = BATCH_EVENT_TYPES[batch.status]
+    targets = _webhook_targets(conn, batch.tenant, event_type, None, None)
+    if not targets:
+        return None
+    event_id = f"msg_{uuid.uuid4().hex}"
+    conn.execute(
+        webhook_events.insert().values(
+            id=event_id,
+            job_id=batch.id,  # the event's subject: here a batch
+            tenant=batch.tenant,
+            event_type=event_type,
+            payload={"type": event_type, "timestamp": now.isoformat(), "data": data},
+            created_at=now,
+        )
+    )
+    conn.execute(
+        webhook_deliveries.insert(),
+        [
+            {
+                "id": str(uuid.uuid4()),
+                "event_id": event_id,
+                "endpoint_id": target["endpoint_id"],
+                "url": target["url"],
+                "secrets": target["secrets"],
+                "thin": target["thin"],
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for target in targets
+        ],
+    )
+    return event_id
+
+
+def _batch(row: Any) -> StoredBatch:
+    return StoredBatch(**row._mapping)

@@ -1,0 +1,449 @@
+"""A batch's life: accepted (every line checked, then each line a genq job in the batch lane),
+moved along as its jobs finish, cancelled or expired, and finalized into output and error files.
+
+Sync, like the store: the gateway runs it in threads, ``genq batch`` in its own process.
+
+Who moves a batch along is whoever holds the batches lock (``BatchDriver``: every gateway
+process tries, one at a time) and a caller that cancels one. Every step is a compare-and-set
+on the batch or on a job, so a step repeated after a crash, or by two processes, is harmless:
+``in_progress → finalizing`` happens once every line's job is terminal, and the final
+compare-and-set (``finalizing → completed``, ``cancelling → cancelled``…) is the one that sets
+the output files, so a batch gets exactly one output file with exactly one line per input line,
+whatever crashed while it ran. Files written by a finalizer that then lost (or died) are
+removed (or purged as abandoned uploads).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from celery import Celery
+
+from genq import constants as c
+from genq.outbox import Outbox, Settler, dispatch_webhooks
+from genq.redis_keys import cancel_key
+from genq.settings import Settings
+from genq.store import JobStore, utcnow
+from genq.store.batches import BatchStore, LineCounts, StoredBatch, new_batch_id
+from genq.store.files import FileStore, StoredFile
+from producers.gateway.batch_lines import ENDPOINTS, BatchRequest, LineCheck, parse_line
+from producers.gateway.batch_objects import batch_object
+from producers.gateway.batch_output import output_line
+from producers.submission import new_job, publish_stored
+from schemas import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    Conflict,
+    ErrorCode,
+    ErrorInfo,
+    InvalidRequest,
+    JobStatus,
+    NotFound,
+)
+
+log = logging.getLogger(__name__)
+
+COMPLETION_WINDOWS = ("24h",)
+BATCH_PURPOSE = "batch"
+OUTPUT_PURPOSE = "batch_output"
+STOP_AS = {"cancelled": JobStatus.CANCELLED, "expired": JobStatus.EXPIRED}
+
+
+def bad_param(param: str, message: str, code: str = "invalid_value") -> InvalidRequest:
+    """A 400 naming ``param`` (OpenAI's ``param``) with OpenAI's ``code``."""
+    return InvalidRequest(message, details=[{"field": param, "code": code}])
+
+
+def batch_priority(header: str | None, metadata: dict[str, str] | None) -> int:
+    """``X-Genq-Priority``, else ``metadata.genq_priority``, else 2: the lines' genq priority."""
+    given = [
+        ("X-Genq-Priority", header),
+        ("metadata.genq_priority", (metadata or {}).get("genq_priority")),
+    ]
+    for param, value in given:
+        if value is None or not value.strip():
+            continue
+        text = value.strip()
+        if text.isascii() and text.isdigit() and PRIORITY_MIN <= int(text) <= PRIORITY_MAX:
+            return int(text)
+        raise bad_param(param, f"{param} must be a whole number 0-9 (9 most urgent), not {text!r}")
+    return c.BATCH_DEFAULT_PRIORITY
+
+
+class MissingFile(InvalidRequest):
+    """A 404 that names the ``input_file_id`` it could not find (OpenAI's ``param``)."""
+
+    code = ErrorCode.NOT_FOUND
+
+    def __init__(self, file_id: str) -> None:
+        super().__init__(
+            f"No such file: {file_id}",
+            details=[{"field": "input_file_id", "code": "file_not_found"}],
+        )
+
+
+@dataclass(frozen=True)
+class NewBatch:
+    """``POST /v1/batches``, checked."""
+
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    metadata: dict[str, str] | None
+    priority: int
+
+
+def check_new_batch(body: dict[str, Any], priority_header: str | None) -> NewBatch:
+    """The request's own fields, or a 400 naming the bad one."""
+    unknown = sorted(set(body) - {"input_file_id", "endpoint", "completion_window", "metadata"})
+    if unknown:
+        raise bad_param(
+            unknown[0], f"Unrecognized request argument: {unknown[0]}", "unknown_parameter"
+        )
+    file_id = body.get("input_file_id")
+    if not isinstance(file_id, str) or not file_id:
+        raise bad_param("input_file_id", "input_file_id is required", "missing_required_parameter")
+    endpoint = body.get("endpoint")
+    if endpoint not in ENDPOINTS:
+        raise bad_param("endpoint", f"endpoint must be one of {', '.join(ENDPOINTS)}")
+    window = body.get("completion_window")
+    if window not in COMPLETION_WINDOWS:
+        raise bad_param("completion_window", "completion_window must be '24h'")
+    metadata = body.get("metadata")
+    if metadata is not None and not (
+        isinstance(metadata, dict)
+        and len(metadata) <= 16
+        and all(isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512
+                for k, v in metadata.items())
+    ):  # fmt: skip
+        raise bad_param("metadata", "metadata is up to 16 string pairs (keys ≤ 64, values ≤ 512)")
+    return NewBatch(file_id, endpoint, window, metadata, batch_priority(priority_header, metadata))
+
+
+@dataclass(frozen=True)
+class BatchLifecycle:
+    """Creates, cancels and moves along batches. Thread-safe."""
+
+    settings: Settings
+    store: JobStore
+    files: FileStore
+    batches: BatchStore
+    celery: Celery
+    redis: redis.Redis
+    # Whether the stack serves a model (the gateway asks its runtime); None: do not check.
+    serves: Callable[[str], bool] | None = None
+
+    @property
+    def outbox(self) -> Outbox:
+        return Outbox(self.celery, self.store, self.redis, self.settings)
+
+    # -- accepting -----------------------------------------------------------------------
+    def create(self, tenant: str, request: NewBatch) -> StoredBatch:
+        """Check every line, then store and enqueue them all; a batch with a bad line is
+        stored ``failed`` with the lines' errors and runs nothing."""
+        source = self.files.get(request.input_file_id, tenant)
+        if source is None:
+            raise MissingFile(request.input_file_id)
+        if source.purpose != BATCH_PURPOSE:
+            raise bad_param(
+                "input_file_id",
+                f"File {source.id} has purpose {source.purpose!r}; a batch reads a file "
+                "uploaded with purpose 'batch'",
+            )
+        check = self._check_lines(source, request.endpoint)
+        now = utcnow()
+        values: dict[str, Any] = {
+            "id": new_batch_id(),
+            "tenant": tenant,
+            "endpoint": request.endpoint,
+            "input_file_id": source.id,
+            "completion_window": request.completion_window,
+            "metadata": request.metadata,
+            "priority": request.priority,
+            "expires_at": now + timedelta(seconds=self.settings.batch_completion_window_seconds),
+            "created_at": now,
+        }
+        if check.errors:
+            errors = [e.as_dict() for e in check.errors]
+            failed = {"status": "failed", "failed_at": now, "errors": errors, "total": check.lines}
+            batch = self.batches.create({**values, **failed}, event=batch_object)
+            dispatch_webhooks(self.celery, self.store, job_id=batch.id)
+            return batch
+        batch = self.batches.create({**values, "status": "validating"})
+        try:
+            self._enqueue(batch, source)
+        except Exception as exc:
+            self._abandon(batch, f"the batch could not be queued ({exc.__class__.__name__})")
+            raise
+        moved = self.batches.move(batch.id, ["validating"], "in_progress")
+        if moved is None:  # cancelled while its lines were being stored
+            current = self.batches.get(batch.id, None)
+            assert current is not None
+            self._stop_lines(current)
+            return current
+        return moved[0]
+
+    def _check_lines(self, source: StoredFile, endpoint: str) -> LineCheck:
+        check = LineCheck(endpoint, self.settings.batch_max_lines)
+        for number, raw in self.files.lines(source.id):
+            check.add(raw, number)
+            if check.too_many:
+                raise bad_param(
+                    "input_file_id",
+                    f"File {source.id} has more than {check.max_lines} requests, the most a "
+                    "batch may have; split it into several batches",
+                )
+        if check.lines == 0:
+            raise bad_param("input_file_id", f"File {source.id} is empty: a batch needs requests")
+        if self.serves is not None:
+            for model in list(check.models):
+                if model is not None and not self.serves(model):
+                    check.unknown_model(model)
+        return check
+
+    def _requests(self, batch: StoredBatch, source: StoredFile) -> Iterator[BatchRequest]:
+        for number, raw in self.files.lines(source.id):
+            if not raw.strip():
+                continue
+            line = parse_line(
+                raw,
+                number,
+                endpoint=batch.endpoint,
+                priority=batch.priority,
+                lane=c.LANE_BATCH,
+                deadline=batch.expires_at,
+                batch_id=batch.id,
+            )
+            if not isinstance(line, BatchRequest):  # the file changed under us: it cannot
+                raise InvalidRequest(f"line {number} of {source.id} no longer checks")
+            yield line
+
+    def _enqueue(self, batch: StoredBatch, source: StoredFile) -> None:
+        """Store and publish the lines' jobs, a transaction of them at a time."""
+        group: list[BatchRequest] = []
+        for line in self._requests(batch, source):
+            group.append(line)
+            if len(group) >= c.BATCH_LINES_PER_TRANSACTION:
+                self._enqueue_group(batch, group)
+                group = []
+        if group:
+            self._enqueue_group(batch, group)
+
+    def _enqueue_group(self, batch: StoredBatch, group: list[BatchRequest]) -> None:
+        rows = [
+            (line.line, line.custom_id, new_job(self.settings, line.job, batch.tenant))
+            for line in group
+        ]
+        records = self.batches.add_lines(batch.id, rows)
+        _sent, error = publish_stored(self.celery, self.store, self.settings, records)
+        if error is not None:
+            raise error
+
+    def _abandon(self, batch: StoredBatch, message: str) -> None:
+        """A batch that could not be queued fails; whatever of it was queued never runs."""
+        errors = [{"code": "batch_not_queued", "line": None, "message": message, "param": None}]
+        moved = self.batches.move(
+            batch.id,
+            ["validating"],
+            "failed",
+            values={"errors": errors, "ends_as": "cancelled"},
+            event=batch_object,
+        )
+        if moved is not None:
+            self._stop_lines(moved[0])
+            self._dispatch(moved[1])
+
+    # -- reading -------------------------------------------------------------------------
+    def view(self, batch: StoredBatch) -> dict[str, Any]:
+        """The batch in OpenAI's shape, its counts live while it runs."""
+        if batch.status in ("in_progress", "finalizing", "cancelling"):
+            return batch_object(batch, self.batches.counts(batch.id))
+        return batch_object(batch)
+
+    # -- cancelling ----------------------------------------------------------------------
+    def cancel(self, batch_id: str, tenant: str | None) -> StoredBatch:
+        """``cancelling``: queued lines never run, running ones are stopped, finished ones
+        are kept; ``cancelled`` once every line is terminal (output files for what finished)."""
+        batch = self.batches.get(batch_id, tenant)
+        if batch is None:
+            raise NotFound(f"No batch found with id '{batch_id}'")
+        if batch.status in ("cancelling", "cancelled"):
+            return batch
+        moved = self.batches.move(
+            batch.id, ["validating", "in_progress"], "cancelling", values={"ends_as": "cancelled"}
+        )
+        if moved is None:
+            current = self.batches.get(batch_id, tenant)
+            assert current is not None
+            if current.status in ("cancelling", "cancelled"):
+                return current
+            raise Conflict(f"Cannot cancel a batch with status {current.status!r}")
+        self._advance_one(moved[0], utcnow())
+        current = self.batches.get(batch_id, tenant)
+        assert current is not None
+        return current
+
+    # -- moving along --------------------------------------------------------------------
+    def advance(self, now: datetime | None = None) -> int:
+        """One pass over the batches that have something to do; how many moved."""
+        moved = 0
+        for batch in self.batches.active():
+            try:
+                moved += self._advance_one(batch, now or utcnow())
+            except Exception:  # the next pass tries again; one batch must not stop the rest
+                log.warning("batch %s: could not move it along", batch.id, exc_info=True)
+        return moved
+
+    def _advance_one(self, batch: StoredBatch, now: datetime) -> int:
+        if batch.status == "validating":
+            stale = now - batch.created_at > timedelta(seconds=c.BATCH_VALIDATING_STALE_SECONDS)
+            if stale:
+                self._abandon(
+                    batch, "the gateway accepting this batch stopped before it was queued"
+                )
+            return int(stale)
+        if batch.status == "in_progress":
+            ends_as = "expired" if now >= batch.expires_at else None
+            if ends_as is None and not self._all_done(batch):
+                return 0
+            moved = self.batches.move(
+                batch.id, ["in_progress"], "finalizing", values={"ends_as": ends_as or "completed"}
+            )
+            if moved is None:
+                return 0
+            batch = moved[0]
+        if batch.ends_as in STOP_AS:
+            self._stop_lines(batch)
+            if not self._all_done(batch):
+                return 1
+        return 1 + int(self._finish(batch))
+
+    def _all_done(self, batch: StoredBatch) -> bool:
+        counts = self.batches.counts(batch.id)
+        return counts.open == 0 and counts.total == batch.total
+
+    def _stop_lines(self, batch: StoredBatch) -> None:
+        """Queued lines end (cancelled, or expired with the window) and never run; running ones
+        are told to stop (their workers settle them); finished ones are kept."""
+        target = STOP_AS.get(batch.ends_as or "", JobStatus.CANCELLED)
+        for job_id in self.batches.flag_cancel(batch.id):
+            self.redis.set(cancel_key(job_id), "1", ex=c.CANCEL_FLAG_TTL_SECONDS)
+        error = ErrorInfo(
+            code=f"batch_{batch.ends_as or 'cancelled'}",
+            message=f"the job's batch {batch.id} was {batch.ends_as or 'cancelled'}",
+        )
+        while True:
+            queued = self.batches.open_jobs(batch.id, JobStatus.QUEUED, limit=500)
+            settled = 0
+            for job_id in queued:
+                settled += (
+                    self.outbox.settle(
+                        job_id,
+                        target,
+                        by=Settler.ANYONE,
+                        worker=None,
+                        reason=f"batch {batch.id} {batch.ends_as}",
+                        only_from=frozenset({JobStatus.QUEUED}),
+                        values={"error": error.model_dump(mode="json")},
+                    )
+                    is not None
+                )
+            if not queued or not settled:
+                return
+
+    def _finish(self, batch: StoredBatch) -> bool:
+        """Write the output and error files and move the batch to its final status; False if
+        another finalizer got there first (its files stand, ours are removed)."""
+        final = batch.ends_as or "completed"
+        output = _FileWriter(self.files, batch, "output")
+        errors = _FileWriter(self.files, batch, "error")
+        try:
+            counts = self._write_lines(batch, final, output, errors)
+            out_id, err_id = output.close(), errors.close()
+        except BaseException:
+            output.discard()
+            errors.discard()
+            raise
+        moved = self.batches.move(
+            batch.id,
+            [batch.status],
+            final,
+            values={
+                "output_file_id": out_id,
+                "error_file_id": err_id,
+                "total": counts.total,
+                "completed": counts.completed,
+                "failed": counts.failed,
+            },
+            event=batch_object,
+        )
+        if moved is None:
+            output.discard()
+            errors.discard()
+            return False
+        self._dispatch(moved[1])
+        log.info("batch %s %s: %s", batch.id, final, counts)
+        return True
+
+    def _write_lines(
+        self, batch: StoredBatch, final: str, output: _FileWriter, errors: _FileWriter
+    ) -> LineCounts:
+        total = completed = 0
+        after = 0
+        while True:
+            lines = self.batches.lines(batch.id, after_line=after)
+            if not lines:
+                break
+            for line in lines:
+                answer = output_line(line.custom_id, line.job_id, line.record, final)
+                (output if answer.ok else errors).write(answer.text)
+                total += 1
+                completed += answer.ok
+            after = lines[-1].line
+        return LineCounts(total=total, completed=completed, failed=total - completed)
+
+    def _dispatch(self, event_id: str | None) -> None:
+        if event_id is not None:
+            dispatch_webhooks(self.celery, self.store, event_id=event_id)
+
+
+class _FileWriter:
+    """One output file, written a stored chunk at a time; no file at all if nothing was."""
+
+    def __init__(self, files: FileStore, batch: StoredBatch, kind: str) -> None:
+        self.files, self.batch, self.kind = files, batch, kind
+        self.file_id: str | None = None
+        self.buffer = bytearray()
+        self.seq = self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= c.FILE_CHUNK_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.buffer:
+            return
+        if self.file_id is None:
+            name = f"{self.batch.id}_{self.kind}.jsonl"
+            self.file_id = self.files.begin(self.batch.tenant, name, OUTPUT_PURPOSE)
+        self.files.append(self.file_id, self.seq, bytes(self.buffer))
+        self.seq += 1
+        self.size += len(self.buffer)
+        self.buffer.clear()
+
+    def close(self) -> str | None:
+        self._flush()
+        if self.file_id is None:
+            return None
+        return self.files.finish(self.file_id, self.size).id
+
+    def discard(self) -> None:
+        if self.file_id is not None:
+            self.files.discard(self.file_id)
+            self.file_id = None
