@@ -8,7 +8,9 @@ import re
 import secrets
 import uuid
 
-from genq.store import Engine, utcnow
+from sqlalchemy import Engine
+
+from genq.store import utcnow
 from genq.store.api_keys import ApiKey, find_live_key, insert_key, list_keys, revoke_key
 from schemas import InvalidRequest, NotFound
 

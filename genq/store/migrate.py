@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from genq.store.engine import build_engine, reader
-from genq.store.errors import StoreUnavailable, describe
+from genq.store.jobs import StoreUnavailable
 from genq.store.tables import metadata
 
 __all__ = [
@@ -67,9 +67,7 @@ def current_revision(url: str) -> str | None:
     try:
         with reader(engine).connect() as conn:
             return _current(conn)
-    except SchemaMismatch:
-        raise
-    except (SQLAlchemyError, StoreUnavailable) as exc:
+    except SQLAlchemyError as exc:
         raise StoreUnavailable(f"result store unavailable: {_describe(exc)}") from exc
     finally:
         engine.dispose()
@@ -85,9 +83,7 @@ def upgrade_database(url: str) -> str:
             if _current(conn) == head:
                 return head
         _upgrade(engine)
-    except SchemaMismatch:
-        raise
-    except (SQLAlchemyError, StoreUnavailable) as exc:
+    except SQLAlchemyError as exc:
         raise StoreUnavailable(
             f"could not migrate the result store {_safe_url(url)}: {_describe(exc)}"
         ) from exc
@@ -142,6 +138,5 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _describe(exc: Exception) -> str:
-    # For the operator running the migration: the database's own words, first line.
-    return describe(exc.__cause__ if isinstance(exc, StoreUnavailable) and exc.__cause__ else exc)
+def _describe(exc: SQLAlchemyError) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
