@@ -83,3 +83,19 @@ def _delete_jobs(conn: Connection, job_ids: list[str]) -> None:
     conn.execute(delete(reply_outbox).where(reply_outbox.c.job_id.in_(job_ids)))
     conn.execute(delete(job_history).where(job_history.c.job_id.in_(job_ids)))
     conn.execute(delete(jobs).where(jobs.c.id.in_(job_ids)))
+
+
+def delete_finished_job(engine: Engine, job_id: str, tenant: str | None) -> bool:
+    """Delete one finished job (within ``tenant``, unless None) with its history, outbox and
+    webhook rows, as retention would; False if there is no such finished job. A queued,
+    running or dead-lettered job is never deleted (an operator holds a dead letter)."""
+    query = select(jobs.c.id).where(
+        jobs.c.id == job_id, jobs.c.status.in_([s.value for s in FINISHED])
+    )
+    if tenant is not None:
+        query = query.where(jobs.c.tenant == tenant)
+    with engine.begin() as conn:
+        if conn.execute(query).first() is None:
+            return False
+        _delete_jobs(conn, [job_id])
+    return True

@@ -19,6 +19,7 @@ from producers.gateway import (
     routes_jobs,
     routes_metrics,
     routes_openai,
+    routes_responses,
     routes_webhooks,
 )
 from producers.gateway.errors import install_error_handlers
@@ -70,6 +71,7 @@ def create_gateway(settings: Settings, *, webhook_check: WebhookCheck | None = N
     app.include_router(routes_openai.router)
     app.include_router(routes_files.router)
     app.include_router(routes_batches.router)
+    app.include_router(routes_responses.router)
     app.openapi = _openapi_builder(app)  # type: ignore[method-assign]
     return app
 

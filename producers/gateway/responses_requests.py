@@ -1,0 +1,266 @@
+"""``POST /v1/responses`` bodies as genq chat jobs: text in, text out. Pure: no I/O.
+
+The input (a string, or a list of text messages) and ``instructions`` become the job's
+messages; ``max_output_tokens``, ``temperature`` and ``top_p`` its sampling parameters. What
+genq cannot honour (tools, images and files, structured output, reasoning, stored
+conversations) is a 400 naming the ``param``, as on the chat routes.
+
+The job carries one metadata key of genq's own, ``genq_response``: it marks the job as a
+response (so ``/v1/responses/{id}`` finds only those) and holds the flags the Response object
+needs back (``background``, and ``instructions`` when the first message holds them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from producers.gateway.openai_requests import UnsupportedParam
+from schemas import InvalidRequest, JobKind, JobRequest
+from schemas.jobs import METADATA_MAX_ENTRIES
+from schemas.validation import parse
+
+MARKER = "genq_response"
+BACKGROUND = "background"
+INSTRUCTIONS = "instructions"
+
+HONOURED = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "metadata",
+        "background",
+        "stream",
+        "store",
+    }
+)
+# Sent by the SDK, no effect on a local runtime's answer.
+IGNORED = frozenset(
+    {
+        "user",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "safety_identifier",
+        "stream_options",
+        "parallel_tool_calls",
+        "max_tool_calls",
+    }
+)
+
+
+def _falsy(value: Any) -> bool:
+    return value is None or value is False or value == [] or value == {}
+
+
+def _text_only(value: Any) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, dict) or set(value) - {"format", "verbosity"}:
+        return False
+    fmt = value.get("format")
+    return fmt is None or (isinstance(fmt, dict) and fmt.get("type") == "text")
+
+
+# Field -> whether a value is one genq can honour (anything else is a 400 naming the field).
+NEUTRAL: dict[str, Callable[[Any], bool]] = {
+    "tools": _falsy,
+    "tool_choice": lambda value: value in (None, "none", "auto"),
+    "text": _text_only,
+    "truncation": lambda value: value in (None, "disabled"),
+    "reasoning": _falsy,
+    "include": _falsy,
+    "top_logprobs": lambda value: value in (None, 0),
+    "previous_response_id": _falsy,
+    "conversation": _falsy,
+    "prompt": _falsy,
+    "context_management": _falsy,
+}
+WHY_NOT = {
+    "tools": "tool calling is not supported through genq",
+    "tool_choice": "tool calling is not supported through genq",
+    "text": "structured output is not supported through genq; only text.format type 'text'",
+    "truncation": "genq does not cut an input to fit; send 'disabled' or leave it out",
+    "reasoning": "the runtimes genq drives have no reasoning settings",
+    "include": "genq has nothing extra to include (no tools, no log probabilities)",
+    "top_logprobs": "the runtimes genq drives do not return log probabilities",
+    "previous_response_id": "genq keeps no conversation state; send the whole conversation "
+    "as input",
+    "conversation": "genq keeps no conversation state; send the whole conversation as input",
+    "prompt": "genq has no stored prompt templates",
+}
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+TEXT_PARTS = frozenset({"input_text", "output_text"})
+
+
+@dataclass(frozen=True)
+class ResponseCall:
+    """One ``POST /v1/responses`` as genq will run it."""
+
+    job: JobRequest
+    background: bool = False
+    stream: bool = False
+
+
+def check_fields(body: dict[str, Any]) -> None:
+    """Refuse a field genq cannot honour, or does not know, naming it."""
+    for name, value in body.items():
+        if name in HONOURED or name in IGNORED:
+            continue
+        neutral = NEUTRAL.get(name)
+        if neutral is None:
+            raise UnsupportedParam(
+                name, f"Unrecognized request argument supplied: {name}", code="unknown_parameter"
+            )
+        if not neutral(value):
+            reason = WHY_NOT.get(name, f"genq cannot honour {name} on /v1/responses")
+            param = "text.format" if name == "text" else name
+            raise UnsupportedParam(param, f"{param}={value!r:.80} is not supported: {reason}")
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise UnsupportedParam(name, f"{name} must be true or false", code="invalid_type")
+    return value
+
+
+def _content_text(content: Any, where: str) -> str:
+    """A message's content as text: a string, or text parts (joined); nothing else."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise UnsupportedParam(where, f"{where} must be a string or a list of text parts")
+    texts = []
+    for index, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in TEXT_PARTS or not isinstance(part.get("text"), str):
+            raise UnsupportedParam(
+                f"{where}[{index}]",
+                f"{where}[{index}] is a {kind or 'malformed'} part; genq takes text only "
+                "(input_text or output_text: no images, audio or files)",
+            )
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
+def _message(item: Any, where: str) -> dict[str, str]:
+    if not isinstance(item, dict):
+        raise UnsupportedParam(where, f"{where} must be a message object")
+    kind = item.get("type", "message")
+    if kind != "message":
+        raise UnsupportedParam(
+            where,
+            f"{where} is a {kind!r} item; genq takes text messages only "
+            "(no tool calls, tool outputs, reasoning or item references)",
+        )
+    role = ROLES.get(str(item.get("role")))
+    if role is None:
+        raise UnsupportedParam(
+            f"{where}.role",
+            f"{where}.role {item.get('role')!r} is not supported: genq takes system, "
+            "developer, user and assistant messages",
+        )
+    return {"role": role, "content": _content_text(item.get("content"), f"{where}.content")}
+
+
+def input_messages(raw: Any) -> list[dict[str, str]]:
+    """``input`` as genq's ``{role, content}`` messages: a string is one user message."""
+    if isinstance(raw, str):
+        if not raw:
+            raise UnsupportedParam("input", "input must not be empty", code="invalid_value")
+        return [{"role": "user", "content": raw}]
+    if not isinstance(raw, list) or not raw:
+        raise UnsupportedParam("input", "input must be a string or a non-empty list of messages")
+    return [_message(item, f"input[{index}]") for index, item in enumerate(raw)]
+
+
+def _metadata(raw: Any, flags: list[str]) -> dict[str, Any]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UnsupportedParam("metadata", "metadata must be an object of strings")
+    if MARKER in raw:
+        raise UnsupportedParam(
+            "metadata", f"metadata key {MARKER!r} is genq's own; use another key"
+        )
+    if len(raw) >= METADATA_MAX_ENTRIES:
+        raise UnsupportedParam(
+            "metadata",
+            f"metadata takes at most {METADATA_MAX_ENTRIES - 1} keys on /v1/responses "
+            f"(genq keeps one, {MARKER!r}, for itself)",
+            code="invalid_value",
+        )
+    return {**raw, MARKER: ",".join(flags)}
+
+
+def response_call(body: dict[str, Any], priority: int, lane: str, key: str | None) -> ResponseCall:
+    """``POST /v1/responses`` as a chat job, or ``UnsupportedParam``/``InvalidRequest``."""
+    check_fields(body)
+    background = _flag(body, "background")
+    if background and body.get("store") is False:
+        raise UnsupportedParam(
+            "store", "a background response is stored: send store=true or leave it out"
+        )
+    messages = input_messages(body.get("input"))
+    instructions = body.get("instructions")
+    flags = [BACKGROUND] if background else []
+    if instructions is not None and not isinstance(instructions, str):
+        raise UnsupportedParam("instructions", "instructions must be a string")
+    if instructions:
+        messages = [{"role": "system", "content": instructions}, *messages]
+        flags.append(INSTRUCTIONS)
+    data: dict[str, Any] = {
+        "kind": JobKind.CHAT.value,
+        "model": body.get("model"),
+        "messages": messages,
+        "metadata": _metadata(body.get("metadata"), flags),
+        "priority": priority,
+        "lane": lane,
+    }
+    for name, field in (
+        ("max_output_tokens", "max_tokens"),
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+    ):
+        if body.get(name) is not None:
+            data[field] = body[name]
+    if key is not None:
+        data["idempotency_key"] = key
+    try:
+        job = parse(JobRequest, data)
+    except InvalidRequest as exc:
+        _rename_fields(exc.details)
+        raise
+    return ResponseCall(job, background, _flag(body, "stream"))
+
+
+def _rename_fields(details: list[dict[str, Any]]) -> None:
+    """genq's field names in validation details as the request's (``max_tokens`` was sent
+    as ``max_output_tokens``, ``messages`` as ``input``)."""
+    for detail in details:
+        field = str(detail.get("field", ""))
+        if field.startswith("max_tokens"):
+            detail["field"] = "max_output_tokens"
+        elif field.startswith("messages"):
+            detail["field"] = "input"
+
+
+def flags_of(metadata: dict[str, str]) -> frozenset[str] | None:
+    """The response flags a job's metadata carries; None for a job that is not a response."""
+    value = metadata.get(MARKER)
+    if value is None:
+        return None
+    return frozenset(flag for flag in value.split(",") if flag)
+
+
+def user_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """A response's metadata as its creator sent it (without genq's key)."""
+    return {name: value for name, value in metadata.items() if name != MARKER}

@@ -1,0 +1,263 @@
+"""A response job's record as OpenAI's ``Response`` object, and its stream events. Pure.
+
+A response's id is its job's id with OpenAI's prefix (``resp_<job id as 32 hex digits>``);
+its one output message is ``msg_<the same>``. The text comes back as one ``message`` with one
+``output_text`` part (the SDK's ``output_text`` joins them client side).
+
+Status: queued -> ``queued``; running -> ``in_progress``; succeeded -> ``completed``, or
+``incomplete`` (reason ``max_output_tokens``) when the runtime stopped at the token limit;
+cancelled -> ``cancelled`` (with the text so far, if any); failed, expired, dead-lettered ->
+``failed`` with an ``error``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from producers.gateway.responses_requests import (
+    BACKGROUND,
+    INSTRUCTIONS,
+    flags_of,
+    user_metadata,
+)
+from schemas import ErrorCode, JobRecord, JobStatus
+
+RESPONSE_PREFIX = "resp_"
+MESSAGE_PREFIX = "msg_"
+LENGTH = "length"
+
+QUEUED = "queued"
+IN_PROGRESS = "in_progress"
+COMPLETED = "completed"
+INCOMPLETE = "incomplete"
+CANCELLED = "cancelled"
+FAILED = "failed"
+# Which status each terminal event announces (the SDK has no event for ``cancelled``: a
+# cancelled response ends its stream with ``response.failed``, its status ``cancelled``).
+TERMINAL_EVENT = {
+    COMPLETED: "response.completed",
+    INCOMPLETE: "response.incomplete",
+    FAILED: "response.failed",
+    CANCELLED: "response.failed",
+}
+# genq's error code -> the closest of the SDK's ``ResponseError`` codes.
+ERROR_CODES = {
+    ErrorCode.RATE_LIMITED.value: "rate_limit_exceeded",
+    ErrorCode.INVALID_REQUEST.value: "invalid_prompt",
+    ErrorCode.CONTEXT_LENGTH_EXCEEDED.value: "invalid_prompt",
+}
+
+
+def response_id(job_id: str) -> str:
+    return RESPONSE_PREFIX + uuid.UUID(job_id).hex
+
+
+def job_id_of(ident: str) -> str | None:
+    """The job id behind a response id, or None if ``ident`` is not one this API gave out."""
+    if not ident.startswith(RESPONSE_PREFIX):
+        return None
+    digits = ident[len(RESPONSE_PREFIX) :]
+    if len(digits) != 32:
+        return None
+    try:
+        return str(uuid.UUID(hex=digits))
+    except ValueError:
+        return None
+
+
+def message_id(record: JobRecord) -> str:
+    return MESSAGE_PREFIX + uuid.UUID(record.id).hex
+
+
+def is_response(record: JobRecord) -> bool:
+    """Whether ``record`` is a job ``POST /v1/responses`` created."""
+    return flags_of(record.metadata) is not None
+
+
+def response_status(record: JobRecord) -> str:
+    status = record.status
+    if status is JobStatus.QUEUED:
+        return QUEUED
+    if status is JobStatus.RUNNING:
+        return IN_PROGRESS
+    if status is JobStatus.SUCCEEDED:
+        reason = record.result.finish_reason if record.result else None
+        return INCOMPLETE if reason == LENGTH else COMPLETED
+    if status is JobStatus.CANCELLED:
+        return CANCELLED
+    return FAILED
+
+
+def output_text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def output_message(record: JobRecord, text: str | None, status: str) -> dict[str, Any]:
+    """The response's one output item; ``text`` None for a message just opened."""
+    content = [] if text is None else [output_text_part(text)]
+    return {
+        "id": message_id(record),
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": content,
+    }
+
+
+def _output(record: JobRecord, status: str) -> list[dict[str, Any]]:
+    text = record.result.text if record.result else None
+    if status == COMPLETED:
+        return [output_message(record, text or "", COMPLETED)]
+    if status == INCOMPLETE or (status == CANCELLED and text):
+        return [output_message(record, text or "", INCOMPLETE)]
+    return []
+
+
+def usage_body(record: JobRecord) -> dict[str, Any] | None:
+    usage = record.usage
+    if usage is None:
+        return None
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.total_tokens or usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+def error_body(record: JobRecord) -> dict[str, str]:
+    info = record.error
+    code = str(info.code) if info else record.status.value
+    message = info.message if info else f"the job ended {record.status.value}"
+    return {
+        "code": ERROR_CODES.get(code, "server_error"),
+        "message": f"genq job {record.id} {record.status.value} ({code}): {message}",
+    }
+
+
+def _instructions(record: JobRecord, flags: frozenset[str]) -> str | None:
+    messages = record.request.get("messages")
+    if INSTRUCTIONS not in flags or not isinstance(messages, list) or not messages:
+        return None
+    first = messages[0]
+    return first.get("content") if isinstance(first, dict) else None
+
+
+def _seconds(record: JobRecord, name: str) -> int | None:
+    stamp = getattr(record, name)
+    return int(stamp.timestamp()) if stamp is not None else None
+
+
+def response_object(record: JobRecord, status: str | None = None) -> dict[str, Any]:
+    """``record`` as a ``Response``; ``status`` shows it as it stood at an earlier event
+    (queued or in progress: no output, usage or error yet)."""
+    flags = flags_of(record.metadata) or frozenset()
+    actual = response_status(record)
+    shown = status or actual
+    early = shown in (QUEUED, IN_PROGRESS)
+    request = record.request
+    return {
+        "id": response_id(record.id),
+        "object": "response",
+        "created_at": _seconds(record, "created_at"),
+        "status": shown,
+        "background": BACKGROUND in flags,
+        "model": record.model,
+        "instructions": _instructions(record, flags),
+        "output": [] if early else _output(record, shown),
+        "error": error_body(record) if shown == FAILED else None,
+        "incomplete_details": {"reason": "max_output_tokens"} if shown == INCOMPLETE else None,
+        "usage": None if early else usage_body(record),
+        "metadata": user_metadata(record.metadata),
+        "max_output_tokens": request.get("max_tokens"),
+        "temperature": request.get("temperature"),
+        "top_p": request.get("top_p"),
+        "completed_at": _seconds(record, "finished_at") if shown == COMPLETED else None,
+        "parallel_tool_calls": False,
+        "tool_choice": "none",
+        "tools": [],
+        "text": {"format": {"type": "text"}},
+        "truncation": "disabled",
+        "previous_response_id": None,
+        "reasoning": None,
+        "store": True,
+        "user": None,
+    }
+
+
+def deleted_body(ident: str) -> dict[str, Any]:
+    return {"id": ident, "object": "response", "deleted": True}
+
+
+class ResponseEvents:
+    """The stream events of one response, without their ``sequence_number`` (the reader
+    numbers them in order: the order is a function of the job's chunk stream alone)."""
+
+    def __init__(self, record: JobRecord) -> None:
+        self.record = record
+        self.item_id = message_id(record)
+
+    def state(self, kind: str, status: str) -> dict[str, Any]:
+        """``response.created`` / ``queued`` / ``in_progress``: a snapshot at ``status``."""
+        return {"type": kind, "response": response_object(self.record, status)}
+
+    def item_added(self) -> dict[str, Any]:
+        return {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": output_message(self.record, None, IN_PROGRESS),
+        }
+
+    def part_added(self) -> dict[str, Any]:
+        return self._part("response.content_part.added", "")
+
+    def delta(self, text: str) -> dict[str, Any]:
+        return {
+            "type": "response.output_text.delta",
+            "item_id": self.item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "delta": text,
+            "logprobs": [],
+        }
+
+    def text_done(self, text: str) -> dict[str, Any]:
+        return {
+            "type": "response.output_text.done",
+            "item_id": self.item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "text": text,
+            "logprobs": [],
+        }
+
+    def part_done(self, text: str) -> dict[str, Any]:
+        return self._part("response.content_part.done", text)
+
+    def item_done(self, text: str, status: str) -> dict[str, Any]:
+        return {
+            "type": "response.output_item.done",
+            "output_index": 0,
+            "item": output_message(self.record, text, status),
+        }
+
+    def _part(self, kind: str, text: str) -> dict[str, Any]:
+        return {
+            "type": kind,
+            "item_id": self.item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "part": output_text_part(text),
+        }
+
+    @staticmethod
+    def ending(final: JobRecord) -> dict[str, Any]:
+        """The terminal event, with the final ``Response``."""
+        status = response_status(final)
+        return {"type": TERMINAL_EVENT[status], "response": response_object(final)}
+
+    @staticmethod
+    def error(message: str, code: str = "server_error") -> dict[str, Any]:
+        return {"type": "error", "code": code, "message": message, "param": None}

@@ -1,0 +1,314 @@
+"""Background responses (``/v1/responses``), driven by the official ``openai`` SDK with only
+``base_url`` changed: real gateway, real worker processes, real Redis, the fake runtime."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.fakes.runtime_server import FakeRuntime
+from tests.integration.conftest import Stack
+from tests.integration.gateway.conftest import ADMIN_KEY, Gateway
+from tests.support import eventually
+from tests.support.environment import process_env
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "openai_responses.py"
+TEXT = "Hello, world!"  # the fake runtime's default tokens
+SLOW = [f"t{i} " for i in range(400)]
+
+
+def sdk(gateway: Gateway, key: str, **options: Any) -> OpenAI:
+    options.setdefault("max_retries", 0)
+    return OpenAI(base_url=f"{gateway.url}/v1", api_key=key, **options)
+
+
+def job_id(response_id: str) -> str:
+    digits = response_id.removeprefix("resp_")
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
+def jobs_of(gateway: Gateway, key: str) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = gateway.client(key).get("/v1/jobs").json()["data"]
+    return data
+
+
+def status_becomes(client: OpenAI, response_id: str, status: str, timeout: float = 15) -> bool:
+    return eventually(lambda: client.responses.retrieve(response_id).status == status, timeout)
+
+
+@pytest.fixture
+def served(stack: Stack, gateway: Gateway) -> Iterator[tuple[Gateway, str]]:
+    """A gateway with one worker behind it, and an API key of tenant ``acme``."""
+    stack.worker()
+    yield gateway, gateway.key("acme")
+
+
+def test_a_background_response_is_a_job_run_by_a_worker(
+    served: tuple[Gateway, str], fake_runtime: FakeRuntime
+) -> None:
+    gateway, key = served
+    client = sdk(gateway, key)
+    created = client.responses.create(
+        model="fake-model",
+        input="Say hello.",
+        instructions="Be brief.",
+        background=True,
+        max_output_tokens=16,
+        temperature=0.5,
+        metadata={"team": "search"},
+        user="u-1",
+    )
+    assert (created.object, created.status, created.background) == ("response", "queued", True)
+    assert created.id.startswith("resp_") and created.output == []
+    assert status_becomes(client, created.id, "completed")
+    done = client.responses.retrieve(created.id)
+    assert done.output_text == TEXT
+    assert done.output[0].type == "message" and done.output[0].role == "assistant"
+    assert done.usage is not None and done.usage.output_tokens == 4
+    assert done.usage.total_tokens == done.usage.input_tokens + 4
+    assert (done.instructions, done.metadata, done.max_output_tokens) == (
+        "Be brief.",
+        {"team": "search"},
+        16,
+    )
+    assert done.error is None and done.incomplete_details is None
+    job = gateway.client(key).get(f"/v1/jobs/{job_id(done.id)}").json()
+    assert (job["status"], job["lane"], job["priority"], job["tenant"]) == (
+        "succeeded",
+        "interactive",
+        7,
+        "acme",
+    )
+    assert job["worker_id"]
+    assert [m["role"] for m in job["request"]["messages"]] == ["system", "user"]
+    assert fake_runtime.stats()["requests_by_path"]["/v1/chat/completions"] == 1
+
+
+def test_the_documented_example_runs(served: tuple[Gateway, str]) -> None:
+    gateway, key = served
+    env = {"OPENAI_BASE_URL": f"{gateway.url}/v1", "OPENAI_API_KEY": key}
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLE)],
+        env=process_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"queued\n{TEXT}\ncompleted, 4 tokens\n"
+
+
+def test_without_background_the_answer_comes_on_the_request(
+    served: tuple[Gateway, str],
+) -> None:
+    gateway, key = served
+    client = sdk(gateway, key)
+    conversation: Any = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "input_text", "text": "Say hello."}]},
+    ]
+    done = client.responses.create(
+        model="fake-model", input=conversation, extra_headers={"X-Genq-Priority": "9"}
+    )
+    assert (done.status, done.output_text, done.background) == ("completed", TEXT, False)
+    assert [j["priority"] for j in jobs_of(gateway, key)] == [9]
+
+
+def test_a_streamed_background_response(served: tuple[Gateway, str]) -> None:
+    gateway, key = served
+    client = sdk(gateway, key)
+    events = list(
+        client.responses.create(
+            model="fake-model", input="Say hello.", background=True, stream=True
+        )
+    )
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    types = [e.type for e in events]
+    assert types[:6] == [
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+    ]
+    assert types[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == TEXT
+    assert events[-1].response.output_text == TEXT  # type: ignore[union-attr]
+    assert events[0].response.status == "queued"  # type: ignore[union-attr]
+    # The SDK's stream helper accumulates the same events into the final response.
+    with client.responses.stream(model="fake-model", input="Say hello.", background=True) as s:
+        final = s.get_final_response()
+    assert (final.status, final.output_text) == ("completed", TEXT)
+
+
+def test_a_stream_resumes_after_a_disconnect_without_gap_or_repeat(
+    served: tuple[Gateway, str], fake_runtime: FakeRuntime
+) -> None:
+    gateway, key = served
+    fake_runtime.configure(tokens=[f"t{i} " for i in range(40)], token_delay_seconds=0.02)
+    client = sdk(gateway, key)
+    first: list[Any] = []
+    stream = client.responses.create(
+        model="fake-model", input="Count.", background=True, stream=True
+    )
+    for event in stream:
+        first.append(event)
+        if sum(e.type == "response.output_text.delta" for e in first) == 3:
+            break
+    stream.close()  # a disconnect: the background response goes on
+    last = first[-1].sequence_number
+    rest = list(client.responses.retrieve(first[0].response.id, stream=True, starting_after=last))
+    numbers = [e.sequence_number for e in first + rest]
+    assert numbers == list(range(len(numbers)))
+    text = "".join(e.delta for e in first + rest if e.type == "response.output_text.delta")
+    assert text == "".join(f"t{i} " for i in range(40))
+    assert rest[-1].type == "response.completed" and rest[-1].response.output_text == text
+    # Read again from the start, later: the same events under the same numbers.
+    again = list(client.responses.retrieve(first[0].response.id, stream=True))
+    assert [(e.sequence_number, e.type) for e in again] == [
+        (e.sequence_number, e.type) for e in first + rest
+    ]
+
+
+def test_max_output_tokens_ends_incomplete(served: tuple[Gateway, str]) -> None:
+    gateway, key = served
+    client = sdk(gateway, key)
+    events = list(
+        client.responses.create(
+            model="fake-model", input="Hi", background=True, stream=True, max_output_tokens=2
+        )
+    )
+    assert events[-1].type == "response.incomplete"
+    response = client.responses.retrieve(events[0].response.id)  # type: ignore[union-attr]
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.usage is not None and response.usage.output_tokens == 2
+
+
+def test_cancel_a_queued_response(gateway: Gateway) -> None:
+    key = gateway.key("acme")  # no worker: the response stays queued
+    client = sdk(gateway, key)
+    created = client.responses.create(model="fake-model", input="Hi", background=True)
+    cancelled = client.responses.cancel(created.id)
+    assert (cancelled.id, cancelled.status, cancelled.output) == (created.id, "cancelled", [])
+    assert client.responses.retrieve(created.id).status == "cancelled"
+    assert [j["status"] for j in jobs_of(gateway, key)] == ["cancelled"]
+    events = list(client.responses.retrieve(created.id, stream=True))
+    assert [e.type for e in events] == ["response.created", "response.queued", "response.failed"]
+    assert events[-1].response.status == "cancelled"  # type: ignore[union-attr]
+    # Cancelling again changes nothing.
+    assert client.responses.cancel(created.id).status == "cancelled"
+
+
+def test_cancel_a_running_response(served: tuple[Gateway, str], fake_runtime: FakeRuntime) -> None:
+    gateway, key = served
+    fake_runtime.configure(tokens=SLOW, token_delay_seconds=0.05)
+    client = sdk(gateway, key)
+    created = client.responses.create(model="fake-model", input="Go on.", background=True)
+    stream = client.responses.retrieve(created.id, stream=True)
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            break
+    stream.close()
+    assert client.responses.retrieve(created.id).status == "in_progress"
+    cancelled = client.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    assert cancelled.output_text.startswith("t0 ")  # the text so far is kept
+    assert fake_runtime.wait_until(lambda: fake_runtime.disconnects >= 1)
+
+
+def test_delete_a_response(served: tuple[Gateway, str], fake_runtime: FakeRuntime) -> None:
+    gateway, key = served
+    client = sdk(gateway, key)
+    done = client.responses.create(model="fake-model", input="Hi")
+    assert client.responses.delete(done.id) is None
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(done.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(done.id)
+    assert gateway.client(key).get(f"/v1/jobs/{job_id(done.id)}").status_code == 404
+    # One still running is cancelled, then deleted.
+    fake_runtime.configure(tokens=SLOW, token_delay_seconds=0.05)
+    running = client.responses.create(model="fake-model", input="Go on.", background=True)
+    assert status_becomes(client, running.id, "in_progress")
+    client.responses.delete(running.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(running.id)
+    assert jobs_of(gateway, key) == []
+
+
+def test_an_idempotency_key_makes_one_response(gateway: Gateway) -> None:
+    key = gateway.key("acme")
+    client = sdk(gateway, key)
+    ids = {
+        client.responses.create(
+            model="fake-model",
+            input="Hi",
+            background=True,
+            extra_headers={"Idempotency-Key": "one-response"},
+        ).id
+        for _ in range(2)
+    }
+    assert len(ids) == 1 and len(jobs_of(gateway, key)) == 1
+
+
+IMAGE: Any = {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "auto"}
+BAD_REQUESTS: list[tuple[dict[str, Any], str]] = [
+    ({"tools": [{"type": "function", "name": "f", "parameters": {}, "strict": True}]}, "tools"),
+    ({"input": [{"role": "user", "content": [IMAGE]}]}, "input[0].content[0]"),
+    ({"text": {"format": {"type": "json_object"}}}, "text.format"),
+    ({"previous_response_id": "resp_0123"}, "previous_response_id"),
+    ({"temperature": 7}, "temperature"),
+]
+
+
+@pytest.mark.parametrize(("options", "param"), BAD_REQUESTS, ids=[p for _o, p in BAD_REQUESTS])
+def test_what_genq_cannot_honour_is_a_400_naming_it(
+    gateway: Gateway, options: dict[str, Any], param: str
+) -> None:
+    key = gateway.key("acme")
+    body = {"model": "fake-model", "input": "Hi", "background": True, **options}
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk(gateway, key).responses.create(**body)
+    assert raised.value.param == param, raised.value.body
+    assert raised.value.type == "invalid_request_error"
+    assert jobs_of(gateway, key) == []
+
+
+def test_unknown_ids_and_other_tenants_are_not_found(gateway: Gateway) -> None:
+    acme, other = gateway.key("acme"), gateway.key("other")
+    mine = sdk(gateway, acme).responses.create(model="fake-model", input="Hi", background=True)
+    theirs = sdk(gateway, other)
+    for call in (theirs.responses.retrieve, theirs.responses.cancel, theirs.responses.delete):
+        with pytest.raises(openai.NotFoundError) as raised:
+            call(mine.id)
+        assert raised.value.code == "not_found"
+    for unknown in ("resp_0123456789abcdef0123456789abcdef", "resp_nope", "chatcmpl-1"):
+        with pytest.raises(openai.NotFoundError):
+            theirs.responses.retrieve(unknown)
+    # A job submitted through /v1/jobs is no response.
+    plain = gateway.client(acme).post(
+        "/v1/jobs", json={"messages": [{"role": "user", "content": "x"}]}
+    )
+    with pytest.raises(openai.NotFoundError):
+        sdk(gateway, acme).responses.retrieve("resp_" + plain.json()["id"].replace("-", ""))
+    assert sdk(gateway, acme).responses.retrieve(mine.id).status == "queued"
+    # An admin key sees every tenant's responses.
+    assert sdk(gateway, ADMIN_KEY).responses.retrieve(mine.id).id == mine.id
