@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from producers.gateway.errors import PayloadTooLarge, UnsupportedMediaType
-from schemas import InvalidRequest
+from producers.gateway.errors import UnsupportedMediaType
+from schemas import ErrorCode, InvalidRequest
 
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 4096
@@ -30,8 +30,14 @@ def multipart_boundary(content_type: str | None) -> bytes:
     return boundary
 
 
-def too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
+class FileTooLarge(InvalidRequest):
+    """413, naming the ``file`` field (OpenAI's ``param``)."""
+
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+
+
+def too_large(limit: int) -> FileTooLarge:
+    return FileTooLarge(
         f"the file is larger than this deployment's limit of {limit} bytes (GENQ_FILES_MAX_BYTES)",
         details=[{"field": "file", "code": "file_too_large", "limit_bytes": limit}],
     )
