@@ -22,13 +22,11 @@ import redis
 from prometheus_client import CollectorRegistry, generate_latest, make_asgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from genq import constants as c
 from genq.metrics_finished import FinishedJobs
 from genq.settings import Settings
-from genq.store import build_engine
+from genq.store import Engine, StoreUnavailable, build_engine
 from genq.store.metrics import read_metrics
 from schemas.priority import PRIORITY_MAX, PRIORITY_MIN, celery_priority
 
@@ -86,7 +84,7 @@ class GenqCollector(Collector):
     def _safe(read: Callable[[], list[Metric]]) -> list[Metric] | None:
         try:
             return read()
-        except (redis.RedisError, SQLAlchemyError, OSError):
+        except (redis.RedisError, StoreUnavailable, OSError):
             return None
 
     # -- broker ------------------------------------------------------------------------------

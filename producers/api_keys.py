@@ -8,9 +8,7 @@ import re
 import secrets
 import uuid
 
-from sqlalchemy import Engine
-
-from genq.store import utcnow
+from genq.store import Engine, utcnow
 from genq.store.api_keys import ApiKey, find_live_key, insert_key, list_keys, revoke_key
 from schemas import InvalidRequest, NotFound
 

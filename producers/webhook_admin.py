@@ -11,12 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from celery import Celery
-from sqlalchemy.exc import SQLAlchemyError
 
 from genq import constants as c
 from genq.outbox import dispatch_webhooks
 from genq.settings import Settings
-from genq.store import JobStore, StoreUnavailable, utcnow, webhook_log
+from genq.store import JobStore, utcnow, webhook_log
 from genq.store import webhook_endpoints as endpoints
 from genq.store.batches import BATCH_EVENT_TYPES
 from genq.store.outbox import WEBHOOK_EVENT_TYPES
@@ -98,18 +97,15 @@ def add_endpoint(
         )
     check_webhook_url(url, settings.webhook_allow)
     chosen = _secret_or_new(secret)
-    try:
-        endpoint = endpoints.add_endpoint(
-            store.engine,
-            tenant=tenant,
-            url=url,
-            secret=chosen,
-            events=parse_events(events),
-            thin=thin,
-            now=utcnow(),
-        )
-    except SQLAlchemyError as exc:
-        raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
+    endpoint = endpoints.add_endpoint(
+        store.engine,
+        tenant=tenant,
+        url=url,
+        secret=chosen,
+        events=parse_events(events),
+        thin=thin,
+        now=utcnow(),
+    )
     return NewSecret(endpoint, chosen)
 
 

@@ -6,7 +6,6 @@ from typing import Any
 
 import redis
 from celery import Task, shared_task
-from sqlalchemy.exc import SQLAlchemyError
 
 from genq import constants as c
 from genq.store import StoreUnavailable
@@ -15,7 +14,7 @@ from workers.context import context_for
 
 # The store or Redis failing under us: try the message again shortly rather than ack it away
 # (a job already started is recovered by its lease).
-INFRASTRUCTURE_ERRORS = (SQLAlchemyError, StoreUnavailable, redis.ConnectionError)
+INFRASTRUCTURE_ERRORS = (StoreUnavailable, redis.ConnectionError)
 INFRASTRUCTURE_RETRY_SECONDS = 5
 
 

@@ -8,10 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
 from genq.store.engine import reader
-from genq.store.jobs import StoreUnavailable
 from genq.store.tables import api_keys
 
 
@@ -31,21 +29,15 @@ class ApiKey:
 def insert_key(engine: Engine, key: ApiKey, key_hash: str) -> None:
     """Store a new key by its hash."""
     row = {**asdict(key), "key_hash": key_hash}
-    try:
-        with engine.begin() as conn:
-            conn.execute(api_keys.insert().values(**row))
-    except SQLAlchemyError as exc:
-        raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
+    with engine.begin() as conn:
+        conn.execute(api_keys.insert().values(**row))
 
 
 def find_live_key(engine: Engine, key_hash: str) -> ApiKey | None:
     """The unrevoked key with this hash, if any (every authenticated request asks)."""
     query = select(api_keys).where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
-    try:
-        with reader(engine).connect() as conn:
-            row = conn.execute(query).first()
-    except SQLAlchemyError as exc:
-        raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
+    with reader(engine).connect() as conn:
+        row = conn.execute(query).first()
     return _api_key(row._mapping) if row else None
 
 
@@ -60,16 +52,13 @@ def list_keys(engine: Engine, *, include_revoked: bool = True) -> list[ApiKey]:
 
 def revoke_key(engine: Engine, key_id: str, at: datetime) -> ApiKey | None:
     """Revoke the key (a second revoke keeps the first time); None if there is no such key."""
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=at)
-            )
-            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
-    except SQLAlchemyError as exc:
-        raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
+    with engine.begin() as conn:
+        conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+        row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
     return _api_key(row._mapping) if row else None
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 
+from genq.store.errors import StoreUnavailable, unavailable_instead
 from genq.store.sqlite_writer_lock import WriterLockConnection
 from genq.store.tables import metadata
 
@@ -78,8 +78,8 @@ def _sqlite_begin(conn: Any) -> None:
     except BaseException as exc:
         if locks:
             dbapi_conn.release_writer_lock()
-        if isinstance(exc, sqlite3.Error):  # as SQLAlchemy raises it: callers catch its errors
-            raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
+        if isinstance(exc, sqlite3.Error):  # SQLAlchemy's handle_error does not see a BEGIN hook
+            raise StoreUnavailable(f"result store unavailable: {type(exc).__name__}") from exc
         raise
 
 
@@ -95,6 +95,13 @@ def build_engine(url: str, *, wal_autocheckpoint: bool = True) -> Engine:
     ``wal_autocheckpoint=False`` (SQLite only; other databases ignore it): this engine's commits
     never run the WAL checkpoint themselves; run ``WalCheckpointer`` beside it (see there).
     """
+    engine = _build_engine(url, wal_autocheckpoint=wal_autocheckpoint)
+    # The store's failures reach callers as its own exception (see genq.store.errors).
+    event.listen(engine, "handle_error", unavailable_instead)
+    return engine
+
+
+def _build_engine(url: str, *, wal_autocheckpoint: bool) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":

@@ -13,29 +13,23 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, or_, select, text
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
 from genq.constants import REDISPATCH_AFTER_SECONDS
 from genq.store.cas import insert_history
 from genq.store.engine import reader
+from genq.store.errors import StoreUnavailable as StoreUnavailable  # re-exported: older imports
 from genq.store.records import history_entry, job_record, job_record_from_values
 from genq.store.recovery import JobRecovery
 from genq.store.tables import job_history, jobs, utcnow
 from schemas import (
     TERMINAL_STATES,
     Conflict,
-    GenqError,
     InvalidRequest,
     JobRecord,
     JobRequest,
     JobStatus,
 )
-from schemas.errors import ErrorCode
-
-
-class StoreUnavailable(GenqError):
-    code = ErrorCode.INTERNAL
-    retryable = True
 
 
 @dataclass(frozen=True)
@@ -107,8 +101,6 @@ class JobStore(JobRecovery):
             if req.idempotency_key is None:
                 raise
             return self._replay(job), False
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
         return job_record(row), True
 
     def create_many(self, batch: list[NewJob]) -> list[JobRecord]:
@@ -117,25 +109,22 @@ class JobStore(JobRecovery):
             raise InvalidRequest("a batch cannot carry idempotency keys; submit those one by one")
         now = utcnow()
         rows = [_row_values(job, now, now + self.redispatch_after) for job in batch]
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(jobs.insert(), rows)
-                conn.execute(
-                    job_history.insert(),
-                    [
-                        {
-                            "job_id": job.id,
-                            "from_status": None,
-                            "to_status": "queued",
-                            "at": now,
-                            "worker": None,
-                            "reason": "submitted",
-                        }
-                        for job in batch
-                    ],
-                )
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
+        with self.engine.begin() as conn:
+            conn.execute(jobs.insert(), rows)
+            conn.execute(
+                job_history.insert(),
+                [
+                    {
+                        "job_id": job.id,
+                        "from_status": None,
+                        "to_status": "queued",
+                        "at": now,
+                        "worker": None,
+                        "reason": "submitted",
+                    }
+                    for job in batch
+                ],
+            )
         return [job_record_from_values(row) for row in rows]
 
     def delete_many(self, job_ids: list[str]) -> None:

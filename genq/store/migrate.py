@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from genq.store.engine import build_engine, reader
-from genq.store.jobs import StoreUnavailable
+from genq.store.errors import StoreUnavailable, describe
 from genq.store.tables import metadata
 
 __all__ = [
@@ -67,7 +67,9 @@ def current_revision(url: str) -> str | None:
     try:
         with reader(engine).connect() as conn:
             return _current(conn)
-    except SQLAlchemyError as exc:
+    except SchemaMismatch:
+        raise
+    except (SQLAlchemyError, StoreUnavailable) as exc:
         raise StoreUnavailable(f"result store unavailable: {_describe(exc)}") from exc
     finally:
         engine.dispose()
@@ -83,7 +85,9 @@ def upgrade_database(url: str) -> str:
             if _current(conn) == head:
                 return head
         _upgrade(engine)
-    except SQLAlchemyError as exc:
+    except SchemaMismatch:
+        raise
+    except (SQLAlchemyError, StoreUnavailable) as exc:
         raise StoreUnavailable(
             f"could not migrate the result store {_safe_url(url)}: {_describe(exc)}"
         ) from exc
@@ -138,5 +142,6 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _describe(exc: SQLAlchemyError) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+def _describe(exc: Exception) -> str:
+    # For the operator running the migration: the database's own words, first line.
+    return describe(exc.__cause__ if isinstance(exc, StoreUnavailable) and exc.__cause__ else exc)

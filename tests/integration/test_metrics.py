@@ -11,12 +11,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from genq.metrics import metrics_app
+from genq.metrics import build_registry, metrics_app, render_metrics
 from schemas import JobStatus
 from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
 from tests.support import GenqProcess, eventually, free_port
-from tests.support.environment import process_env
+from tests.support.environment import process_env, settings_from_env
 from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -161,3 +161,19 @@ def test_lease_recovery_is_counted(
     fake_runtime.configure(token_delay_seconds=0.0)
     stack.worker(name="survivor")
     assert client.wait(record.id, timeout=30).status is JobStatus.SUCCEEDED
+
+
+def test_a_store_it_cannot_reach_reads_as_down_and_the_broker_still_reads(redis_url: str) -> None:
+    settings = settings_from_env(
+        {
+            "GENQ_REDIS_URL": redis_url,
+            "GENQ_DATABASE_URL": f"postgresql+psycopg://genq@127.0.0.1:{free_port()}/genq",
+        }
+    )
+    registry, collector = build_registry(settings)
+    try:
+        samples = _parse(render_metrics(registry).decode())
+    finally:
+        collector.close()
+    assert _value(samples, "genq_component_up", component="store") == 0
+    assert _value(samples, "genq_component_up", component="broker") == 1

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Engine, Integer, MetaData, Table, func, insert, select
-from sqlalchemy.exc import OperationalError
 
-from genq.store import build_engine
+from genq.store import StoreUnavailable, build_engine
 from genq.store.engine import reader
 from genq.store.sqlite_writer_lock import WRITER_LOCK_SUFFIX, WriterLockConnection
 
@@ -155,19 +154,21 @@ def test_an_in_memory_database_has_no_lock_file(
 
 
 def test_database_errors_still_surface(db: Path, engine: Engine) -> None:
-    with pytest.raises(OperationalError), engine.begin() as conn:
+    with pytest.raises(StoreUnavailable) as failed, engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO missing VALUES (1)")
+    assert "no such table" in str(failed.value.__cause__)
     assert writer_lock_is_free(db)
 
 
-def test_no_lock_through_the_engine_is_sqlalchemys_operational_error(
+def test_no_lock_through_the_engine_is_the_stores_unavailable_error(
     db: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("genq.store.sqlite_writer_lock.WRITER_LOCK_TIMEOUT_SECONDS", 0.2)
     with open(f"{db}{WRITER_LOCK_SUFFIX}", "ab") as holder:
         fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
-        with pytest.raises(OperationalError, match="database is locked"), engine.begin() as conn:
+        with pytest.raises(StoreUnavailable) as failed, engine.begin() as conn:
             conn.execute(insert(table))
+    assert "database is locked" in str(failed.value.__cause__)
     with engine.begin() as conn:  # the connection is fine afterwards
         conn.execute(insert(table))
     assert count(engine) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,15 +14,24 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from genq.store import Deliveries, JobStore, NewJob, build_engine, dead_letters, utcnow
+from genq.store import (
+    Deliveries,
+    JobStore,
+    NewJob,
+    StoreUnavailable,
+    build_engine,
+    dead_letters,
+    utcnow,
+)
 from genq.store.api_keys import find_live_key, list_keys
 from genq.store.dead_letters import DeadLetterRow
 from genq.store.metrics import read_metrics
 from genq.store.migrate import current_revision, upgrade_database
 from genq.store.outbox import claim_replies
-from genq.store.webhook_endpoints import list_endpoints
+from genq.store.webhook_endpoints import add_endpoint, list_endpoints
 from genq.store.webhook_log import list_deliveries
 from schemas import Conflict, ErrorCode, ErrorInfo, InvalidRequest, JobRequest, JobStatus
+from tests.support import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -328,3 +338,48 @@ def test_reads_complete_while_a_writer_holds_the_store(
         futures = [pool.submit(read) for read in reads]
         for future in futures:
             future.result(timeout=10)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def unreachable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    """A store whose database cannot be reached: a SQLite file whose directory was deleted
+    after the engine was built, or a PostgreSQL port nothing listens on."""
+    if request.param == "sqlite":
+        engine = build_engine(f"sqlite:///{tmp_path / 'gone' / 'store.db'}")
+        shutil.rmtree(tmp_path / "gone")
+    else:
+        engine = build_engine(f"postgresql+psycopg://genq:hunter2@127.0.0.1:{free_port()}/genq")
+    yield JobStore(engine)
+    engine.dispose()
+
+
+def test_a_database_it_cannot_reach_is_the_stores_own_retryable_error(
+    unreachable: JobStore,
+) -> None:
+    """Callers catch ``StoreUnavailable`` and never a SQLAlchemy error (none of them imports
+    SQLAlchemy), for reads and writes alike; the database's error stays chained for the logs."""
+    engine = unreachable.engine
+    operations: list[Callable[[], object]] = [
+        unreachable.ping,
+        lambda: unreachable.get(str(uuid.uuid4())),
+        lambda: unreachable.create(_new()),
+        lambda: unreachable.create_many([_new()]),
+        lambda: unreachable.start(str(uuid.uuid4()), "w/1", 30),
+        lambda: find_live_key(engine, "0" * 64),
+        lambda: read_metrics(engine, finished_since=None, observe=lambda _row: None),
+        lambda: add_endpoint(
+            engine,
+            tenant="t",
+            url="https://x.test/",
+            secret="s",
+            events=[],
+            thin=False,
+            now=utcnow(),
+        ),
+    ]
+    for operation in operations:
+        with pytest.raises(StoreUnavailable) as failed:
+            operation()
+        assert failed.value.retryable and failed.value.code is ErrorCode.INTERNAL
+        assert failed.value.__cause__ is not None  # what the database said, for the logs
+        assert "hunter2" not in str(failed.value)

@@ -91,6 +91,18 @@ def test_the_core_contract_names_every_core_module(graph: grimp.ImportGraph) -> 
     assert not graph.find_modules_directly_imported_by("genq")
 
 
+def test_only_the_store_imports_sqlalchemy(graph: grimp.ImportGraph) -> None:
+    # Every top-level package and every module of genq but the store is a source of the
+    # contract, so a new module cannot slip past it.
+    sources = _listed("importlinter:contract:sqlalchemy", "source_modules")
+    everything = (set(PACKAGES) - {"genq"}) | graph.find_children("genq")
+    assert sources == everything - {"genq.store"}
+    assert _listed("importlinter:contract:sqlalchemy", "forbidden_modules") == {
+        "sqlalchemy",
+        "alembic",
+    }
+
+
 def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan, iteratively)."""
     index: dict[str, int] = {}

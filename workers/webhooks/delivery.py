@@ -15,12 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine
 
 from genq import constants as c
 from genq.logs import redact_text
 from genq.settings import Settings
-from genq.store import utcnow
+from genq.store import Engine, utcnow
 from genq.store.webhook_deliveries import (
     AttemptLog,
     Claim,
