@@ -13,7 +13,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.fakes.runtime_server import FakeRuntime
+from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
 from tests.integration.gateway.conftest import ADMIN_KEY, Gateway
 from tests.support import eventually
@@ -200,6 +200,60 @@ def test_max_output_tokens_ends_incomplete(served: tuple[Gateway, str]) -> None:
     assert response.incomplete_details is not None
     assert response.incomplete_details.reason == "max_output_tokens"
     assert response.usage is not None and response.usage.output_tokens == 2
+
+
+def test_a_failed_response(served: tuple[Gateway, str], fake_runtime: FakeRuntime) -> None:
+    gateway, key = served
+    fake_runtime.configure(context_tokens=3)  # the runtime refuses longer prompts
+    long = "one two three four five"
+    client = sdk(gateway, key)
+    created = client.responses.create(model="fake-model", input=long, background=True)
+    assert status_becomes(client, created.id, "failed")
+    failed = client.responses.retrieve(created.id)
+    assert failed.error is not None and failed.error.code == "invalid_prompt"
+    assert "context_length_exceeded" in failed.error.message
+    assert failed.output == [] and failed.output_text == ""
+    events = list(client.responses.retrieve(created.id, stream=True))
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.error == failed.error  # type: ignore[union-attr]
+    # Without background the failure is the request's, as on the chat route.
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model="fake-model", input=long)
+    assert raised.value.code == "context_length_exceeded"
+
+
+def test_a_retry_after_streamed_text_ends_the_stream_with_an_error_event(
+    served: tuple[Gateway, str], fake_runtime: FakeRuntime
+) -> None:
+    gateway, key = served
+    fake_runtime.fail_next.append(Fault.drop_after(2))  # the first attempt breaks off
+    client = sdk(gateway, key)
+    events = list(
+        client.responses.create(model="fake-model", input="Hi", background=True, stream=True)
+    )
+    assert events[-1].type == "error" and "retried" in events[-1].message  # type: ignore[union-attr]
+    assert any(e.type == "response.output_text.delta" for e in events)
+    response_id = events[0].response.id  # type: ignore[union-attr]
+    assert status_becomes(client, response_id, "completed")
+    assert client.responses.retrieve(response_id).output_text == TEXT
+
+
+def test_a_foreground_stream_that_hangs_up_cancels_its_response(
+    served: tuple[Gateway, str], fake_runtime: FakeRuntime
+) -> None:
+    gateway, key = served
+    fake_runtime.configure(tokens=SLOW, token_delay_seconds=0.05)
+    client = sdk(gateway, key)
+    stream = client.responses.create(model="fake-model", input="Go on.", stream=True)
+    response_id = ""
+    for event in stream:
+        if event.type == "response.created":
+            response_id = event.response.id
+        if event.type == "response.output_text.delta":
+            break
+    stream.close()
+    assert status_becomes(client, response_id, "cancelled")
+    assert fake_runtime.wait_until(lambda: fake_runtime.disconnects >= 1)
 
 
 def test_cancel_a_queued_response(gateway: Gateway) -> None:
