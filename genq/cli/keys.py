@@ -20,12 +20,13 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys for the HTTP gateway
 
 
 def _key_store() -> ApiKeyStore:
-    from genq.store import build_engine, create_schema
+    from genq.store import build_engine
+    from genq.store.migrate import upgrade_database
     from producers.api_keys import ApiKeyStore
 
-    engine = build_engine(Settings().store_url)
-    create_schema(engine)
-    return ApiKeyStore(engine)
+    settings = Settings()
+    upgrade_database(settings.store_url)
+    return ApiKeyStore(build_engine(settings.store_url))
 
 
 def _key_json(key: ApiKey) -> dict[str, Any]:
@@ -62,7 +63,11 @@ def create_key(
 @keys_app.command("list")
 def list_keys() -> None:
     """Every key's id, tenant, name, prefix and state (never the key)."""
-    typer.echo(json.dumps([_key_json(k) for k in _key_store().list()], indent=2))
+    try:
+        keys = _key_store().list()
+    except GenqError as exc:
+        fail(exc)
+    typer.echo(json.dumps([_key_json(k) for k in keys], indent=2))
 
 
 @keys_app.command("revoke")

@@ -132,7 +132,8 @@ def _build_engine(url: str, *, wal_autocheckpoint: bool) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create missing tables directly (tests and first start; production runs migrations)."""
+    """Create missing tables directly, for tests and benchmarks. Every genq process migrates
+    instead (``genq.store.migrate.upgrade_database``), which adopts a store made this way."""
     metadata.create_all(engine)
 
 

@@ -18,9 +18,10 @@ from genq import constants as c
 from genq.celery_app import create_app
 from genq.runtime_health import RuntimeProbe
 from genq.settings import Settings
-from genq.store import JobStore, WalCheckpointer, build_engine, create_schema
+from genq.store import JobStore, WalCheckpointer, build_engine
 from genq.store.batches import BatchStore
 from genq.store.files import FileStore
+from genq.store.migrate import upgrade_database
 from producers.api_keys import ApiKeyStore
 from producers.gateway.batch_driver import BatchDriver
 from producers.gateway.batcher import SubmitBatcher
@@ -104,10 +105,15 @@ class Gateway:
 
 
 def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gateway:
-    """Connect everything (lazily where the library allows) for one gateway process."""
+    """Connect everything (lazily where the library allows) for one gateway process.
+
+    Migrates the store first, as every genq entry point does (several gateway processes may
+    start at once: migrations serialise in the database). Raises ``StoreUnavailable`` if the
+    store cannot be reached or migrated.
+    """
+    upgrade_database(settings.store_url)
     # Request threads never run the SQLite WAL checkpoint inside a commit (see WalCheckpointer).
     engine = build_engine(settings.store_url, wal_autocheckpoint=False)
-    create_schema(engine)
     runtime_http = httpx.Client(
         base_url=settings.effective_runtime_url,
         timeout=c.RUNTIME_HEALTH_TIMEOUT_SECONDS,

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from genq.settings import Settings
-from genq.store import build_engine, create_schema
+from genq.store import build_engine
 from producers.api_keys import ApiKeyStore
 from tests.integration.conftest import Stack
 from tests.support import GenqProcess, eventually, free_port
@@ -33,10 +33,10 @@ class Gateway:
         return settings_from_env(self.env)
 
     def key(self, tenant: str = "acme", *, admin: bool = False) -> str:
-        """A fresh API key for ``tenant``, written straight into the gateway's store."""
+        """A fresh API key for ``tenant``, written straight into the gateway's store (which
+        the gateway migrated at its start)."""
         engine = build_engine(self.settings.store_url)
         try:
-            create_schema(engine)
             _row, plaintext = ApiKeyStore(engine).create(tenant, admin=admin)
         finally:
             engine.dispose()

@@ -15,6 +15,7 @@ import redis
 from sqlalchemy import func, select
 
 from genq.store import build_engine
+from genq.store.migrate import current_revision, head_revision
 from genq.store.tables import jobs
 from tests.integration.gateway.conftest import (
     ADMIN_KEY,
@@ -58,6 +59,12 @@ def lone_gateway(
         gateway.close()
     finally:
         process.stop()
+
+
+def test_a_gateway_alone_on_an_empty_data_dir_migrates_its_store(lone_gateway: Gateway) -> None:
+    # No worker runs here: the store exists, at the head revision, because the gateway migrated
+    # it at start like every other genq process (not ``create_all`` outside the migrations).
+    assert current_revision(lone_gateway.settings.store_url) == head_revision()
 
 
 @pytest.fixture(scope="module")
