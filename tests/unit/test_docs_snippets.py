@@ -22,6 +22,7 @@ def python_blocks(markdown: Path) -> list[str]:
         ("docs/replies.md", "docs/examples/replies_without_genq.py"),
         ("docs/openai.md", "docs/examples/openai_chat.py"),
         ("docs/openai.md", "docs/examples/openai_responses.py"),
+        ("docs/openai.md", "docs/examples/openai_batch.py"),
     ],
 )
 def test_the_page_shows_the_tested_example(page: str, example: str) -> None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -25,6 +26,7 @@ from tests.support.environment import process_env
 
 pytestmark = pytest.mark.integration
 
+EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "openai_batch.py"
 TEXT = "Hello, world!"  # the fake runtime's default tokens
 CHAT_URL = "/v1/chat/completions"
 # Batches move along every 0.2 s in these tests (2 s by default).
@@ -128,6 +130,25 @@ def test_a_batch_runs_to_completed_with_one_answer_per_line(
     assert fake_runtime.stats()["requests_by_path"][CHAT_URL] == 6
     listed = client.batches.list(limit=5)
     assert [b.id for b in listed.data] == [batch.id]
+
+
+def test_the_documented_example_runs(served: tuple[Gateway, str]) -> None:
+    gateway, key = served
+    env = {"OPENAI_BASE_URL": f"{gateway.url}/v1", "OPENAI_API_KEY": key}
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLE)],
+        env=process_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "completed: 2 of 2 answered",
+        f"colour {TEXT}",
+        f"fruit {TEXT}",
+    ]
+    assert {j["priority"] for j in jobs_of(gateway, key)} == {3}
 
 
 def test_embeddings_batch_at_the_priority_asked(served: tuple[Gateway, str]) -> None:
