@@ -21,7 +21,7 @@ from producers.gateway.responses_requests import (
     flags_of,
     user_metadata,
 )
-from schemas import ErrorCode, JobRecord, JobStatus
+from schemas import ErrorCode, InvalidRequest, JobRecord, JobStatus
 
 RESPONSE_PREFIX = "resp_"
 MESSAGE_PREFIX = "msg_"
@@ -261,3 +261,52 @@ class ResponseEvents:
     @staticmethod
     def error(message: str, code: str = "server_error") -> dict[str, Any]:
         return {"type": "error", "code": code, "message": message, "param": None}
+
+
+def input_items(record: JobRecord) -> list[dict[str, Any]]:
+    """The response's input as items, first to last (the instructions are not one: they
+    are the ``Response``'s own field), each with an id of its own."""
+    flags = flags_of(record.metadata) or frozenset()
+    messages = record.request.get("messages")
+    if not isinstance(messages, list):
+        return []
+    first = 1 if INSTRUCTIONS in flags else 0
+    base = uuid.UUID(record.id).hex
+    items = []
+    for index, message in enumerate(messages[first:]):
+        role, text = str(message.get("role")), str(message.get("content", ""))
+        part = (
+            output_text_part(text) if role == "assistant" else {"type": "input_text", "text": text}
+        )
+        items.append(
+            {
+                "id": f"{MESSAGE_PREFIX}{base}_in{index}",
+                "type": "message",
+                "role": role,
+                "status": COMPLETED,
+                "content": [part],
+            }
+        )
+    return items
+
+
+def item_page(
+    items: list[dict[str, Any]], *, after: str | None, limit: int, ascending: bool
+) -> dict[str, Any]:
+    """One page of ``items`` in OpenAI's list shape, after the item ``after`` (its id)."""
+    ordered = items if ascending else items[::-1]
+    ids = [item["id"] for item in ordered]
+    if after is not None and after not in ids:
+        raise InvalidRequest(
+            f"after={after[:80]!r} is not an input item of this response",
+            details=[{"field": "after", "code": "invalid_value"}],
+        )
+    start = ids.index(after) + 1 if after is not None else 0
+    data = ordered[start : start + limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": start + limit < len(ordered),
+    }

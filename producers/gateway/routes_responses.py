@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -37,7 +37,9 @@ from producers.gateway.responses_requests import response_call
 from producers.gateway.responses_shapes import (
     FAILED,
     deleted_body,
+    input_items,
     is_response,
+    item_page,
     job_id_of,
     response_object,
     response_status,
@@ -62,6 +64,8 @@ router = APIRouter(
 )
 Caller = Annotated[Principal, Depends(current_principal)]
 NO_STORE = {"Cache-Control": "no-store"}
+INPUT_ITEMS_LIMIT_DEFAULT = 20
+INPUT_ITEMS_LIMIT_MAX = 100
 
 
 @router.post("")
@@ -160,6 +164,21 @@ async def retrieve_response(
     resuming = starting_after is not None or bool(last_event_id and last_event_id.strip())
     after = resume_point(last_event_id, starting_after) if resuming else NOTHING_SENT
     return _event_stream(gateway, response_events(gateway, record, after), {})
+
+
+@router.get("/{response_id}/input_items")
+async def list_input_items(
+    request: Request,
+    principal: Caller,
+    response_id: str,
+    after: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=INPUT_ITEMS_LIMIT_MAX)] = INPUT_ITEMS_LIMIT_DEFAULT,
+    order: Annotated[Literal["asc", "desc"], Query()] = "desc",
+) -> JSONResponse:
+    """The response's input messages (not its instructions), a page at a time."""
+    record = await _find(gateway_of(request), principal, response_id)
+    page = item_page(input_items(record), after=after, limit=limit, ascending=order == "asc")
+    return JSONResponse(page)
 
 
 @router.post("/{response_id}/cancel")

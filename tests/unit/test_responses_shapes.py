@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from producers.gateway.openai_requests import param_of
@@ -19,6 +19,8 @@ from producers.gateway.responses_requests import (
 )
 from producers.gateway.responses_shapes import (
     ResponseEvents,
+    input_items,
+    item_page,
     job_id_of,
     response_id,
     response_object,
@@ -29,6 +31,7 @@ from schemas import InvalidRequest, JobKind, JobRecord, JobStatus
 JOB_ID = "3f2b8c1e-0a4d-4e5f-9b6a-7c8d9e0f1a2b"
 RESP_ID = "resp_3f2b8c1e0a4d4e5f9b6a7c8d9e0f1a2b"
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+ITEMS: TypeAdapter[Any] = TypeAdapter(ResponseItem)
 
 
 def create(**fields: Any) -> dict[str, Any]:
@@ -256,3 +259,30 @@ def test_flags() -> None:
     assert flags_of({}) is None
     assert flags_of({MARKER: ""}) == frozenset()
     assert flags_of({MARKER: "background,instructions"}) == {"background", "instructions"}
+
+
+def test_input_items_leave_out_the_instructions_and_page() -> None:
+    conversation = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "again"},
+    ]
+    items = input_items(record(request={"messages": conversation}))
+    parsed = [ITEMS.validate_python(item) for item in items]  # the SDK's own models
+    assert [(i.role, i.content[0].text) for i in parsed] == [
+        ("user", "hi"),
+        ("assistant", "Hello."),
+        ("user", "again"),
+    ]
+    assert len({i.id for i in parsed}) == 3
+    first = item_page(items, after=None, limit=2, ascending=False)
+    assert [i["content"][0]["text"] for i in first["data"]] == ["again", "Hello."]
+    assert first["has_more"] and first["last_id"] == items[1]["id"]
+    rest = item_page(items, after=first["last_id"], limit=2, ascending=False)
+    assert [i["content"][0]["text"] for i in rest["data"]] == ["hi"] and not rest["has_more"]
+    with pytest.raises(InvalidRequest) as raised:
+        item_page(items, after="msg_nope", limit=2, ascending=True)
+    assert param_of(raised.value) == "after"
+    no_instructions = record(metadata={MARKER: ""}, request={"messages": conversation})
+    assert len(input_items(no_instructions)) == 4

@@ -90,6 +90,10 @@ def test_a_background_response_is_a_job_run_by_a_worker(
     )
     assert job["worker_id"]
     assert [m["role"] for m in job["request"]["messages"]] == ["system", "user"]
+    items = list(client.responses.input_items.list(done.id, limit=1))  # pages of one
+    assert [(i.type, i.role, i.content[0].text) for i in items] == [  # type: ignore[union-attr]
+        ("message", "user", "Say hello.")
+    ]
     assert fake_runtime.stats()["requests_by_path"]["/v1/chat/completions"] == 1
 
 
@@ -120,6 +124,8 @@ def test_without_background_the_answer_comes_on_the_request(
         model="fake-model", input=conversation, extra_headers={"X-Genq-Priority": "9"}
     )
     assert (done.status, done.output_text, done.background) == ("completed", TEXT, False)
+    items = client.responses.input_items.list(done.id, order="asc", limit=1)
+    assert [i.role for i in items] == ["system", "user"]  # type: ignore[union-attr]
     assert [j["priority"] for j in jobs_of(gateway, key)] == [9]
 
 
