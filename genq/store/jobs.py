@@ -209,11 +209,14 @@ class JobStore(JobRecovery):
             ).scalar_one()
         return int(value)
 
-    def count_queued_for_model(self, model: str) -> int:
-        """Queued jobs for ``model``, every tenant's: what the OpenAI routes cap."""
+    def count_queued_for_model(self, model: str, *, excluding_lane: str | None = None) -> int:
+        """Queued jobs for ``model``, every tenant's (but those of ``excluding_lane``): what
+        the OpenAI routes cap."""
         query = select(func.count()).where(
             jobs.c.status == JobStatus.QUEUED.value, jobs.c.model == model
         )
+        if excluding_lane is not None:
+            query = query.where(jobs.c.lane != excluding_lane)
         with self.reads.connect() as conn:
             return int(conn.execute(query).scalar_one())
 

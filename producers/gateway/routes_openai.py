@@ -179,9 +179,10 @@ def _accept_keyed(
 
 
 def check_model_queue(gateway: Gateway, model: str) -> None:
-    """429 ``queue_full`` while ``model`` has ``openai_max_queued`` jobs queued."""
+    """429 ``queue_full`` while ``model`` has ``openai_max_queued`` jobs queued. Batch lines
+    do not count: they wait in their own lane, behind this request, not ahead of it."""
     cap = gateway.settings.openai_max_queued
-    queued = gateway.store.count_queued_for_model(model)
+    queued = gateway.store.count_queued_for_model(model, excluding_lane=c.LANE_BATCH)
     if queued >= cap:
         raise RateLimited(
             f"model {model!r} has {queued} requests queued (limit {cap}); try again later",

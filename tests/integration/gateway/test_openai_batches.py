@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai import OpenAI
@@ -173,6 +174,18 @@ def test_embeddings_batch_at_the_priority_asked(served: tuple[Gateway, str]) -> 
         assert isinstance(vector, list) and len(vector) == 8
         job_id = answers["e0"]["response"]["request_id"]
         assert gateway.client(key).get(f"/v1/jobs/{job_id}").json()["priority"] == priority
+
+
+def test_batch_lines_do_not_fill_the_front_doors_queue(start_gateway: GatewayStarter) -> None:
+    gateway = start_gateway(openai_max_queued="2")
+    client = sdk(gateway, gateway.key("acme"))
+    batch = start_batch(client, upload(client, [chat_line(f"q{i}") for i in range(5)]))
+    assert batch.status == "in_progress"  # no worker: its five lines stay queued
+    impatient = sdk(gateway, gateway.key("acme"), timeout=httpx.Timeout(10, read=0.5))
+    with pytest.raises(openai.APITimeoutError):  # queued and waited for, not a 429
+        impatient.chat.completions.create(
+            model="fake-model", messages=[{"role": "user", "content": "hi"}]
+        )
 
 
 def test_files_list_retrieve_content_delete_and_tenants(gateway: Gateway) -> None:
