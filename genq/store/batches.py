@@ -16,11 +16,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
 from genq.constants import REDISPATCH_AFTER_SECONDS
 from genq.store.engine import reader
-from genq.store.jobs import NewJob, StoreUnavailable, _row_values
+from genq.store.jobs import NewJob, _row_values
 from genq.store.outbox import _webhook_targets
 from genq.store.records import job_record
 from genq.store.tables import (
@@ -127,7 +126,7 @@ class BatchStore:
         now = utcnow()
         row = {"total": 0, "completed": 0, "failed": 0, "created_at": now, "updated_at": now}
         row.update(values)
-        with self._begin() as conn:
+        with self.engine.begin() as conn:
             stored = _batch(
                 conn.execute(batches.insert().values(**row).returning(*batches.c)).one()
             )
@@ -140,7 +139,7 @@ class BatchStore:
         batch, in one transaction; their records, to publish."""
         now = utcnow()
         rows = [_row_values(job, now, now + self.redispatch_after) for _line, _cid, job in lines]
-        with self._begin() as conn:
+        with self.engine.begin() as conn:
             conn.execute(jobs.insert(), rows)
             conn.execute(
                 job_history.insert(),
@@ -186,7 +185,7 @@ class BatchStore:
             .values(status=target, updated_at=now, **stamp, **(values or {}))
             .returning(*batches.c)
         )
-        with self._begin() as conn:
+        with self.engine.begin() as conn:
             row = conn.execute(query).first()
             if row is None:
                 return None
@@ -205,7 +204,7 @@ class BatchStore:
             .where(jobs.c.id.in_(ids.scalar_subquery()), jobs.c.status.in_(OPEN_JOB_STATES))
             .values(cancel_requested=True)
         )
-        with self._begin() as conn:
+        with self.engine.begin() as conn:
             conn.execute(query)
         return self.open_jobs(batch_id, JobStatus.RUNNING, limit=10_000)
 
@@ -287,28 +286,6 @@ class BatchStore:
             record = job_record(row) if m["id"] is not None else None
             out.append(BatchLine(m["line"], m["custom_id"], m["job_id"], record))
         return out
-
-    def _begin(self) -> _Transaction:
-        return _Transaction(self.engine)
-
-
-class _Transaction:
-    """``engine.begin()`` with SQLAlchemy's errors as ``StoreUnavailable``."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._context = engine.begin()
-
-    def __enter__(self) -> Connection:
-        try:
-            return self._context.__enter__()
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
-
-    def __exit__(self, *exc_info: Any) -> bool | None:
-        try:
-            return self._context.__exit__(*exc_info)
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
 
 
 def write_batch_event(

@@ -16,10 +16,8 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, delete, func, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
 from genq.store.engine import reader
-from genq.store.jobs import StoreUnavailable
 from genq.store.tables import file_chunks, files, utcnow
 
 __all__ = ["FILE_ID_PREFIX", "FileStore", "StoredFile"]
@@ -207,8 +205,5 @@ class FileStore:
         return True
 
     def _write(self, work: Callable[[Connection], T]) -> T:
-        try:
-            with self.engine.begin() as conn:
-                return work(conn)
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"result store unavailable: {exc.__class__.__name__}") from exc
+        with self.engine.begin() as conn:
+            return work(conn)
