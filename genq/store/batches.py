@@ -21,7 +21,7 @@ from genq.constants import REDISPATCH_AFTER_SECONDS
 from genq.store.engine import reader
 from genq.store.jobs import NewJob, _row_values
 from genq.store.outbox import _webhook_targets
-from genq.store.records import job_record
+from genq.store.records import job_record, job_record_from_values
 from genq.store.tables import (
     batch_lines,
     batches,
@@ -161,9 +161,7 @@ class BatchStore:
                 .where(batches.c.id == batch_id)
                 .values(total=batches.c.total + len(lines), updated_at=now)
             )
-            stored = conn.execute(select(jobs).where(jobs.c.id.in_([r["id"] for r in rows])))
-            by_id = {row._mapping["id"]: job_record(row) for row in stored}
-        return [by_id[r["id"]] for r in rows]
+        return [job_record_from_values(row) for row in rows]
 
     def move(
         self,
