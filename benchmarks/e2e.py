@@ -31,7 +31,8 @@ from benchmarks.rawhttp import RawConnection
 from benchmarks.stats import CpuMeter, median, process_tree
 from benchmarks.stores import BenchStore
 from genq.settings import Settings
-from genq.store import build_engine, create_schema
+from genq.store import build_engine
+from genq.store.migrate import upgrade_database
 from producers.api_keys import ApiKeyStore
 from tests.support import GenqProcess, RedisServer, free_port
 
@@ -122,8 +123,8 @@ async def _genq_job(connection: RawConnection) -> None:
 
 def _api_key(env: dict[str, str]) -> str:
     settings = Settings(**{k[5:].lower(): v for k, v in env.items() if k.startswith("GENQ_")})
+    upgrade_database(settings.store_url)  # as the gateway does at its start
     engine = build_engine(settings.store_url)
-    create_schema(engine)
     _row, key = ApiKeyStore(engine).create("bench-e2e")
     engine.dispose()
     return key

@@ -32,7 +32,8 @@ from benchmarks.rawhttp import RawConnection
 from benchmarks.stats import median, percentile, process_tree
 from benchmarks.stores import BenchStore
 from genq.settings import Settings
-from genq.store import build_engine, create_schema
+from genq.store import build_engine
+from genq.store.migrate import upgrade_database
 from producers.api_keys import ApiKeyStore
 from tests.fakes.runtime_server import FakeRuntime
 from tests.support import EmbeddedRuntime, GenqProcess, RedisServer, free_port
@@ -214,8 +215,8 @@ def _gateway(env: dict[str, str], tmp: Path, name: str) -> tuple[GenqProcess, st
 
 def _api_key(env: dict[str, str]) -> str:
     settings = Settings(**{k[5:].lower(): v for k, v in env.items() if k.startswith("GENQ_")})
+    upgrade_database(settings.store_url)  # as the gateway does at its start
     engine = build_engine(settings.store_url)
-    create_schema(engine)
     _row, key = ApiKeyStore(engine).create("bench")
     engine.dispose()
     return key
