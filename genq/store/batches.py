@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from genq.constants import REDISPATCH_AFTER_SECONDS
 from genq.store.engine import reader
@@ -31,13 +32,14 @@ from genq.store.tables import (
     webhook_deliveries,
     webhook_events,
 )
-from schemas import JobRecord, JobStatus
+from schemas import Conflict, JobRecord, JobStatus
 
 __all__ = [
     "BATCH_EVENT_TYPES",
     "BATCH_ID_PREFIX",
     "BatchLine",
     "BatchStore",
+    "DuplicateKey",
     "LineCounts",
     "StoredBatch",
 ]
@@ -79,6 +81,7 @@ class StoredBatch:
     cancelling_at: datetime | None
     cancelled_at: datetime | None
     updated_at: datetime
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,14 @@ class BatchLine:
 EventData = Callable[[StoredBatch], dict[str, Any]]
 
 
+class DuplicateKey(Conflict):
+    """A batch with this ``Idempotency-Key`` was created meanwhile (by a concurrent retry)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"a batch with Idempotency-Key {key!r} already exists")
+        self.key = key
+
+
 def new_batch_id() -> str:
     return f"{BATCH_ID_PREFIX}{uuid.uuid4().hex[:24]}"
 
@@ -126,13 +137,26 @@ class BatchStore:
         now = utcnow()
         row = {"total": 0, "completed": 0, "failed": 0, "created_at": now, "updated_at": now}
         row.update(values)
-        with self.engine.begin() as conn:
-            stored = _batch(
-                conn.execute(batches.insert().values(**row).returning(*batches.c)).one()
-            )
-            if event is not None and stored.status in BATCH_EVENT_TYPES:
-                write_batch_event(conn, stored, event(stored), now)
+        try:
+            with self.engine.begin() as conn:
+                insert = batches.insert().values(**row).returning(*batches.c)
+                stored = _batch(conn.execute(insert).one())
+                if event is not None and stored.status in BATCH_EVENT_TYPES:
+                    write_batch_event(conn, stored, event(stored), now)
+        except IntegrityError:
+            key = row.get("idempotency_key")
+            if not isinstance(key, str):
+                raise
+            raise DuplicateKey(key) from None
         return stored
+
+    def by_idempotency_key(self, tenant: str, key: str) -> StoredBatch | None:
+        """The tenant's batch created with ``Idempotency-Key: key``, if any."""
+        c = batches.c
+        query = select(batches).where(c.tenant == tenant, c.idempotency_key == key)
+        with self.reads.connect() as conn:
+            row = conn.execute(query).first()
+        return _batch(row) if row else None
 
     def add_lines(self, batch_id: str, lines: Sequence[tuple[int, str, NewJob]]) -> list[JobRecord]:
         """Store the jobs of ``lines`` (number, custom_id, job) as queued, each linked to the

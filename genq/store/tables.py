@@ -269,6 +269,9 @@ batches = Table(
     Column("cancelling_at", UTCDateTime),
     Column("cancelled_at", UTCDateTime),
     Column("updated_at", UTCDateTime, nullable=False),
+    # A create retried with the same ``Idempotency-Key`` gets this batch back, not a second one.
+    Column("idempotency_key", String(255)),
+    UniqueConstraint("tenant", "idempotency_key", name="uq_batches_tenant_idempotency"),
     Index("ix_batches_tenant_created", "tenant", "created_at", "id"),
     Index("ix_batches_status", "status"),
 )

@@ -29,7 +29,13 @@ from genq.outbox import Outbox, Settler, dispatch_webhooks
 from genq.redis_keys import cancel_key
 from genq.settings import Settings
 from genq.store import JobStore, utcnow
-from genq.store.batches import BatchStore, LineCounts, StoredBatch, new_batch_id
+from genq.store.batches import (
+    BatchStore,
+    DuplicateKey,
+    LineCounts,
+    StoredBatch,
+    new_batch_id,
+)
 from genq.store.files import FileStore, StoredFile
 from producers.gateway.batch_lines import ENDPOINTS, BatchRequest, LineCheck, parse_line
 from producers.gateway.batch_objects import batch_object
@@ -96,9 +102,17 @@ class NewBatch:
     completion_window: str
     metadata: dict[str, str] | None
     priority: int
+    idempotency_key: str | None = None
+
+    def same_as(self, batch: StoredBatch) -> bool:
+        """Whether ``batch`` was created by this very request (a retry of it)."""
+        asked = (self.input_file_id, self.endpoint, self.metadata, self.priority)
+        return asked == (batch.input_file_id, batch.endpoint, batch.metadata, batch.priority)
 
 
-def check_new_batch(body: dict[str, Any], priority_header: str | None) -> NewBatch:
+def check_new_batch(
+    body: dict[str, Any], priority_header: str | None, idempotency_key: str | None = None
+) -> NewBatch:
     """The request's own fields, or a 400 naming the bad one."""
     unknown = sorted(set(body) - {"input_file_id", "endpoint", "completion_window", "metadata"})
     if unknown:
@@ -122,7 +136,10 @@ def check_new_batch(body: dict[str, Any], priority_header: str | None) -> NewBat
                 for k, v in metadata.items())
     ):  # fmt: skip
         raise bad_param("metadata", "metadata is up to 16 string pairs (keys ≤ 64, values ≤ 512)")
-    return NewBatch(file_id, endpoint, window, metadata, batch_priority(priority_header, metadata))
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
+        raise bad_param("Idempotency-Key", "Idempotency-Key must be 1-255 characters")
+    priority = batch_priority(priority_header, metadata)
+    return NewBatch(file_id, endpoint, window, metadata, priority, idempotency_key)
 
 
 @dataclass(frozen=True)
@@ -145,7 +162,29 @@ class BatchLifecycle:
     # -- accepting -----------------------------------------------------------------------
     def create(self, tenant: str, request: NewBatch) -> StoredBatch:
         """Check every line, then store and enqueue them all; a batch with a bad line is
-        stored ``failed`` with the lines' errors and runs nothing."""
+        stored ``failed`` with the lines' errors and runs nothing. A request retried with
+        its ``Idempotency-Key`` gets the batch the first attempt created."""
+        if request.idempotency_key is not None:
+            earlier = self.batches.by_idempotency_key(tenant, request.idempotency_key)
+            if earlier is not None:
+                return self._replay(earlier, request)
+        try:
+            return self._create(tenant, request)
+        except DuplicateKey:  # a concurrent attempt of the same request won
+            assert request.idempotency_key is not None
+            earlier = self.batches.by_idempotency_key(tenant, request.idempotency_key)
+            assert earlier is not None
+            return self._replay(earlier, request)
+
+    def _replay(self, earlier: StoredBatch, request: NewBatch) -> StoredBatch:
+        if not request.same_as(earlier):
+            raise Conflict(
+                "this Idempotency-Key was already used for a different batch; use a new key "
+                "for a new batch"
+            )
+        return earlier
+
+    def _create(self, tenant: str, request: NewBatch) -> StoredBatch:
         source = self.files.get(request.input_file_id, tenant)
         if source is None:
             raise MissingFile(request.input_file_id)
@@ -167,6 +206,7 @@ class BatchLifecycle:
             "priority": request.priority,
             "expires_at": now + timedelta(seconds=self.settings.batch_completion_window_seconds),
             "created_at": now,
+            "idempotency_key": request.idempotency_key,
         }
         if check.errors:
             errors = [e.as_dict() for e in check.errors]
@@ -181,7 +221,7 @@ class BatchLifecycle:
             self._abandon(batch, f"the batch could not be queued ({exc.__class__.__name__})")
             raise
         moved = self.batches.move(batch.id, ["validating"], "in_progress")
-        if moved is None:  # cancelled while its lines were being stored
+        if moved is None:  # it took so long that a driver took it for abandoned, and failed it
             current = self.batches.get(batch.id, None)
             assert current is not None
             self._stop_lines(current)
@@ -274,14 +314,21 @@ class BatchLifecycle:
             raise NotFound(f"No batch found with id '{batch_id}'")
         if batch.status in ("cancelling", "cancelled"):
             return batch
+        # Not while ``validating``: its lines are still being queued by the request creating
+        # it (which answers only once they all are), and stopping them is that request's.
         moved = self.batches.move(
-            batch.id, ["validating", "in_progress"], "cancelling", values={"ends_as": "cancelled"}
+            batch.id, ["in_progress"], "cancelling", values={"ends_as": "cancelled"}
         )
         if moved is None:
             current = self.batches.get(batch_id, tenant)
             assert current is not None
             if current.status in ("cancelling", "cancelled"):
                 return current
+            if current.status == "validating":
+                raise Conflict(
+                    "This batch is still being validated and queued; cancel it once it is "
+                    "in_progress (in a moment)"
+                )
             raise Conflict(f"Cannot cancel a batch with status {current.status!r}")
         self._advance_one(moved[0], utcnow())
         current = self.batches.get(batch_id, tenant)

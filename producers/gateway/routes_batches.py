@@ -38,7 +38,8 @@ async def create_batch(request: Request, principal: Caller) -> JSONResponse:
     each line is queued as a job and the batch is ``in_progress``."""
     gateway = gateway_of(request)
     body = inputs.json_object(request.headers.get("content-type"), await request.body())
-    wanted = check_new_batch(body, request.headers.get("X-Genq-Priority"))
+    headers = request.headers
+    wanted = check_new_batch(body, headers.get("X-Genq-Priority"), headers.get("Idempotency-Key"))
     # A long read of the file and many inserts: anyio's own threads, not the store's few.
     batch = await anyio.to_thread.run_sync(gateway.batches.create, principal.tenant, wanted)
     view = await gateway.call(gateway.batches.view, batch)

@@ -176,6 +176,20 @@ def test_embeddings_batch_at_the_priority_asked(served: tuple[Gateway, str]) -> 
         assert gateway.client(key).get(f"/v1/jobs/{job_id}").json()["priority"] == priority
 
 
+def test_a_create_retried_with_its_idempotency_key_is_one_batch(gateway: Gateway) -> None:
+    key = gateway.key("acme")
+    client = sdk(gateway, key)
+    file_id = upload(client, [chat_line("a"), chat_line("b")])
+    same = {"Idempotency-Key": "nightly-2026-12-01"}
+    first = start_batch(client, file_id, extra_headers=same)
+    again = start_batch(client, file_id, extra_headers=same)
+    assert again.id == first.id
+    assert [b.id for b in client.batches.list()] == [first.id]
+    assert len(jobs_of(gateway, key)) == 2  # no worker: both lines still queued, once
+    with pytest.raises(openai.ConflictError):
+        start_batch(client, file_id, extra_headers=same, metadata={"other": "batch"})
+
+
 def test_batch_lines_do_not_fill_the_front_doors_queue(start_gateway: GatewayStarter) -> None:
     gateway = start_gateway(openai_max_queued="2")
     client = sdk(gateway, gateway.key("acme"))
