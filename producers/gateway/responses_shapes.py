@@ -1,4 +1,4 @@
-"""A response job's record as OpenAI's ``Response`` object, and its stream events. Pure.
+"""A response job's record as OpenAI's ``Response`` object and its input items. Pure.
 
 A response's id is its job's id with OpenAI's prefix (``resp_<job id as 32 hex digits>``);
 its one output message is ``msg_<the same>``. The text comes back as one ``message`` with one
@@ -33,14 +33,6 @@ COMPLETED = "completed"
 INCOMPLETE = "incomplete"
 CANCELLED = "cancelled"
 FAILED = "failed"
-# Which status each terminal event announces (the SDK has no event for ``cancelled``: a
-# cancelled response ends its stream with ``response.failed``, its status ``cancelled``).
-TERMINAL_EVENT = {
-    COMPLETED: "response.completed",
-    INCOMPLETE: "response.incomplete",
-    FAILED: "response.failed",
-    CANCELLED: "response.failed",
-}
 # genq's error code -> the closest of the SDK's ``ResponseError`` codes.
 ERROR_CODES = {
     ErrorCode.RATE_LIMITED.value: "rate_limit_exceeded",
@@ -189,78 +181,6 @@ def response_object(record: JobRecord, status: str | None = None) -> dict[str, A
 
 def deleted_body(ident: str) -> dict[str, Any]:
     return {"id": ident, "object": "response", "deleted": True}
-
-
-class ResponseEvents:
-    """The stream events of one response, without their ``sequence_number`` (the reader
-    numbers them in order: the order is a function of the job's chunk stream alone)."""
-
-    def __init__(self, record: JobRecord) -> None:
-        self.record = record
-        self.item_id = message_id(record)
-
-    def state(self, kind: str, status: str) -> dict[str, Any]:
-        """``response.created`` / ``queued`` / ``in_progress``: a snapshot at ``status``."""
-        return {"type": kind, "response": response_object(self.record, status)}
-
-    def item_added(self) -> dict[str, Any]:
-        return {
-            "type": "response.output_item.added",
-            "output_index": 0,
-            "item": output_message(self.record, None, IN_PROGRESS),
-        }
-
-    def part_added(self) -> dict[str, Any]:
-        return self._part("response.content_part.added", "")
-
-    def delta(self, text: str) -> dict[str, Any]:
-        return {
-            "type": "response.output_text.delta",
-            "item_id": self.item_id,
-            "output_index": 0,
-            "content_index": 0,
-            "delta": text,
-            "logprobs": [],
-        }
-
-    def text_done(self, text: str) -> dict[str, Any]:
-        return {
-            "type": "response.output_text.done",
-            "item_id": self.item_id,
-            "output_index": 0,
-            "content_index": 0,
-            "text": text,
-            "logprobs": [],
-        }
-
-    def part_done(self, text: str) -> dict[str, Any]:
-        return self._part("response.content_part.done", text)
-
-    def item_done(self, text: str, status: str) -> dict[str, Any]:
-        return {
-            "type": "response.output_item.done",
-            "output_index": 0,
-            "item": output_message(self.record, text, status),
-        }
-
-    def _part(self, kind: str, text: str) -> dict[str, Any]:
-        return {
-            "type": kind,
-            "item_id": self.item_id,
-            "output_index": 0,
-            "content_index": 0,
-            "part": output_text_part(text),
-        }
-
-    @staticmethod
-    def ending(final: JobRecord) -> dict[str, Any]:
-        """The terminal event, with the final ``Response``."""
-        status = response_status(final)
-        return {"type": TERMINAL_EVENT[status], "response": response_object(final)}
-
-    @staticmethod
-    def error(message: str, code: str = "server_error") -> dict[str, Any]:
-        return {"type": "error", "code": code, "message": message, "param": None}
 
 
 def input_items(record: JobRecord) -> list[dict[str, Any]]:

@@ -24,12 +24,12 @@ from typing import Any
 from sse_starlette import ServerSentEvent
 
 from producers.gateway.openai_stream import job_chunks
+from producers.gateway.responses_events import ResponseEvents
 from producers.gateway.responses_shapes import (
     COMPLETED,
     IN_PROGRESS,
     INCOMPLETE,
     QUEUED,
-    ResponseEvents,
     response_status,
 )
 from producers.gateway.state import Gateway

@@ -11,6 +11,7 @@ from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from producers.gateway.openai_requests import param_of
+from producers.gateway.responses_events import ResponseEvents
 from producers.gateway.responses_requests import (
     MARKER,
     flags_of,
@@ -18,7 +19,6 @@ from producers.gateway.responses_requests import (
     response_call,
 )
 from producers.gateway.responses_shapes import (
-    ResponseEvents,
     input_items,
     item_page,
     job_id_of,

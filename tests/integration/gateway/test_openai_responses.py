@@ -363,6 +363,9 @@ def test_unknown_ids_and_other_tenants_are_not_found(gateway: Gateway) -> None:
     for unknown in ("resp_0123456789abcdef0123456789abcdef", "resp_nope", "chatcmpl-1"):
         with pytest.raises(openai.NotFoundError):
             theirs.responses.retrieve(unknown)
+    with pytest.raises(openai.NotFoundError) as raised:
+        theirs.responses.create(model="no-such-model", input="Hi", background=True)
+    assert raised.value.code == "model_not_found" and raised.value.param == "model"
     # A job submitted through /v1/jobs is no response.
     plain = gateway.client(acme).post(
         "/v1/jobs", json={"messages": [{"role": "user", "content": "x"}]}
