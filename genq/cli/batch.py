@@ -102,7 +102,7 @@ def submit(
     wait: Annotated[bool, typer.Option(help="show progress and wait until it ends")] = False,
 ) -> None:
     """Upload FILE and start a batch; prints its id (with --wait, the finished batch)."""
-    from producers.gateway.batches import check_new_batch
+    from producers.gateway.batch_requests import check_new_batch
 
     settings = Settings()
     if path.stat().st_size > settings.files_max_bytes:

@@ -37,109 +37,24 @@ from genq.store.batches import (
     new_batch_id,
 )
 from genq.store.files import FileStore, StoredFile
-from producers.gateway.batch_lines import ENDPOINTS, BatchRequest, LineCheck, parse_line
+from producers.gateway.batch_files import OutputFile
+from producers.gateway.batch_lines import BatchRequest, LineCheck, parse_line
 from producers.gateway.batch_objects import batch_object
 from producers.gateway.batch_output import output_line
-from producers.submission import new_job, publish_stored
-from schemas import (
-    PRIORITY_MAX,
-    PRIORITY_MIN,
-    Conflict,
-    ErrorCode,
-    ErrorInfo,
-    InvalidRequest,
-    JobStatus,
-    NotFound,
+from producers.gateway.batch_requests import (
+    BATCH_PURPOSE,
+    MissingFile,
+    NewBatch,
+    bad_param,
 )
+from producers.submission import new_job, publish_stored
+from schemas import Conflict, ErrorInfo, InvalidRequest, JobStatus, NotFound
+
+__all__ = ["BatchLifecycle"]
 
 log = logging.getLogger(__name__)
 
-COMPLETION_WINDOWS = ("24h",)
-BATCH_PURPOSE = "batch"
-OUTPUT_PURPOSE = "batch_output"
 STOP_AS = {"cancelled": JobStatus.CANCELLED, "expired": JobStatus.EXPIRED}
-
-
-def bad_param(param: str, message: str, code: str = "invalid_value") -> InvalidRequest:
-    """A 400 naming ``param`` (OpenAI's ``param``) with OpenAI's ``code``."""
-    return InvalidRequest(message, details=[{"field": param, "code": code}])
-
-
-def batch_priority(header: str | None, metadata: dict[str, str] | None) -> int:
-    """``X-Genq-Priority``, else ``metadata.genq_priority``, else 2: the lines' genq priority."""
-    given = [
-        ("X-Genq-Priority", header),
-        ("metadata.genq_priority", (metadata or {}).get("genq_priority")),
-    ]
-    for param, value in given:
-        if value is None or not value.strip():
-            continue
-        text = value.strip()
-        if text.isascii() and text.isdigit() and PRIORITY_MIN <= int(text) <= PRIORITY_MAX:
-            return int(text)
-        raise bad_param(param, f"{param} must be a whole number 0-9 (9 most urgent), not {text!r}")
-    return c.BATCH_DEFAULT_PRIORITY
-
-
-class MissingFile(InvalidRequest):
-    """A 404 that names the ``input_file_id`` it could not find (OpenAI's ``param``)."""
-
-    code = ErrorCode.NOT_FOUND
-
-    def __init__(self, file_id: str) -> None:
-        super().__init__(
-            f"No such file: {file_id}",
-            details=[{"field": "input_file_id", "code": "file_not_found"}],
-        )
-
-
-@dataclass(frozen=True)
-class NewBatch:
-    """``POST /v1/batches``, checked."""
-
-    input_file_id: str
-    endpoint: str
-    completion_window: str
-    metadata: dict[str, str] | None
-    priority: int
-    idempotency_key: str | None = None
-
-    def same_as(self, batch: StoredBatch) -> bool:
-        """Whether ``batch`` was created by this very request (a retry of it)."""
-        asked = (self.input_file_id, self.endpoint, self.metadata, self.priority)
-        return asked == (batch.input_file_id, batch.endpoint, batch.metadata, batch.priority)
-
-
-def check_new_batch(
-    body: dict[str, Any], priority_header: str | None, idempotency_key: str | None = None
-) -> NewBatch:
-    """The request's own fields, or a 400 naming the bad one."""
-    unknown = sorted(set(body) - {"input_file_id", "endpoint", "completion_window", "metadata"})
-    if unknown:
-        raise bad_param(
-            unknown[0], f"Unrecognized request argument: {unknown[0]}", "unknown_parameter"
-        )
-    file_id = body.get("input_file_id")
-    if not isinstance(file_id, str) or not file_id:
-        raise bad_param("input_file_id", "input_file_id is required", "missing_required_parameter")
-    endpoint = body.get("endpoint")
-    if endpoint not in ENDPOINTS:
-        raise bad_param("endpoint", f"endpoint must be one of {', '.join(ENDPOINTS)}")
-    window = body.get("completion_window")
-    if window not in COMPLETION_WINDOWS:
-        raise bad_param("completion_window", "completion_window must be '24h'")
-    metadata = body.get("metadata")
-    if metadata is not None and not (
-        isinstance(metadata, dict)
-        and len(metadata) <= 16
-        and all(isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512
-                for k, v in metadata.items())
-    ):  # fmt: skip
-        raise bad_param("metadata", "metadata is up to 16 string pairs (keys ≤ 64, values ≤ 512)")
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
-        raise bad_param("Idempotency-Key", "Idempotency-Key must be 1-255 characters")
-    priority = batch_priority(priority_header, metadata)
-    return NewBatch(file_id, endpoint, window, metadata, priority, idempotency_key)
 
 
 @dataclass(frozen=True)
@@ -407,8 +322,8 @@ class BatchLifecycle:
         """Write the output and error files and move the batch to its final status; False if
         another finalizer got there first (its files stand, ours are removed)."""
         final = batch.ends_as or "completed"
-        output = _FileWriter(self.files, batch, "output")
-        errors = _FileWriter(self.files, batch, "error")
+        output = OutputFile(self.files, batch, "output")
+        errors = OutputFile(self.files, batch, "error")
         try:
             counts = self._write_lines(batch, final, output, errors)
             out_id, err_id = output.close(), errors.close()
@@ -438,7 +353,7 @@ class BatchLifecycle:
         return True
 
     def _write_lines(
-        self, batch: StoredBatch, final: str, output: _FileWriter, errors: _FileWriter
+        self, batch: StoredBatch, final: str, output: OutputFile, errors: OutputFile
     ) -> LineCounts:
         total = completed = 0
         after = 0
@@ -457,40 +372,3 @@ class BatchLifecycle:
     def _dispatch(self, event_id: str | None) -> None:
         if event_id is not None:
             dispatch_webhooks(self.celery, self.store, event_id=event_id)
-
-
-class _FileWriter:
-    """One output file, written a stored chunk at a time; no file at all if nothing was."""
-
-    def __init__(self, files: FileStore, batch: StoredBatch, kind: str) -> None:
-        self.files, self.batch, self.kind = files, batch, kind
-        self.file_id: str | None = None
-        self.buffer = bytearray()
-        self.seq = self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) >= c.FILE_CHUNK_BYTES:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self.buffer:
-            return
-        if self.file_id is None:
-            name = f"{self.batch.id}_{self.kind}.jsonl"
-            self.file_id = self.files.begin(self.batch.tenant, name, OUTPUT_PURPOSE)
-        self.files.append(self.file_id, self.seq, bytes(self.buffer))
-        self.seq += 1
-        self.size += len(self.buffer)
-        self.buffer.clear()
-
-    def close(self) -> str | None:
-        self._flush()
-        if self.file_id is None:
-            return None
-        return self.files.finish(self.file_id, self.size).id
-
-    def discard(self) -> None:
-        if self.file_id is not None:
-            self.files.discard(self.file_id)
-            self.file_id = None

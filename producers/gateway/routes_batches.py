@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from producers.gateway import inputs
 from producers.gateway.auth import current_principal
 from producers.gateway.batch_objects import list_object
-from producers.gateway.batches import check_new_batch
+from producers.gateway.batch_requests import check_new_batch
 from producers.gateway.limits import enforce_rate_limit
 from producers.gateway.openai_errors import OpenAIRoute
 from producers.gateway.principal import Principal

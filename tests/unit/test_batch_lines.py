@@ -10,7 +10,7 @@ import pytest
 
 from producers.gateway.batch_lines import BatchRequest, LineCheck, LineError, parse_line
 from producers.gateway.batch_output import output_line
-from producers.gateway.batches import batch_priority, check_new_batch
+from producers.gateway.batch_requests import batch_priority, check_new_batch
 from producers.gateway.uploads import UploadReader
 from schemas import InvalidRequest, JobKind, JobRecord, JobStatus
 
