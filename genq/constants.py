@@ -138,6 +138,9 @@ BATCH_COMPLETION_WINDOW_SECONDS = 24 * 3600
 BATCH_DEFAULT_PRIORITY = 2
 # Lines stored (and published) per transaction when a batch is accepted.
 BATCH_LINES_PER_TRANSACTION = 500
+# Queued lines of a cancelled or expired batch settled per pass (workers settle the rest as they
+# get them: every open line is flagged first).
+BATCH_STOP_LINES_PER_PASS = 500
 # How often a gateway moves batches along (finalizes, cancels, expires), one gateway at a time
 # across processes under this Redis lock; a batch still validating after this long lost its
 # gateway and fails.

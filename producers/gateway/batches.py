@@ -291,7 +291,13 @@ class BatchLifecycle:
 
     def _stop_lines(self, batch: StoredBatch) -> None:
         """Queued lines end (cancelled, or expired with the window) and never run; running ones
-        are told to stop (their workers settle them); finished ones are kept."""
+        are told to stop (their workers settle them); finished ones are kept.
+
+        Every open line is flagged at once (a worker that gets a flagged line settles it
+        without running it); at most ``BATCH_STOP_LINES_PER_PASS`` queued lines are settled
+        here, the rest by the next passes, so a large batch does not hold a request or the
+        batches lock for long.
+        """
         target = STOP_AS.get(batch.ends_as or "", JobStatus.CANCELLED)
         for job_id in self.batches.flag_cancel(batch.id):
             self.redis.set(cancel_key(job_id), "1", ex=c.CANCEL_FLAG_TTL_SECONDS)
@@ -299,24 +305,17 @@ class BatchLifecycle:
             code=f"batch_{batch.ends_as or 'cancelled'}",
             message=f"the job's batch {batch.id} was {batch.ends_as or 'cancelled'}",
         )
-        while True:
-            queued = self.batches.open_jobs(batch.id, JobStatus.QUEUED, limit=500)
-            settled = 0
-            for job_id in queued:
-                settled += (
-                    self.outbox.settle(
-                        job_id,
-                        target,
-                        by=Settler.ANYONE,
-                        worker=None,
-                        reason=f"batch {batch.id} {batch.ends_as}",
-                        only_from=frozenset({JobStatus.QUEUED}),
-                        values={"error": error.model_dump(mode="json")},
-                    )
-                    is not None
-                )
-            if not queued or not settled:
-                return
+        limit = c.BATCH_STOP_LINES_PER_PASS
+        for job_id in self.batches.open_jobs(batch.id, JobStatus.QUEUED, limit=limit):
+            self.outbox.settle(
+                job_id,
+                target,
+                by=Settler.ANYONE,
+                worker=None,
+                reason=f"batch {batch.id} {batch.ends_as}",
+                only_from=frozenset({JobStatus.QUEUED}),
+                values={"error": error.model_dump(mode="json")},
+            )
 
     def _finish(self, batch: StoredBatch) -> bool:
         """Write the output and error files and move the batch to its final status; False if
