@@ -10,7 +10,7 @@ as the job. A batch's own state changes are compare-and-sets like a job's
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from genq.constants import REDISPATCH_AFTER_SECONDS
 from genq.store.engine import reader
+from genq.store.files import finish_upload
 from genq.store.jobs import NewJob, _row_values
 from genq.store.outbox import _webhook_targets
 from genq.store.records import job_record, job_record_from_values
@@ -195,10 +196,13 @@ class BatchStore:
         *,
         values: dict[str, Any] | None = None,
         event: EventData | None = None,
+        files_done: Mapping[str, int] | None = None,
     ) -> tuple[StoredBatch, str | None] | None:
         """Compare-and-set the batch from one of ``sources`` to ``target``, stamping
         ``<target>_at``; a final ``target`` writes its webhook event in the same transaction
-        (``event`` renders its data). The new row and the event id, or None if it lost."""
+        (``event`` renders its data), and makes the uploads ``files_done`` (id: size) visible
+        with it, so a batch's output files exist exactly when it is final. The new row and
+        the event id, or None if it lost."""
         now = utcnow()
         stamp = {f"{target}_at": now} if f"{target}_at" in batches.c else {}
         query = (
@@ -212,6 +216,8 @@ class BatchStore:
             if row is None:
                 return None
             stored = _batch(row)
+            for file_id, size in (files_done or {}).items():
+                conn.execute(finish_upload(file_id, size))
             event_id = None
             if event is not None and target in BATCH_EVENT_TYPES:
                 event_id = write_batch_event(conn, stored, event(stored), now)

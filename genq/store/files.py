@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, delete, func, select, update
+from sqlalchemy import Connection, Engine, Update, delete, func, select, update
 
 from genq.store.engine import reader
 from genq.store.tables import file_chunks, files, utcnow
 
-__all__ = ["FILE_ID_PREFIX", "FileStore", "StoredFile"]
+__all__ = ["FILE_ID_PREFIX", "FileStore", "StoredFile", "finish_upload"]
 
 FILE_ID_PREFIX = "file-"
 UPLOADING = "uploading"
@@ -39,6 +39,14 @@ class StoredFile:
     bytes: int
     status: str
     created_at: datetime
+
+
+def finish_upload(file_id: str, size: int, purpose: str | None = None) -> Update:
+    """The statement that makes a complete upload visible, for a caller's transaction."""
+    values: dict[str, object] = {"status": PROCESSED, "bytes": size}
+    if purpose is not None:
+        values["purpose"] = purpose
+    return update(files).where(files.c.id == file_id, files.c.status == UPLOADING).values(**values)
 
 
 def new_file_id() -> str:
@@ -75,15 +83,7 @@ class FileStore:
 
     def finish(self, file_id: str, size: int, purpose: str | None = None) -> StoredFile:
         """Make a complete upload visible (its purpose set now, if it was not known before)."""
-        values: dict[str, object] = {"status": PROCESSED, "bytes": size}
-        if purpose is not None:
-            values["purpose"] = purpose
-        query = (
-            update(files)
-            .where(files.c.id == file_id, files.c.status == UPLOADING)
-            .values(**values)
-            .returning(*files.c)
-        )
+        query = finish_upload(file_id, size, purpose).returning(*files.c)
         row = self._write(lambda conn: conn.execute(query).one())
         return StoredFile(**row._mapping)
 

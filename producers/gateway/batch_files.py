@@ -1,4 +1,6 @@
-"""A finished batch's output and error files, written a stored chunk at a time."""
+"""A finished batch's output and error files, written a stored chunk at a time. Each stays an
+unfinished upload until the batch's final compare-and-set makes it visible in the same
+transaction; a finalizer that dies before that leaves an upload the purge removes."""
 
 from __future__ import annotations
 
@@ -34,11 +36,11 @@ class OutputFile:
         self.size += len(self.buffer)
         self.buffer.clear()
 
-    def close(self) -> str | None:
+    def close(self) -> dict[str, int]:
+        """Write what is buffered; ``{file id: size}`` for the batch's final move to make
+        visible (the file stays an unfinished upload until then), or nothing if empty."""
         self._flush()
-        if self.file_id is None:
-            return None
-        return self.files.finish(self.file_id, self.size).id
+        return {} if self.file_id is None else {self.file_id: self.size}
 
     def discard(self) -> None:
         if self.file_id is not None:

@@ -318,14 +318,15 @@ class BatchLifecycle:
             )
 
     def _finish(self, batch: StoredBatch) -> bool:
-        """Write the output and error files and move the batch to its final status; False if
-        another finalizer got there first (its files stand, ours are removed)."""
+        """Write the output and error files and move the batch to its final status, which
+        makes them visible; False if another finalizer got there first (its files stand, ours
+        are removed)."""
         final = batch.ends_as or "completed"
         output = OutputFile(self.files, batch, "output")
         errors = OutputFile(self.files, batch, "error")
         try:
             counts = self._write_lines(batch, final, output, errors)
-            out_id, err_id = output.close(), errors.close()
+            written = {**output.close(), **errors.close()}
         except BaseException:
             output.discard()
             errors.discard()
@@ -335,13 +336,14 @@ class BatchLifecycle:
             [batch.status],
             final,
             values={
-                "output_file_id": out_id,
-                "error_file_id": err_id,
+                "output_file_id": output.file_id,
+                "error_file_id": errors.file_id,
                 "total": counts.total,
                 "completed": counts.completed,
                 "failed": counts.failed,
             },
             event=batch_object,
+            files_done=written,
         )
         if moved is None:
             output.discard()

@@ -88,14 +88,21 @@ def _batch(batches: BatchStore, **values: Any) -> str:
 
 
 def test_batch_moves_are_compare_and_sets(stores: tuple[FileStore, BatchStore]) -> None:
-    _, batches = stores
+    files, batches = stores
     batch_id = _batch(batches)
     moved = batches.move(batch_id, ["validating"], "in_progress")
     assert moved is not None and moved[0].in_progress_at is not None
     assert batches.move(batch_id, ["validating"], "in_progress") is None  # lost: not validating
     assert [b.id for b in batches.active()] == [batch_id]
-    done = batches.move(batch_id, ["in_progress"], "completed", values={"completed": 3})
+    output = files.begin("acme", "out.jsonl", "batch_output")
+    files.append(output, 0, b"{}\n")
+    assert files.get(output, "acme") is None  # unfinished until the batch's final move
+    done = batches.move(
+        batch_id, ["in_progress"], "completed", values={"completed": 3}, files_done={output: 3}
+    )
     assert done is not None and done[0].completed == 3 and done[0].completed_at is not None
+    visible = files.get(output, "acme")
+    assert visible is not None and visible.bytes == 3
     assert done[1] is None  # no endpoint of the tenant takes the event: none written
     assert batches.active() == [] and batches.get(batch_id, "other") is None
 
