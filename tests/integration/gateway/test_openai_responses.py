@@ -185,6 +185,15 @@ def test_a_stream_resumes_after_a_disconnect_without_gap_or_repeat(
     text = "".join(e.delta for e in first + rest if e.type == "response.output_text.delta")
     assert text == "".join(f"t{i} " for i in range(40))
     assert rest[-1].type == "response.completed" and rest[-1].response.output_text == text
+    # A plain SSE client resumes with Last-Event-ID (each event's id is its number).
+    with gateway.client(key).stream(
+        "GET",
+        f"/v1/responses/{first[0].response.id}",
+        params={"stream": "true"},
+        headers={"Last-Event-ID": str(last)},
+    ) as raw:
+        ids = [int(line[3:]) for line in raw.iter_lines() if line.startswith("id:")]
+    assert ids == numbers[last + 1 :]
     # Read again from the start, later: the same events under the same numbers.
     again = list(client.responses.retrieve(first[0].response.id, stream=True))
     assert [(e.sequence_number, e.type) for e in again] == [
