@@ -116,10 +116,7 @@ async def run_openai_call(request: Request, principal: Principal, build: CallBui
         request.headers.get("X-Genq-Priority"), c.OPENAI_DEFAULT_PRIORITY
     )
     call = build(body, priority, c.LANE_INTERACTIVE, key)
-    model = call.job.model or gateway.settings.default_model
-    served = gateway.models  # the default model is served without asking the runtime
-    if model != served.default_model and not await anyio.to_thread.run_sync(served.serves, model):
-        raise UnknownModel(model)
+    model = await served_model(gateway, call.job)
     record = await submit(gateway, call.job, principal.tenant, model)
     token = await hangups.wait_on(gateway, record.id) if key is not None else None
     headers = {"X-Genq-Job-Id": record.id}
@@ -130,7 +127,7 @@ async def run_openai_call(request: Request, principal: Principal, build: CallBui
             await hangups.client_hung_up(gateway, record.id, token)
 
         return EventSourceResponse(
-            _then_done(openai_events(gateway, record, shapes), gateway, record.id, token),
+            then_done_waiting(openai_events(gateway, record, shapes), gateway, record.id, token),
             ping=gateway.settings.gateway_sse_ping_seconds,
             headers={**headers, "Cache-Control": "no-store"},
             client_close_handler_callable=client_left,
@@ -146,7 +143,16 @@ async def run_openai_call(request: Request, principal: Principal, build: CallBui
     return JSONResponse(response_body(final, as_base64=call.base64), headers=headers)
 
 
-async def _then_done(
+async def served_model(gateway: Gateway, job: JobRequest) -> str:
+    """The job's model (the default if it names none), or 404 if this stack does not serve it."""
+    model = job.model or gateway.settings.default_model
+    served = gateway.models  # the default model is served without asking the runtime
+    if model != served.default_model and not await anyio.to_thread.run_sync(served.serves, model):
+        raise UnknownModel(model)
+    return model
+
+
+async def then_done_waiting(
     events: AsyncIterator[ServerSentEvent], gateway: Gateway, job_id: str, token: str | None
 ) -> AsyncIterator[ServerSentEvent]:
     """``events``, then the request no longer waits on the job (a hang-up says so itself)."""

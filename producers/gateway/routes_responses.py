@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Annotated, Literal
 
-import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -47,8 +46,9 @@ from producers.gateway.responses_shapes import (
 from producers.gateway.responses_stream import NOTHING_SENT, response_events
 from producers.gateway.routes_openai import (
     CLIENT_CLOSED_REQUEST,
-    UnknownModel,
+    served_model,
     submit,
+    then_done_waiting,
     until_done_or_departed,
 )
 from producers.gateway.state import Gateway, gateway_of
@@ -78,10 +78,7 @@ async def create_response(request: Request, principal: Caller) -> Response:
         request.headers.get("X-Genq-Priority"), c.OPENAI_DEFAULT_PRIORITY
     )
     call = response_call(body, priority, c.LANE_INTERACTIVE, key)
-    model = call.job.model or gateway.settings.default_model
-    served = gateway.models
-    if model != served.default_model and not await anyio.to_thread.run_sync(served.serves, model):
-        raise UnknownModel(model)
+    model = await served_model(gateway, call.job)
     record = await submit(gateway, call.job, principal.tenant, model)
     headers = {"X-Genq-Job-Id": record.id}
     if call.background:
@@ -102,7 +99,7 @@ async def _answer_in_foreground(
         async def client_left(_message: Message) -> None:
             await hangups.client_hung_up(gateway, record.id, token)
 
-        events = _then_done(response_events(gateway, record), gateway, record.id, token)
+        events = then_done_waiting(response_events(gateway, record), gateway, record.id, token)
         return _event_stream(gateway, events, headers, client_left)
     final = await until_done_or_departed(request, gateway, record.id)
     if final is None:
@@ -127,14 +124,6 @@ def _event_stream(
         headers={**headers, **NO_STORE},
         client_close_handler_callable=client_left,
     )
-
-
-async def _then_done(
-    events: AsyncIterator[ServerSentEvent], gateway: Gateway, job_id: str, token: str | None
-) -> AsyncIterator[ServerSentEvent]:
-    async for event in events:
-        yield event
-    await hangups.done_waiting(gateway, job_id, token)
 
 
 async def _find(gateway: Gateway, principal: Principal, ident: str) -> JobRecord:
