@@ -2,12 +2,12 @@
 
 The input (a string, or a list of text messages) and ``instructions`` become the job's
 messages; ``max_output_tokens``, ``temperature`` and ``top_p`` its sampling parameters. What
-genq cannot honour (tools, images and files, structured output, reasoning, stored
-conversations) is a 400 naming the ``param``, as on the chat routes.
+genq cannot honour (tools, images and files, structured output, reasoning, conversation
+objects) is a 400 naming the ``param``, as on the chat routes. A ``previous_response_id``
+puts that response's messages and answer before the input (its instructions are not carried
+over, as on OpenAI); the route looks it up and hands it in as ``Previous``.
 
-The job carries one metadata key of genq's own, ``genq_response``: it marks the job as a
-response (so ``/v1/responses/{id}`` finds only those) and holds the flags the Response object
-needs back (``background``, and ``instructions`` when the first message holds them).
+The job carries one metadata key of genq's own (``responses_marks``).
 """
 
 from __future__ import annotations
@@ -17,13 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from producers.gateway.openai_requests import UnsupportedParam
+from producers.gateway.responses_marks import MARKER, ResponseMarks
 from schemas import InvalidRequest, JobKind, JobRequest
 from schemas.jobs import METADATA_MAX_ENTRIES
 from schemas.validation import parse
-
-MARKER = "genq_response"
-BACKGROUND = "background"
-INSTRUCTIONS = "instructions"
 
 HONOURED = frozenset(
     {
@@ -37,6 +34,7 @@ HONOURED = frozenset(
         "background",
         "stream",
         "store",
+        "previous_response_id",
     }
 )
 # Sent by the SDK, no effect on a local runtime's answer.
@@ -76,7 +74,6 @@ NEUTRAL: dict[str, Callable[[Any], bool]] = {
     "reasoning": _falsy,
     "include": _falsy,
     "top_logprobs": lambda value: value in (None, 0),
-    "previous_response_id": _falsy,
     "conversation": _falsy,
     "prompt": _falsy,
     "context_management": _falsy,
@@ -89,13 +86,21 @@ WHY_NOT = {
     "reasoning": "the runtimes genq drives have no reasoning settings",
     "include": "genq has nothing extra to include (no tools, no log probabilities)",
     "top_logprobs": "the runtimes genq drives do not return log probabilities",
-    "previous_response_id": "genq keeps no conversation state; send the whole conversation "
-    "as input",
-    "conversation": "genq keeps no conversation state; send the whole conversation as input",
+    "conversation": "genq keeps no conversation objects; send the conversation as input, or "
+    "continue a response with previous_response_id",
     "prompt": "genq has no stored prompt templates",
 }
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 TEXT_PARTS = frozenset({"input_text", "output_text"})
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The response a request continues: its id, and the messages it hands on (its own
+    context and input without its instructions, then its answer)."""
+
+    response_id: str
+    messages: list[dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,7 @@ def input_messages(raw: Any) -> list[dict[str, str]]:
     return [_message(item, f"input[{index}]") for index, item in enumerate(raw)]
 
 
-def _metadata(raw: Any, flags: list[str]) -> dict[str, Any]:
+def _metadata(raw: Any, marks: ResponseMarks) -> dict[str, Any]:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -198,30 +203,52 @@ def _metadata(raw: Any, flags: list[str]) -> dict[str, Any]:
             f"(genq keeps one, {MARKER!r}, for itself)",
             code="invalid_value",
         )
-    return {**raw, MARKER: ",".join(flags)}
+    return {**raw, MARKER: marks.encode()}
 
 
-def response_call(body: dict[str, Any], priority: int, lane: str, key: str | None) -> ResponseCall:
+def previous_response_id(body: dict[str, Any]) -> str | None:
+    """The response this request continues, if it names one."""
+    value = body.get("previous_response_id")
+    if value is not None and not isinstance(value, str):
+        raise UnsupportedParam("previous_response_id", "previous_response_id must be a string")
+    return value or None
+
+
+def response_call(
+    body: dict[str, Any],
+    priority: int,
+    lane: str,
+    key: str | None,
+    previous: Previous | None = None,
+) -> ResponseCall:
     """``POST /v1/responses`` as a chat job, or ``UnsupportedParam``/``InvalidRequest``."""
     check_fields(body)
+    if previous_response_id(body) != (previous.response_id if previous else None):
+        raise ValueError("look previous_response_id up and pass it in as previous")
     background = _flag(body, "background")
     if background and body.get("store") is False:
         raise UnsupportedParam(
             "store", "a background response is stored: send store=true or leave it out"
         )
     messages = input_messages(body.get("input"))
+    if previous is not None:
+        messages = [*previous.messages, *messages]
     instructions = body.get("instructions")
-    flags = [BACKGROUND] if background else []
     if instructions is not None and not isinstance(instructions, str):
         raise UnsupportedParam("instructions", "instructions must be a string")
     if instructions:
         messages = [{"role": "system", "content": instructions}, *messages]
-        flags.append(INSTRUCTIONS)
+    marks = ResponseMarks(
+        background=background,
+        instructions=bool(instructions),
+        previous=previous.response_id if previous else None,
+        context=len(previous.messages) if previous else 0,
+    )
     data: dict[str, Any] = {
         "kind": JobKind.CHAT.value,
         "model": body.get("model"),
         "messages": messages,
-        "metadata": _metadata(body.get("metadata"), flags),
+        "metadata": _metadata(body.get("metadata"), marks),
         "priority": priority,
         "lane": lane,
     }
@@ -251,16 +278,3 @@ def _rename_fields(details: list[dict[str, Any]]) -> None:
             detail["field"] = "max_output_tokens"
         elif field.startswith("messages"):
             detail["field"] = "input"
-
-
-def flags_of(metadata: dict[str, str]) -> frozenset[str] | None:
-    """The response flags a job's metadata carries; None for a job that is not a response."""
-    value = metadata.get(MARKER)
-    if value is None:
-        return None
-    return frozenset(flag for flag in value.split(",") if flag)
-
-
-def user_metadata(metadata: dict[str, str]) -> dict[str, str]:
-    """A response's metadata as its creator sent it (without genq's key)."""
-    return {name: value for name, value in metadata.items() if name != MARKER}

@@ -15,12 +15,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from producers.gateway.responses_requests import (
-    BACKGROUND,
-    INSTRUCTIONS,
-    flags_of,
-    user_metadata,
-)
+from producers.gateway.responses_marks import ResponseMarks, marks_of, user_metadata
 from schemas import ErrorCode, InvalidRequest, JobRecord, JobStatus
 
 RESPONSE_PREFIX = "resp_"
@@ -64,7 +59,7 @@ def message_id(record: JobRecord) -> str:
 
 def is_response(record: JobRecord) -> bool:
     """Whether ``record`` is a job ``POST /v1/responses`` created."""
-    return flags_of(record.metadata) is not None
+    return marks_of(record.metadata) is not None
 
 
 def response_status(record: JobRecord) -> str:
@@ -129,12 +124,32 @@ def error_body(record: JobRecord) -> dict[str, str]:
     }
 
 
-def _instructions(record: JobRecord, flags: frozenset[str]) -> str | None:
+def _marks(record: JobRecord) -> ResponseMarks:
+    return marks_of(record.metadata) or ResponseMarks()
+
+
+def _messages(record: JobRecord) -> list[dict[str, Any]]:
     messages = record.request.get("messages")
-    if INSTRUCTIONS not in flags or not isinstance(messages, list) or not messages:
+    return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+
+def _instructions(record: JobRecord) -> str | None:
+    messages = _messages(record)
+    if not _marks(record).instructions or not messages:
         return None
-    first = messages[0]
-    return first.get("content") if isinstance(first, dict) else None
+    return str(messages[0].get("content", ""))
+
+
+def handed_on(record: JobRecord) -> list[dict[str, str]]:
+    """What a response hands on to one that continues it (``previous_response_id``): its
+    messages without its instructions (its own context and input), then its answer."""
+    first = 1 if _marks(record).instructions else 0
+    messages = [
+        {"role": str(m.get("role")), "content": str(m.get("content", ""))}
+        for m in _messages(record)[first:]
+    ]
+    text = record.result.text if record.result else None
+    return [*messages, {"role": "assistant", "content": text or ""}]
 
 
 def _seconds(record: JobRecord, name: str) -> int | None:
@@ -145,7 +160,7 @@ def _seconds(record: JobRecord, name: str) -> int | None:
 def response_object(record: JobRecord, status: str | None = None) -> dict[str, Any]:
     """``record`` as a ``Response``; ``status`` shows it as it stood at an earlier event
     (queued or in progress: no output, usage or error yet)."""
-    flags = flags_of(record.metadata) or frozenset()
+    marks = _marks(record)
     actual = response_status(record)
     shown = status or actual
     early = shown in (QUEUED, IN_PROGRESS)
@@ -155,9 +170,9 @@ def response_object(record: JobRecord, status: str | None = None) -> dict[str, A
         "object": "response",
         "created_at": _seconds(record, "created_at"),
         "status": shown,
-        "background": BACKGROUND in flags,
+        "background": marks.background,
         "model": record.model,
-        "instructions": _instructions(record, flags),
+        "instructions": _instructions(record),
         "output": [] if early else _output(record, shown),
         "error": error_body(record) if shown == FAILED else None,
         "incomplete_details": {"reason": "max_output_tokens"} if shown == INCOMPLETE else None,
@@ -172,7 +187,7 @@ def response_object(record: JobRecord, status: str | None = None) -> dict[str, A
         "tools": [],
         "text": {"format": {"type": "text"}},
         "truncation": "disabled",
-        "previous_response_id": None,
+        "previous_response_id": marks.previous,
         "reasoning": None,
         "store": True,
         "user": None,
@@ -184,16 +199,13 @@ def deleted_body(ident: str) -> dict[str, Any]:
 
 
 def input_items(record: JobRecord) -> list[dict[str, Any]]:
-    """The response's input as items, first to last (the instructions are not one: they
-    are the ``Response``'s own field), each with an id of its own."""
-    flags = flags_of(record.metadata) or frozenset()
-    messages = record.request.get("messages")
-    if not isinstance(messages, list):
-        return []
-    first = 1 if INSTRUCTIONS in flags else 0
+    """The response's own input as items, first to last, each with an id of its own: not
+    its instructions (the ``Response``'s own field), nor what a previous response handed on."""
+    marks = _marks(record)
+    first = (1 if marks.instructions else 0) + marks.context
     base = uuid.UUID(record.id).hex
     items = []
-    for index, message in enumerate(messages[first:]):
+    for index, message in enumerate(_messages(record)[first:]):
         role, text = str(message.get("role")), str(message.get("content", ""))
         part = (
             output_text_part(text) if role == "assistant" else {"type": "input_text", "text": text}

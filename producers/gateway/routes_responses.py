@@ -29,13 +29,16 @@ from producers.gateway.auth import current_principal
 from producers.gateway.errors import redis_errors
 from producers.gateway.limits import enforce_rate_limit
 from producers.gateway.openai_errors import OpenAIRoute, job_outcome_response
-from producers.gateway.openai_requests import priority_from_header
+from producers.gateway.openai_requests import UnsupportedParam, priority_from_header
 from producers.gateway.openai_responses import outcome_error
 from producers.gateway.principal import Principal
-from producers.gateway.responses_requests import response_call
+from producers.gateway.responses_requests import Previous, previous_response_id, response_call
 from producers.gateway.responses_shapes import (
+    COMPLETED,
     FAILED,
+    INCOMPLETE,
     deleted_body,
+    handed_on,
     input_items,
     is_response,
     item_page,
@@ -77,7 +80,8 @@ async def create_response(request: Request, principal: Caller) -> Response:
     priority = priority_from_header(
         request.headers.get("X-Genq-Priority"), c.OPENAI_DEFAULT_PRIORITY
     )
-    call = response_call(body, priority, c.LANE_INTERACTIVE, key)
+    previous = await _previous(gateway, principal, previous_response_id(body))
+    call = response_call(body, priority, c.LANE_INTERACTIVE, key, previous)
     model = await served_model(gateway, call.job)
     record = await submit(gateway, call.job, principal.tenant, model)
     headers = {"X-Genq-Job-Id": record.id}
@@ -133,6 +137,23 @@ async def _find(gateway: Gateway, principal: Principal, ident: str) -> JobRecord
     if record is None or not is_response(record):
         raise NotFound(f"No response found with id '{ident[:80]}'.")
     return record
+
+
+async def _previous(gateway: Gateway, principal: Principal, ident: str | None) -> Previous | None:
+    """The finished response a request continues, if it names one (another tenant's, or one
+    that is gone, is a 404)."""
+    if ident is None:
+        return None
+    record = await _find(gateway, principal, ident)
+    status = response_status(record)
+    if status not in (COMPLETED, INCOMPLETE):
+        raise UnsupportedParam(
+            "previous_response_id",
+            f"response {ident[:80]} is {status}: only a completed or incomplete response can "
+            "be continued",
+            code="invalid_value",
+        )
+    return Previous(ident, handed_on(record))
 
 
 @router.get("/{response_id}")

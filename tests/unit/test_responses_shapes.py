@@ -12,13 +12,10 @@ from pydantic import TypeAdapter
 
 from producers.gateway.openai_requests import param_of
 from producers.gateway.responses_events import ResponseEvents
-from producers.gateway.responses_requests import (
-    MARKER,
-    flags_of,
-    input_messages,
-    response_call,
-)
+from producers.gateway.responses_marks import MARKER, ResponseMarks, marks_of
+from producers.gateway.responses_requests import Previous, input_messages, response_call
 from producers.gateway.responses_shapes import (
+    handed_on,
     input_items,
     item_page,
     job_id_of,
@@ -118,7 +115,8 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     (create(tool_choice="required"), "tool_choice"),
     (create(text={"format": {"type": "json_object"}}), "text.format"),
     (create(reasoning={"effort": "high"}), "reasoning"),
-    (create(previous_response_id="resp_x"), "previous_response_id"),
+    (create(previous_response_id=["resp_x"]), "previous_response_id"),
+    (create(conversation="conv_1"), "conversation"),
     (create(include=["message.output_text.logprobs"]), "include"),
     (create(truncation="auto"), "truncation"),
     (create(mirostat=2), "mirostat"),
@@ -255,10 +253,38 @@ def test_every_stream_event_is_one_the_sdk_parses() -> None:
     assert types[-4:] == ["response.completed", "response.failed", "response.incomplete", "error"]
 
 
-def test_flags() -> None:
-    assert flags_of({}) is None
-    assert flags_of({MARKER: ""}) == frozenset()
-    assert flags_of({MARKER: "background,instructions"}) == {"background", "instructions"}
+def test_marks_round_trip() -> None:
+    assert marks_of({}) is None
+    assert marks_of({MARKER: ""}) == ResponseMarks()
+    marks = ResponseMarks(background=True, instructions=True, previous=RESP_ID, context=3)
+    assert marks_of({MARKER: marks.encode()}) == marks
+    assert marks_of({MARKER: "background,instructions"}) == ResponseMarks(True, True)
+
+
+def test_a_previous_response_goes_before_the_input_without_its_instructions() -> None:
+    first = record()  # instructions "Be brief.", user "hi", answer "Hi!"
+    context = handed_on(first)
+    assert context == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hi!"}]
+    call = response_call(
+        create(input="again", instructions="Be kind.", previous_response_id=RESP_ID),
+        7,
+        "interactive",
+        None,
+        Previous(RESP_ID, context),
+    )
+    messages = [m.model_dump() for m in call.job.messages or []]
+    assert messages == [
+        {"role": "system", "content": "Be kind."},
+        *context,
+        {"role": "user", "content": "again"},
+    ]
+    second = record(request={"messages": messages}, metadata=call.job.metadata)
+    body = Response.model_validate(response_object(second))
+    assert (body.previous_response_id, body.instructions) == (RESP_ID, "Be kind.")
+    assert [i["content"][0]["text"] for i in input_items(second)] == ["again"]
+    # A chain hands on everything before it, still without anybody's instructions.
+    third = handed_on(record(request={"messages": messages}, metadata=call.job.metadata))
+    assert [m["content"] for m in third] == ["hi", "Hi!", "again", "Hi!"]
 
 
 def test_input_items_leave_out_the_instructions_and_page() -> None:

@@ -129,6 +129,47 @@ def test_without_background_the_answer_comes_on_the_request(
     assert [j["priority"] for j in jobs_of(gateway, key)] == [9]
 
 
+def test_a_response_continues_a_previous_one(served: tuple[Gateway, str]) -> None:
+    gateway, key = served
+    client = sdk(gateway, key)
+    first = client.responses.create(model="fake-model", input="Say hello.", instructions="A")
+    second = client.responses.create(
+        model="fake-model", input="Again.", instructions="B", previous_response_id=first.id
+    )
+    assert (second.status, second.previous_response_id, second.instructions) == (
+        "completed",
+        first.id,
+        "B",
+    )
+    job = gateway.client(key).get(f"/v1/jobs/{job_id(second.id)}").json()
+    assert job["request"]["messages"] == [
+        {"role": "system", "content": "B"},  # the first one's instructions stay behind
+        {"role": "user", "content": "Say hello."},
+        {"role": "assistant", "content": TEXT},
+        {"role": "user", "content": "Again."},
+    ]
+    assert [i.content[0].text for i in client.responses.input_items.list(second.id)] == [  # type: ignore[union-attr]
+        "Again."
+    ]
+    # Only a finished response of the caller's own can be continued.
+    queued = sdk(gateway, gateway.key("other")).responses.create(
+        model="fake-model", input="Hi", background=True, metadata={"x": "y"}
+    )
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="fake-model", input="Hi", previous_response_id=queued.id)
+    assert len(jobs_of(gateway, key)) == 2
+
+
+def test_only_a_finished_response_can_be_continued(gateway: Gateway) -> None:
+    key = gateway.key("acme")  # no worker: the first response stays queued
+    client = sdk(gateway, key)
+    queued = client.responses.create(model="fake-model", input="Hi", background=True)
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model="fake-model", input="Hi", previous_response_id=queued.id)
+    assert raised.value.param == "previous_response_id"
+    assert len(jobs_of(gateway, key)) == 1
+
+
 def test_a_streamed_background_response(served: tuple[Gateway, str]) -> None:
     gateway, key = served
     client = sdk(gateway, key)
@@ -343,7 +384,7 @@ BAD_REQUESTS: list[tuple[dict[str, Any], str]] = [
     ({"tools": [{"type": "function", "name": "f", "parameters": {}, "strict": True}]}, "tools"),
     ({"input": [{"role": "user", "content": [IMAGE]}]}, "input[0].content[0]"),
     ({"text": {"format": {"type": "json_object"}}}, "text.format"),
-    ({"previous_response_id": "resp_0123"}, "previous_response_id"),
+    ({"conversation": "conv_0123"}, "conversation"),
     ({"temperature": 7}, "temperature"),
 ]
 
