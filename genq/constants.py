@@ -80,6 +80,10 @@ GATEWAY_WAIT_MAX_SECONDS = 300.0
 # An idle stream reader re-checks the store this often, in case the end entry never comes
 # (the stream expired, or its writer died before closing it).
 GATEWAY_STORE_RECHECK_SECONDS = 5.0
+# A job terminal for this long has no stream left to wait for (expired, or Redis lost it):
+# readers answer from its record at once. Sooner, a reader first gives the stream's writer one
+# recheck interval to close it (producers/gateway/streaming.py, ``Silence``).
+GATEWAY_STREAM_GONE_SECONDS = 60.0
 GATEWAY_SSE_PING_SECONDS = 15.0
 GATEWAY_QUEUE_FULL_RETRY_AFTER_SECONDS = 5
 GATEWAY_KEY_CACHE_SECONDS = 5.0

@@ -12,7 +12,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 from sse_starlette import ServerSentEvent
 
 from genq import constants as c
@@ -26,7 +25,7 @@ from producers.gateway.openai_responses import (
     usage_from_chunk,
 )
 from producers.gateway.state import Gateway
-from producers.gateway.streaming import read_after, recheck_due, settled_long_ago
+from producers.gateway.streaming import Silence, read_after
 from schemas import GenqError, JobRecord, JobStatus, NotFound
 
 DONE = "[DONE]"
@@ -50,24 +49,23 @@ def end_chunk(record: JobRecord, seq: int) -> Chunk:
 async def job_chunks(gateway: Gateway, job_id: str) -> AsyncIterator[Chunk]:
     """The job's chunks from the first to the ``end`` one, waiting while it is queued."""
     seq = 0
-    silent_since = anyio.current_time()
+    silence = Silence()
     while True:
         chunks = await read_after(gateway.redis, job_id, seq, c.REDIS_BLOCK_SLICE_MS)
         if not chunks:
-            if not recheck_due(silent_since):
+            if not silence.recheck_due():
                 continue
-            silent_since = anyio.current_time()
             current = await gateway.find(job_id)
             if current is None:
                 raise NotFound(f"job {job_id} is gone")
-            if settled_long_ago(current):  # its stream has expired: the record has it all
+            if silence.gave_up(current):  # its stream is gone or was never closed
                 text = current.result.text if current.result else None
                 if seq == 0 and text:
                     yield Chunk(seq=1, type="delta", delta=text)
                 yield end_chunk(current, seq + 2)
                 return
             continue
-        silent_since = anyio.current_time()
+        silence.heard()
         for chunk in chunks:
             seq = chunk.seq
             yield chunk

@@ -5,13 +5,13 @@ when a chunk or the final ``end`` entry arrives instead of polling the store. A 
 queued for minutes: the wait is a series of reads no longer than ``REDIS_BLOCK_SLICE_MS`` each,
 so none outlives the Redis socket timeout (which still catches a Redis that is really gone).
 The store is asked only every ``GATEWAY_STORE_RECHECK_SECONDS`` of silence, for the case where
-the stream has already expired or its writer died before closing it.
+the stream has already expired or its writer died before closing it (``Silence``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -81,11 +81,49 @@ def sse_event(chunk: Chunk) -> ServerSentEvent:
 
 
 def settled_long_ago(record: JobRecord) -> bool:
-    """Terminal for longer than a writer needs to close the stream after the transition."""
+    """Terminal for far longer than a writer needs to close the stream after the transition."""
     if not record.status.terminal or record.finished_at is None:
         return False
-    grace = timedelta(seconds=c.GATEWAY_STORE_RECHECK_SECONDS)
-    return record.finished_at < utcnow() - grace
+    return record.finished_at < utcnow() - timedelta(seconds=c.GATEWAY_STREAM_GONE_SECONDS)
+
+
+class Silence:
+    """A follower that hears nothing: when to ask the store again, and when to stop waiting
+    for a terminal job's ``end`` entry and answer from its record instead.
+
+    A writer commits the terminal transition first and closes the stream right after, so a
+    reader may find the record terminal a moment before the ``end`` arrives. The record's
+    ``finished_at`` does not say how long ago that moment was (it is taken before the writer
+    waits its turn to commit): the reader gives the stream one more recheck interval from
+    when it first saw the job terminal, unless the job settled so long ago that its stream has
+    surely expired.
+    """
+
+    def __init__(self, clock: Callable[[], float] = anyio.current_time) -> None:
+        self._clock = clock
+        self._since = clock()
+        self._terminal_seen_at: float | None = None
+
+    def heard(self) -> None:
+        self._since = self._clock()
+
+    def recheck_due(self) -> bool:
+        """Whether the store should be asked now (then the silence counts from now)."""
+        if self._clock() - self._since < c.GATEWAY_STORE_RECHECK_SECONDS:
+            return False
+        self._since = self._clock()
+        return True
+
+    def gave_up(self, record: JobRecord) -> bool:
+        """Whether to end from ``record``: terminal, and its stream had time to close."""
+        if not record.status.terminal:
+            return False
+        if settled_long_ago(record):
+            return True
+        now = self._clock()
+        if self._terminal_seen_at is None:
+            self._terminal_seen_at = now
+        return now - self._terminal_seen_at >= c.GATEWAY_STORE_RECHECK_SECONDS
 
 
 def end_from_record(record: JobRecord) -> ServerSentEvent:
@@ -126,27 +164,22 @@ async def _single(event: ServerSentEvent) -> AsyncIterator[ServerSentEvent]:
     yield event
 
 
-def recheck_due(since: float) -> bool:
-    """Whether a reader silent since ``since`` (anyio time) should ask the store again."""
-    return anyio.current_time() - since >= c.GATEWAY_STORE_RECHECK_SECONDS
-
-
 async def _follow(gateway: Gateway, job_id: str, seq: int) -> AsyncIterator[ServerSentEvent]:
     try:
-        silent_since = anyio.current_time()
+        silence = Silence()
         while True:
             chunks = await read_after(gateway.redis, job_id, seq, c.REDIS_BLOCK_SLICE_MS)
             if not chunks:
-                if not recheck_due(silent_since):
+                if not silence.recheck_due():
                     continue
-                silent_since = anyio.current_time()
                 current = await gateway.find(job_id)
-                if current is None or settled_long_ago(current):
-                    if current is not None:
-                        yield end_from_record(current)
+                if current is None:
+                    return
+                if silence.gave_up(current):
+                    yield end_from_record(current)
                     return
                 continue
-            silent_since = anyio.current_time()
+            silence.heard()
             for chunk in chunks:
                 seq = chunk.seq
                 yield sse_event(chunk)
@@ -169,18 +202,18 @@ async def wait_until_terminal(
     if record.status.terminal or timeout_seconds <= 0:
         return record
     seq = 0
-    silent_since = anyio.current_time()
-    deadline = silent_since + timeout_seconds
+    silence = Silence()
+    deadline = anyio.current_time() + timeout_seconds
     while (remaining := deadline - anyio.current_time()) > 0:
         chunks = await read_after(gateway.redis, job_id, seq, int(remaining * 1000))
         if chunks:
-            seq, silent_since = chunks[-1].seq, anyio.current_time()
+            seq = chunks[-1].seq
+            silence.heard()
             if any(chunk.final for chunk in chunks):
                 break
             continue
-        if not recheck_due(silent_since):
+        if not silence.recheck_due():
             continue
-        silent_since = anyio.current_time()
         record = await gateway.job(job_id, tenant)
         if record.status.terminal:
             return record
