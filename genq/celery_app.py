@@ -1,8 +1,9 @@
 """The Celery app factory: every broker and worker setting genq relies on, in one place.
 
 Both sides build their app here, so they publish and consume under one contract (queues,
-priority steps, serializers, acks). The worker side adds what only a consumer needs: its
-transport and consumer (``workers.internals``) and its task modules.
+priority steps, serializers, acks), over genq's Redis transport (``genq.internals``). The
+worker side adds what only a consumer needs: its transport and consumer
+(``workers.internals``) and its task modules.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from genq import constants as c
+from genq.internals import transport_for
 from genq.settings import Settings
 from schemas.priority import PRIORITY_MAX, PRIORITY_STEPS
 
@@ -100,9 +102,14 @@ def create_app(
     task_modules: Sequence[ModuleType] = (),
 ) -> Celery:
     """A Celery app bound to ``settings``. A producer's app sends tasks by name and needs none
-    of the keyword arguments; a worker's passes its transport, consumer and task modules."""
+    of the keyword arguments; a worker's passes its transport, consumer and task modules.
+
+    Without ``transport``, a Redis broker gets ``genq.internals.Transport`` (one client per
+    connection pool instead of one per command); any other keeps kombu's own.
+    """
     include = [module.__name__ for module in task_modules]
     app = Celery("genq", set_as_current=False, include=include)
-    app.conf.update(celery_config(settings, transport=transport, consumer=consumer))
+    chosen = transport if transport is not None else transport_for(settings.redis_url)
+    app.conf.update(celery_config(settings, transport=chosen, consumer=consumer))
     app.genq_settings = settings
     return app

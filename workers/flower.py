@@ -64,8 +64,9 @@ def run_flower(settings: Settings) -> None:
         os.environ[BASIC_AUTH_ENV] = settings.flower_basic_auth.get_secret_value()
     else:
         os.environ.pop(BASIC_AUTH_ENV, None)
-    # Flower reads events and queue lengths; it consumes no task, so the stock Redis transport
-    # (a producer's app) is enough, and Flower only measures queues on transports it knows by
-    # URL scheme.
+    # Flower reads events and queue lengths; it consumes no task, so kombu's stock transport
+    # is enough, and Flower only measures queues on transports it knows by URL scheme (with
+    # genq's, the app's broker URI would start "<class ...>://").
     app = create_app(settings)
+    app.conf.broker_transport = None
     app.start(argv=argv)

@@ -1,5 +1,6 @@
-"""genq's adaptations of kombu, Celery and redis-py internals (``workers.internals``) fail
-loudly here, not in production, when the installed libraries are not the ones they mirror."""
+"""genq's adaptations of kombu, Celery and redis-py internals (``genq.internals``,
+``workers.internals``) fail loudly here, not in production, when the installed libraries are
+not the ones they mirror."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from celery.worker.consumer import Consumer
 from kombu.transport import redis as kombu_redis
 from redis.connection import Connection
 
-from workers.internals import versions
-from workers.internals.versions import MIRRORED_VERSIONS, unmirrored_versions
+from genq.internals import Transport, transport_for, versions
+from genq.internals.versions import MIRRORED_VERSIONS, unmirrored_versions
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
@@ -49,9 +50,9 @@ REACHED_INTO = [
 def test_the_installed_libraries_are_the_ones_mirrored() -> None:
     problems = unmirrored_versions()
     assert not problems, (
-        "workers.internals mirrors other versions than these; read the new release's source "
-        "of what it adapts (workers/internals/__init__.py) before widening the range:\n"
-        + "\n".join(problems)
+        "genq's adaptations mirror other versions than these; read the new release's source "
+        "of what they adapt (genq/internals/ and workers/internals/__init__.py) before "
+        "widening the range:\n" + "\n".join(problems)
     )
 
 
@@ -86,3 +87,18 @@ def _declared_ranges() -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
 
 def test_pyproject_allows_only_the_mirrored_versions() -> None:
     assert _declared_ranges() == MIRRORED_VERSIONS
+
+
+@pytest.mark.parametrize(
+    ("url", "transport"),
+    [
+        ("redis://127.0.0.1:6379/0", Transport),
+        ("rediss://cache.example:6380/1", Transport),
+        ("REDIS://127.0.0.1", Transport),
+        ("amqp://guest@rabbit//", None),
+        ("sentinel://127.0.0.1:26379", None),  # kombu's SentinelTransport, not adapted
+        ("memory://", None),
+    ],
+)
+def test_only_a_redis_broker_gets_genqs_transport(url: str, transport: type | None) -> None:
+    assert transport_for(url) is transport

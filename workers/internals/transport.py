@@ -4,9 +4,9 @@ Stock kombu decodes each popped item with ``loads`` and lets the error escape, w
 Celery worker ("Unrecoverable error: JSONDecodeError") and loses the item. genq moves such an
 item, bytes intact, to a quarantine list; the sweep turns it into a dead letter.
 
-It also reuses one client object per connection pool where stock kombu builds a new
-``redis.Redis`` for every ack, unacked-index write and fanout publish (with redis-py 8 that
-constructor was the worker main process's biggest single cost).
+It extends the transport every genq app uses (``genq.internals.transport``: one client per
+connection pool, where stock kombu builds a new ``redis.Redis`` for every ack, unacked-index
+write and fanout publish).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
 from genq import constants as c
+from genq.internals import transport as genq_transport
 from workers.internals.deferred import DeferredWrites
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,8 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         super().restore_visible(*args, **kwargs)
 
 
-class Channel(kombu_redis.Channel):  # type: ignore[misc]
+class Channel(genq_transport.Channel):
     QoS = QoS
-    _shared_client: tuple[Any, Any] | None = None  # (pool, client built on it)
     _deferred: DeferredWrites | None = None
 
     def deferred_writes(self) -> DeferredWrites | None:
@@ -117,17 +117,6 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         deferred, self._deferred = self._deferred, None
         if deferred is not None:
             deferred.close()
-
-    def _create_client(self, asynchronous: bool = False) -> Any:
-        if asynchronous:
-            return super()._create_client(asynchronous=True)
-        pool = self.pool
-        shared = self._shared_client
-        if shared is None or shared[0] is not pool:
-            # A client holds no connection of its own (it borrows one from the pool per
-            # command), so one per pool is safe to share between threads.
-            shared = self._shared_client = (pool, super()._create_client())
-        return shared[1]
 
     def _brpop_read(self, **options: Any) -> bool:
         # Mirrors kombu.transport.redis.Channel._brpop_read (kombu 5.6/5.7) except for the
@@ -158,5 +147,5 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 flush()
 
 
-class Transport(kombu_redis.Transport):  # type: ignore[misc]
+class Transport(genq_transport.Transport):
     Channel = Channel

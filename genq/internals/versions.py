@@ -1,6 +1,6 @@
-"""The library versions whose internals this package mirrors, and a check against the
-installed ones. Widen a range only after reading the new release's source of what each
-module adapts (see the package docstring)."""
+"""The library versions whose internals genq's adaptations mirror (this package's and
+``workers.internals``'), and a check against the installed ones. Widen a range only after
+reading the new release's source of what each module adapts (see both package docstrings)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ __all__ = ["MIRRORED_VERSIONS", "installed_version", "unmirrored_versions"]
 
 # distribution -> (lowest mirrored (major, minor), first (major, minor) not mirrored)
 MIRRORED_VERSIONS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
-    "kombu": ((5, 6), (5, 8)),  # transport.py: Channel._brpop_read, _create_client, QoS
-    "celery": ((5, 6), (5, 8)),  # consumer.py: Consumer's event buffer and "cannot run" hooks
-    "redis": ((5, 0), (9, 0)),  # deferred.py: Connection.pack_commands, can_read, read_response
+    # genq/internals/transport.py: Channel._create_client; workers/internals/transport.py:
+    # Channel._brpop_read, QoS
+    "kombu": ((5, 6), (5, 8)),
+    # workers/internals/consumer.py: Consumer's event buffer and "cannot run" hooks
+    "celery": ((5, 6), (5, 8)),
+    # workers/internals/deferred.py: Connection.pack_commands, can_read, read_response
+    "redis": ((5, 0), (9, 0)),
 }
 
 
