@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.stores import STORES
 
-SUITES = ("core", "gateway", "e2e", "webhooks", "openai_door")
+SUITES = ("core", "gateway", "e2e", "webhooks", "openai_door", "batches")
 
 
 def main(argv: list[str]) -> None:
