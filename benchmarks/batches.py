@@ -11,12 +11,16 @@ httpx:
     in the batch lane at the same priority, until all have succeeded. Jobs/s.
   * the ratio (target >= 0.8), and the gateway's peak RSS (VmHWM) after a
     ``BIG_LINES``-line upload and batch create (target <= 200 MB).
+  * then, on a one-slot stack whose runtime takes ``LINE_SECONDS`` a line, while a
+    ``LINES``-line batch runs: an interactive ``chat.completions.create(stream=True)``'s time
+    to its first token, ``TRIES`` times (target: p95 at most one line plus 50 ms).
 Run: ``python -m benchmarks batches`` (``make bench`` runs it with the rest).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import sys
 import tempfile
 import threading
@@ -29,7 +33,8 @@ from openai import OpenAI
 
 from benchmarks.core import fake_runtime
 from benchmarks.e2e import UNLIMITED, _api_key, _wait_http
-from benchmarks.stats import peak_rss_mb
+from benchmarks.openai_door import first_token_ms
+from benchmarks.stats import peak_rss_mb, percentile
 from tests.support import GenqProcess, RedisServer, free_port
 
 LINES = 10_000
@@ -39,10 +44,18 @@ SLOTS = 4
 MODEL = "fake-model"
 TARGET_RATIO = 0.8
 TARGET_RSS_MB = 200.0
+TRIES = 20
+LINE_TOKENS = 10
+LINE_SECONDS = 0.1  # LINE_TOKENS tokens, one every LINE_SECONDS / LINE_TOKENS
+TARGET_ADDED_MS = 50.0
 
 
-def batch_file(lines: int, prefix: str = "q") -> bytes:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 8}
+def batch_file(lines: int, prefix: str = "q", max_tokens: int = 8) -> bytes:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": max_tokens,
+    }
     return b"".join(
         json.dumps(
             {"custom_id": f"{prefix}{n}", "method": "POST", "url": "/v1/chat/completions",
@@ -167,6 +180,62 @@ def run(tmp: Path) -> dict[str, Any]:
     }
 
 
+def interactive_wait(tmp: Path) -> dict[str, Any]:
+    """Time to first token of interactive requests while a batch runs on one slot."""
+    with RedisServer(tmp / "redis-1slot") as redis_server:
+        fake, fake_url = fake_runtime(tmp)
+        tokens = {"tokens": ["x "] * LINE_TOKENS, "token_delay_seconds": LINE_SECONDS / LINE_TOKENS}
+        httpx.post(f"{fake_url}/_fake/config", json=tokens).raise_for_status()
+        gateway_port = free_port()
+        env = {
+            "GENQ_REDIS_URL": redis_server.url,
+            "GENQ_DATA_DIR": str(tmp / "data-1slot"),
+            "GENQ_RUNTIME_URL": fake_url,
+            "GENQ_DEFAULT_MODEL": MODEL,
+            "GENQ_RUNTIME_SLOTS": "1",
+            "GENQ_LOG_LEVEL": "WARNING",
+            "GENQ_GATEWAY_PORT": str(gateway_port),
+            "GENQ_RATE_LIMIT_PER_SECOND": UNLIMITED,
+            "GENQ_RATE_LIMIT_BURST": UNLIMITED,
+        }
+        key = _api_key(env)
+        processes = [
+            GenqProcess(["gateway"], env, tmp / "gateway-1slot.log"),
+            GenqProcess(["worker", "--concurrency", "1"], env, tmp / "worker-1slot.log"),
+            GenqProcess(["beat"], env, tmp / "beat-1slot.log"),
+        ]
+        try:
+            for process in processes:
+                process.start()
+            url = f"http://127.0.0.1:{gateway_port}"
+            _wait_http(f"{url}/healthz", processes[0])
+            client = OpenAI(base_url=f"{url}/v1", api_key=key, timeout=600, max_retries=0)
+            upload = client.files.create(
+                file=("busy.jsonl", batch_file(LINES, "w", max_tokens=64)), purpose="batch"
+            )
+            batch = client.batches.create(
+                input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            time.sleep(2 * LINE_SECONDS)  # lines are running
+            waits = []
+            for _ in range(TRIES):
+                time.sleep(random.uniform(0, LINE_SECONDS))  # land anywhere in a line
+                waits.append(first_token_ms(client))
+            running = client.batches.retrieve(batch.id)
+            client.batches.cancel(batch.id)
+        finally:
+            for process in processes:
+                process.stop()
+            fake.stop()
+    counts = running.request_counts
+    return {
+        "line_ms": LINE_SECONDS * 1000,
+        "lines_done_meanwhile": counts.completed if counts else 0,
+        "p50_ms": percentile(waits, 50),
+        "p95_ms": percentile(waits, 95),
+    }
+
+
 def report(results: dict[str, Any]) -> None:
     batch, jobs = results["batch"], results["jobs"]
     print("== A batch (/v1/files + /v1/batches) vs the same requests through /v1/jobs ==")
@@ -176,6 +245,13 @@ def report(results: dict[str, Any]) -> None:
         f"to completed {batch['run_s']:.1f} s: {batch['lines_per_s']:.0f} lines/s; /v1/jobs "
         f"({CLIENTS} clients) {jobs['jobs_per_s']:.0f} jobs/s; ratio {results['ratio']:.2f} "
         f"(target >= {TARGET_RATIO})"
+    )
+    wait = results["interactive"]
+    print(
+        f"interactive time to first token while a batch runs on one slot ({wait['line_ms']:.0f} "
+        f"ms a line, {TRIES} tries): p50 {wait['p50_ms']:.0f} ms, p95 {wait['p95_ms']:.0f} ms "
+        f"(target <= {wait['line_ms'] + TARGET_ADDED_MS:.0f} ms); batch lines done meanwhile "
+        f"{wait['lines_done_meanwhile']}"
     )
     print(
         f"a {results['big_lines']}-line batch: created in {results['big_create_s']:.1f} s; "
@@ -187,6 +263,7 @@ def report(results: dict[str, Any]) -> None:
 def main() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="genq-bench-batches-") as tmp_name:
         results = run(Path(tmp_name))
+        results["interactive"] = interactive_wait(Path(tmp_name))
     report(results)
     return results
 
