@@ -3,6 +3,7 @@ trip, pages, the batch compare-and-sets, line counts and the Idempotency-Key con
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -10,12 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from genq.celery_app import create_app
+from genq.settings import Settings
 from genq.store import JobStore, build_engine, utcnow
 from genq.store.batches import BatchStore, DuplicateKey
 from genq.store.files import FileStore
 from genq.store.jobs import NewJob
 from genq.store.migrate import upgrade_database
+from producers.gateway.batch_files import OutputFile
+from producers.gateway.batches import BatchLifecycle
 from schemas import JobRequest, JobStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -144,3 +150,41 @@ def test_an_idempotency_key_is_one_batch_per_tenant(stores: tuple[FileStore, Bat
         _batch(batches, idempotency_key="k")
     found = batches.by_idempotency_key("acme", "k")
     assert found is not None and found.id == first
+
+
+def test_a_finalizer_that_dies_after_writing_leaves_one_answer_per_line(
+    stores: tuple[FileStore, BatchStore], tmp_path: Path
+) -> None:
+    """The files a finalizer wrote before dying stay invisible; the next pass writes the batch's
+    one set of files, each line answered once; the purge removes the dead one's."""
+    files, batches = stores
+    jobs = JobStore(batches.engine)
+    settings = Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:9/0")
+    lifecycle = BatchLifecycle(
+        settings=settings,
+        store=jobs,
+        files=files,
+        batches=batches,
+        celery=create_app(settings),  # connects only to send, and nothing is sent here
+        redis=redis.Redis.from_url(settings.redis_url),
+    )
+    batch_id = _batch(batches, status="in_progress")
+    new = [NewJob(str(uuid.uuid4()), "acme", "batch", "m", JobRequest.model_validate(CHAT))]
+    new.append(NewJob(str(uuid.uuid4()), "acme", "batch", "m", JobRequest.model_validate(CHAT)))
+    for record in batches.add_lines(batch_id, [(1, "one", new[0]), (2, "two", new[1])]):
+        jobs.start(record.id, "w", lease_seconds=30)
+        jobs.transition(record.id, JobStatus.SUCCEEDED, values={"result": {"text": "hi"}})
+    # The first finalizer moved it to finalizing, wrote a file, and died before its final move.
+    moved = batches.move(batch_id, ["in_progress"], "finalizing", values={"ends_as": "completed"})
+    assert moved is not None
+    dead = OutputFile(files, moved[0], "output")
+    dead.write(b'{"custom_id": "one"}\n')
+    assert dead.close() and files.get(str(dead.file_id), "acme") is None
+    lifecycle.advance()  # the next pass finishes it
+    again = batches.get(batch_id, "acme")
+    assert again is not None and again.status == "completed" and again.error_file_id is None
+    assert again.output_file_id is not None and again.output_file_id != dead.file_id
+    answers = [json.loads(line) for _n, line in files.lines(again.output_file_id)]
+    assert sorted(a["custom_id"] for a in answers) == ["one", "two"]
+    assert [f.id for f in files.page("acme", purpose="batch_output")] == [again.output_file_id]
+    assert files.purge_abandoned(60, now=utcnow() + timedelta(seconds=120)) == 1
