@@ -22,7 +22,6 @@ from tests.support import free_port
 pytestmark = pytest.mark.integration
 
 EXAMPLES_PER_OPERATION_AND_MODE = 50
-SCHEMATHESIS_BUDGET_SECONDS = 90
 RETRY_LATER = {"runtime_unavailable", "broker_unavailable"}
 
 
@@ -69,7 +68,9 @@ def test_readyz_names_the_broker_when_it_is_down(
     assert submit.json()["error"]["code"] == "broker_unavailable"
 
 
-@pytest.mark.timeout(240)  # its own budget (SCHEMATHESIS_BUDGET_SECONDS) plus a gateway's start
+# Bounded by count (EXAMPLES_PER_OPERATION_AND_MODE per operation and mode), not by a clock: about
+# 80 s on a quiet 2-core machine; the timeout only catches a hang.
+@pytest.mark.timeout(400)
 def test_schemathesis_finds_no_server_errors(stack: Stack, start_gateway: GatewayStarter) -> None:
     gateway = start_gateway(rate_limit_per_second="100000", rate_limit_burst="100000")
     headers = {"Authorization": f"Bearer {gateway.key('acme')}"}
@@ -80,7 +81,6 @@ def test_schemathesis_finds_no_server_errors(stack: Stack, start_gateway: Gatewa
         response_schema_conformance,
     ]
     statuses: Counter[int] = Counter()
-    started = time.monotonic()
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 8
     for operation in operations:
@@ -109,7 +109,6 @@ def test_schemathesis_finds_no_server_errors(stack: Stack, start_gateway: Gatewa
                     assert response.status_code == 503 and code in RETRY_LATER, response.text
 
             exercise()
-    assert time.monotonic() - started < SCHEMATHESIS_BUDGET_SECONDS
     # It really exercised the API: accepted jobs, refused bad input, looked up unknown ids.
     assert statuses[201] > 0 and statuses[400] > 0 and statuses[404] > 0, statuses
     assert sum(statuses.values()) >= 150, statuses
