@@ -140,15 +140,15 @@ FILE_UPLOAD_ABANDONED_SECONDS = 3600
 BATCH_MAX_LINES = 50_000
 BATCH_COMPLETION_WINDOW_SECONDS = 24 * 3600
 BATCH_DEFAULT_PRIORITY = 2
-# Lines stored (and published) per transaction when a batch is accepted.
+# Lines stored (and published) per transaction when a batch is queued, and how long one driver
+# pass queues one batch's lines before it moves on (the next pass resumes).
 BATCH_LINES_PER_TRANSACTION = 500
+BATCH_QUEUE_SECONDS_PER_PASS = 20.0
 # Queued lines of a cancelled or expired batch settled per pass (workers settle the rest as they
 # get them: every open line is flagged first).
 BATCH_STOP_LINES_PER_PASS = 500
-# How often a gateway moves batches along (finalizes, cancels, expires), one gateway at a time
-# across processes under this Redis lock; a batch still validating after this long lost its
-# gateway and fails.
+# How often a gateway moves batches along (validates and queues, finalizes, cancels, expires),
+# one gateway at a time across processes under this Redis lock.
 BATCH_DRIVE_SECONDS = 2.0
 BATCH_LOCK_KEY = f"{REDIS_KEY_PREFIX}batches:lock"
 BATCH_LOCK_SECONDS = 120
-BATCH_VALIDATING_STALE_SECONDS = 600

@@ -159,34 +159,51 @@ class BatchStore:
             row = conn.execute(query).first()
         return _batch(row) if row else None
 
-    def add_lines(self, batch_id: str, lines: Sequence[tuple[int, str, NewJob]]) -> list[JobRecord]:
+    def add_lines(
+        self, batch_id: str, lines: Sequence[tuple[int, str, NewJob]]
+    ) -> list[JobRecord] | None:
         """Store the jobs of ``lines`` (number, custom_id, job) as queued, each linked to the
-        batch, in one transaction; their records, to publish."""
+        batch, in one transaction that first compare-and-sets the batch still ``validating``
+        (and counts them in its ``total``); their records, to publish, or None if the batch
+        moved on (was cancelled) and nothing was stored. A line stored already (a driver that
+        overlapped another) fails the whole transaction: no line gets a second job."""
         now = utcnow()
         rows = [_row_values(job, now, now + self.redispatch_after) for _line, _cid, job in lines]
-        with self.engine.begin() as conn:
-            conn.execute(jobs.insert(), rows)
-            conn.execute(
-                job_history.insert(),
-                [
-                    {"job_id": job.id, "from_status": None, "to_status": "queued", "at": now,
-                     "worker": None, "reason": f"submitted by {batch_id}"}
-                    for _line, _cid, job in lines
-                ],
-            )  # fmt: skip
-            conn.execute(
-                batch_lines.insert(),
-                [
-                    {"batch_id": batch_id, "line": line, "custom_id": cid, "job_id": job.id}
-                    for line, cid, job in lines
-                ],
-            )
-            conn.execute(
-                update(batches)
-                .where(batches.c.id == batch_id)
-                .values(total=batches.c.total + len(lines), updated_at=now)
-            )
+        try:
+            with self.engine.begin() as conn:
+                # First, so that a concurrent cancel waits for this transaction (its row lock).
+                counted = conn.execute(
+                    update(batches)
+                    .where(batches.c.id == batch_id, batches.c.status == "validating")
+                    .values(total=batches.c.total + len(lines), updated_at=now)
+                )
+                if counted.rowcount != 1:
+                    return None
+                conn.execute(
+                    batch_lines.insert(),
+                    [
+                        {"batch_id": batch_id, "line": line, "custom_id": cid, "job_id": job.id}
+                        for line, cid, job in lines
+                    ],
+                )
+                conn.execute(jobs.insert(), rows)
+                conn.execute(
+                    job_history.insert(),
+                    [
+                        {"job_id": job.id, "from_status": None, "to_status": "queued", "at": now,
+                         "worker": None, "reason": f"submitted by {batch_id}"}
+                        for _line, _cid, job in lines
+                    ],
+                )  # fmt: skip
+        except IntegrityError as exc:
+            raise Conflict(f"a line of batch {batch_id} was stored by another driver") from exc
         return [job_record_from_values(row) for row in rows]
+
+    def last_line(self, batch_id: str) -> int:
+        """The number of the batch's last stored line (0: none yet): where queuing resumes."""
+        query = select(func.max(batch_lines.c.line)).where(batch_lines.c.batch_id == batch_id)
+        with self.reads.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
 
     def move(
         self,

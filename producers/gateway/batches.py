@@ -1,12 +1,14 @@
-"""A batch's life: accepted (every line checked, then each line a genq job in the batch lane),
-moved along as its jobs finish, cancelled or expired, and finalized into output and error files.
+"""A batch's life: accepted ``validating``, then (by the driver) every line checked and each line
+made a genq job in the batch lane, moved along as its jobs finish, cancelled or expired, and
+finalized into output and error files.
 
 Sync, like the store: the gateway runs it in threads, ``genq batch`` in its own process.
 
 Who moves a batch along is whoever holds the batches lock (``BatchDriver``: every gateway
 process tries, one at a time) and a caller that cancels one. Every step is a compare-and-set
 on the batch or on a job, so a step repeated after a crash, or by two processes, is harmless:
-``in_progress → finalizing`` happens once every line's job is terminal, and the final
+each transaction of queued lines is one while the batch is ``validating``, ``in_progress →
+finalizing`` happens once every line's job is terminal, and the final
 compare-and-set (``finalizing → completed``, ``cancelling → cancelled``…) is the one that sets
 the output files, so a batch gets exactly one output file with exactly one line per input line,
 whatever crashed while it ran. Files written by a finalizer that then lost (or died) are
@@ -16,6 +18,7 @@ removed (or purged as abandoned uploads).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -76,9 +79,9 @@ class BatchLifecycle:
 
     # -- accepting -----------------------------------------------------------------------
     def create(self, tenant: str, request: NewBatch) -> StoredBatch:
-        """Check every line, then store and enqueue them all; a batch with a bad line is
-        stored ``failed`` with the lines' errors and runs nothing. A request retried with
-        its ``Idempotency-Key`` gets the batch the first attempt created."""
+        """Store the batch ``validating`` once the request's own fields and its input file
+        check; the driver checks its lines and queues them (``_validate_and_queue``). A request
+        retried with its ``Idempotency-Key`` gets the batch the first attempt created."""
         if request.idempotency_key is not None:
             earlier = self.batches.by_idempotency_key(tenant, request.idempotency_key)
             if earlier is not None:
@@ -109,11 +112,13 @@ class BatchLifecycle:
                 f"File {source.id} has purpose {source.purpose!r}; a batch reads a file "
                 "uploaded with purpose 'batch'",
             )
-        check = self._check_lines(source, request.endpoint)
+        if source.bytes == 0:
+            raise bad_param("input_file_id", f"File {source.id} is empty: a batch needs requests")
         now = utcnow()
         values: dict[str, Any] = {
             "id": new_batch_id(),
             "tenant": tenant,
+            "status": "validating",
             "endpoint": request.endpoint,
             "input_file_id": source.id,
             "completion_window": request.completion_window,
@@ -123,47 +128,71 @@ class BatchLifecycle:
             "created_at": now,
             "idempotency_key": request.idempotency_key,
         }
-        if check.errors:
-            errors = [e.as_dict() for e in check.errors]
-            failed = {"status": "failed", "failed_at": now, "errors": errors, "total": check.lines}
-            batch = self.batches.create({**values, **failed}, event=batch_object)
-            dispatch_webhooks(self.celery, self.store, job_id=batch.id)
-            return batch
-        batch = self.batches.create({**values, "status": "validating"})
-        try:
-            self._enqueue(batch, source)
-        except Exception as exc:
-            self._abandon(batch, f"the batch could not be queued ({exc.__class__.__name__})")
-            raise
-        moved = self.batches.move(batch.id, ["validating"], "in_progress")
-        if moved is None:  # it took so long that a driver took it for abandoned, and failed it
-            current = self.batches.get(batch.id, None)
-            assert current is not None
-            self._stop_lines(current)
-            return current
-        return moved[0]
+        return self.batches.create(values)
+
+    # -- validating and queuing ----------------------------------------------------------
+    def _validate_and_queue(self, batch: StoredBatch, budget_seconds: float) -> int:
+        """``validating``: every line checked before any job exists (a bad line fails the
+        batch, nothing queued), then the lines stored and published a transaction at a time,
+        resuming after the last line stored, for at most ``budget_seconds`` a pass; then
+        ``in_progress``. Each transaction is a compare-and-set on the batch still
+        ``validating``, so a cancel stops the queuing and a driver that dies mid-way loses no
+        line (the next pass resumes) and gives none a second job (``batch_lines`` is keyed by
+        line). Lines stored but not published when it died are re-sent by the sweep."""
+        source = self.files.get(batch.input_file_id, batch.tenant)
+        done = self.batches.last_line(batch.id)
+        if source is None:  # deleted while validating
+            return self._fail(batch, [_batch_error("file_not_found", "The input file was deleted")])
+        if done == 0:
+            check = self._check_lines(source, batch.endpoint)
+            errors = [e.as_dict() for e in check.errors] or _file_errors(check, source.id)
+            if errors:
+                return self._fail(batch, errors, total=check.lines)
+        until = time.monotonic() + budget_seconds
+        group: list[BatchRequest] = []
+        for line in self._requests(batch, source, after_line=done):
+            group.append(line)
+            if len(group) >= c.BATCH_LINES_PER_TRANSACTION:
+                if not self._enqueue_group(batch, group):
+                    return 1
+                group = []
+                if time.monotonic() > until:
+                    return 1  # the next pass resumes after the last line stored
+        if group and not self._enqueue_group(batch, group):
+            return 1
+        self.batches.move(batch.id, ["validating"], "in_progress")
+        return 1
+
+    def _fail(self, batch: StoredBatch, errors: list[dict[str, Any]], total: int = 0) -> int:
+        moved = self.batches.move(
+            batch.id,
+            ["validating"],
+            "failed",
+            values={"errors": errors, "total": total},
+            event=batch_object,
+        )
+        if moved is None:
+            return 0
+        self._dispatch(moved[1])
+        return 1
 
     def _check_lines(self, source: StoredFile, endpoint: str) -> LineCheck:
         check = LineCheck(endpoint, self.settings.batch_max_lines)
         for number, raw in self.files.lines(source.id):
             check.add(raw, number)
             if check.too_many:
-                raise bad_param(
-                    "input_file_id",
-                    f"File {source.id} has more than {check.max_lines} requests, the most a "
-                    "batch may have; split it into several batches",
-                )
-        if check.lines == 0:
-            raise bad_param("input_file_id", f"File {source.id} is empty: a batch needs requests")
+                return check
         if self.serves is not None:
             for model in list(check.models):
                 if model is not None and not self.serves(model):
                     check.unknown_model(model)
         return check
 
-    def _requests(self, batch: StoredBatch, source: StoredFile) -> Iterator[BatchRequest]:
+    def _requests(
+        self, batch: StoredBatch, source: StoredFile, *, after_line: int
+    ) -> Iterator[BatchRequest]:
         for number, raw in self.files.lines(source.id):
-            if not raw.strip():
+            if number <= after_line or not raw.strip():
                 continue
             line = parse_line(
                 raw,
@@ -178,40 +207,19 @@ class BatchLifecycle:
                 raise InvalidRequest(f"line {number} of {source.id} no longer checks")
             yield line
 
-    def _enqueue(self, batch: StoredBatch, source: StoredFile) -> None:
-        """Store and publish the lines' jobs, a transaction of them at a time."""
-        group: list[BatchRequest] = []
-        for line in self._requests(batch, source):
-            group.append(line)
-            if len(group) >= c.BATCH_LINES_PER_TRANSACTION:
-                self._enqueue_group(batch, group)
-                group = []
-        if group:
-            self._enqueue_group(batch, group)
-
-    def _enqueue_group(self, batch: StoredBatch, group: list[BatchRequest]) -> None:
+    def _enqueue_group(self, batch: StoredBatch, group: list[BatchRequest]) -> bool:
+        """Store and publish one transaction of lines; False if the batch was cancelled."""
         rows = [
             (line.line, line.custom_id, new_job(self.settings, line.job, batch.tenant))
             for line in group
         ]
         records = self.batches.add_lines(batch.id, rows)
+        if records is None:
+            return False
         _sent, error = publish_stored(self.celery, self.store, self.settings, records)
-        if error is not None:
+        if error is not None:  # stored: the sweep re-sends them; the next pass goes on
             raise error
-
-    def _abandon(self, batch: StoredBatch, message: str) -> None:
-        """A batch that could not be queued fails; whatever of it was queued never runs."""
-        errors = [{"code": "batch_not_queued", "line": None, "message": message, "param": None}]
-        moved = self.batches.move(
-            batch.id,
-            ["validating"],
-            "failed",
-            values={"errors": errors, "ends_as": "cancelled"},
-            event=batch_object,
-        )
-        if moved is not None:
-            self._stop_lines(moved[0])
-            self._dispatch(moved[1])
+        return True
 
     # -- reading -------------------------------------------------------------------------
     def view(self, batch: StoredBatch) -> dict[str, Any]:
@@ -229,21 +237,16 @@ class BatchLifecycle:
             raise NotFound(f"No batch found with id '{batch_id}'")
         if batch.status in ("cancelling", "cancelled"):
             return batch
-        # Not while ``validating``: its lines are still being queued by the request creating
-        # it (which answers only once they all are), and stopping them is that request's.
+        # From ``validating`` too: the driver's next transaction of lines finds it moved
+        # (a compare-and-set) and stores no more; those stored are stopped as any others.
         moved = self.batches.move(
-            batch.id, ["in_progress"], "cancelling", values={"ends_as": "cancelled"}
+            batch.id, ["validating", "in_progress"], "cancelling", values={"ends_as": "cancelled"}
         )
         if moved is None:
             current = self.batches.get(batch_id, tenant)
             assert current is not None
             if current.status in ("cancelling", "cancelled"):
                 return current
-            if current.status == "validating":
-                raise Conflict(
-                    "This batch is still being validated and queued; cancel it once it is "
-                    "in_progress (in a moment)"
-                )
             raise Conflict(f"Cannot cancel a batch with status {current.status!r}")
         self._advance_one(moved[0], utcnow())
         current = self.batches.get(batch_id, tenant)
@@ -263,12 +266,7 @@ class BatchLifecycle:
 
     def _advance_one(self, batch: StoredBatch, now: datetime) -> int:
         if batch.status == "validating":
-            stale = now - batch.created_at > timedelta(seconds=c.BATCH_VALIDATING_STALE_SECONDS)
-            if stale:
-                self._abandon(
-                    batch, "the gateway accepting this batch stopped before it was queued"
-                )
-            return int(stale)
+            return self._validate_and_queue(batch, c.BATCH_QUEUE_SECONDS_PER_PASS)
         if batch.status == "in_progress":
             ends_as = "expired" if now >= batch.expires_at else None
             if ends_as is None and not self._all_done(batch):
@@ -373,3 +371,23 @@ class BatchLifecycle:
     def _dispatch(self, event_id: str | None) -> None:
         if event_id is not None:
             dispatch_webhooks(self.celery, self.store, event_id=event_id)
+
+
+def _batch_error(code: str, message: str, param: str | None = "input_file_id") -> dict[str, Any]:
+    """An error of the whole batch (not of one line), in ``errors.data``'s shape."""
+    return {"code": code, "line": None, "message": message, "param": param}
+
+
+def _file_errors(check: LineCheck, file_id: str) -> list[dict[str, Any]]:
+    """What is wrong with the file as a whole: too many lines, or none."""
+    if check.too_many:
+        return [
+            _batch_error(
+                "too_many_requests",
+                f"File {file_id} has more than {check.max_lines} requests, the most a batch "
+                "may have; split it into several batches",
+            )
+        ]
+    if check.lines == 0:
+        return [_batch_error("empty_file", f"File {file_id} has no requests, only blank lines")]
+    return []

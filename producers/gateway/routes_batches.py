@@ -1,6 +1,7 @@
-"""OpenAI's ``/v1/batches``: create (every line checked, each a genq job in the batch lane),
-list, retrieve, cancel. Same keys, tenants and error shape as the OpenAI front door; the
-batch's life after it is accepted is ``batches.BatchLifecycle``'s."""
+"""OpenAI's ``/v1/batches``: create (answered ``validating`` at once; the batch driver checks
+the lines and makes each a genq job in the batch lane), list, retrieve, cancel. Same keys,
+tenants and error shape as the OpenAI front door; the batch's life after it is accepted is
+``batches.BatchLifecycle``'s."""
 
 from __future__ import annotations
 
@@ -34,14 +35,13 @@ Caller = Annotated[Principal, Depends(current_principal)]
 
 @router.post("/batches")
 async def create_batch(request: Request, principal: Caller) -> JSONResponse:
-    """Check the input file's every line; a bad line fails the batch (``errors``), otherwise
-    each line is queued as a job and the batch is ``in_progress``."""
+    """The batch, ``validating``: its lines are checked and queued by the batch driver (a bad
+    line fails it with ``errors``; otherwise it is ``in_progress`` once all are queued)."""
     gateway = gateway_of(request)
     body = inputs.json_object(request.headers.get("content-type"), await request.body())
     headers = request.headers
     wanted = check_new_batch(body, headers.get("X-Genq-Priority"), headers.get("Idempotency-Key"))
-    # A long read of the file and many inserts: anyio's own threads, not the store's few.
-    batch = await anyio.to_thread.run_sync(gateway.batches.create, principal.tenant, wanted)
+    batch = await gateway.call(gateway.batches.create, principal.tenant, wanted)
     view = await gateway.call(gateway.batches.view, batch)
     return JSONResponse(view)
 
@@ -77,7 +77,8 @@ async def retrieve_batch(request: Request, principal: Caller, batch_id: str) -> 
 
 @router.post("/batches/{batch_id}/cancel")
 async def cancel_batch(request: Request, principal: Caller, batch_id: str) -> JSONResponse:
-    """``cancelling`` (then ``cancelled`` once its running lines stopped)."""
+    """``cancelling`` (then ``cancelled`` once its running lines stopped), from
+    ``validating`` or ``in_progress``."""
     gateway = gateway_of(request)
     lifecycle = gateway.batches
     batch = await anyio.to_thread.run_sync(lifecycle.cancel, batch_id, principal.scope)

@@ -1,5 +1,6 @@
 """The files and batches tables on both backends (SQLite and a real PostgreSQL): chunks round
-trip, pages, the batch compare-and-sets, line counts and the Idempotency-Key constraint."""
+trip, pages, the batch compare-and-sets, line counts, the Idempotency-Key constraint, and the
+driver's validating step (resumed after a crash, stopped by a cancel)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 
+from genq import constants as c
 from genq.celery_app import create_app
 from genq.settings import Settings
 from genq.store import JobStore, build_engine, utcnow
@@ -21,12 +23,14 @@ from genq.store.files import FileStore
 from genq.store.jobs import NewJob
 from genq.store.migrate import upgrade_database
 from producers.gateway.batch_files import OutputFile
+from producers.gateway.batch_requests import NewBatch
 from producers.gateway.batches import BatchLifecycle
-from schemas import JobRequest, JobStatus
+from schemas import Conflict, JobRequest, JobStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 CHAT = {"messages": [{"role": "user", "content": "x"}], "lane": "batch"}
+BODY = {"model": "m", "messages": CHAT["messages"]}  # a batch line's body
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -126,7 +130,8 @@ def test_lines_and_their_counts(stores: tuple[FileStore, BatchStore]) -> None:
         for n in (1, 2, 4)
     ]
     records = batches.add_lines(batch_id, lines)
-    assert [r.status for r in records] == [JobStatus.QUEUED] * 3
+    assert records is not None and [r.status for r in records] == [JobStatus.QUEUED] * 3
+    assert batches.last_line(batch_id) == 4
     stored = batches.get(batch_id, "acme")
     assert stored is not None and stored.total == 3
     jobs.transition(records[0].id, JobStatus.CANCELLED)
@@ -168,10 +173,12 @@ def test_a_finalizer_that_dies_after_writing_leaves_one_answer_per_line(
         celery=create_app(settings),  # connects only to send, and nothing is sent here
         redis=redis.Redis.from_url(settings.redis_url),
     )
-    batch_id = _batch(batches, status="in_progress")
+    batch_id = _batch(batches)
     new = [NewJob(str(uuid.uuid4()), "acme", "batch", "m", JobRequest.model_validate(CHAT))]
     new.append(NewJob(str(uuid.uuid4()), "acme", "batch", "m", JobRequest.model_validate(CHAT)))
-    for record in batches.add_lines(batch_id, [(1, "one", new[0]), (2, "two", new[1])]):
+    records = batches.add_lines(batch_id, [(1, "one", new[0]), (2, "two", new[1])])
+    assert records is not None and batches.move(batch_id, ["validating"], "in_progress")
+    for record in records:
         jobs.start(record.id, "w", lease_seconds=30)
         jobs.transition(record.id, JobStatus.SUCCEEDED, values={"result": {"text": "hi"}})
     # The first finalizer moved it to finalizing, wrote a file, and died before its final move.
@@ -188,3 +195,109 @@ def test_a_finalizer_that_dies_after_writing_leaves_one_answer_per_line(
     assert sorted(a["custom_id"] for a in answers) == ["one", "two"]
     assert [f.id for f in files.page("acme", purpose="batch_output")] == [again.output_file_id]
     assert files.purge_abandoned(60, now=utcnow() + timedelta(seconds=120)) == 1
+
+
+def _lifecycle(
+    files: FileStore, batches: BatchStore, tmp_path: Path, redis_url: str
+) -> BatchLifecycle:
+    settings = Settings(data_dir=tmp_path, redis_url=redis_url)
+    return BatchLifecycle(
+        settings=settings,
+        store=JobStore(batches.engine),
+        files=files,
+        batches=batches,
+        celery=create_app(settings),
+        redis=redis.Redis.from_url(redis_url),
+    )
+
+
+def _validating(lifecycle: BatchLifecycle, custom_ids: list[str], blank_at: int = 3) -> str:
+    lines = [
+        json.dumps({"custom_id": cid, "url": "/v1/chat/completions", "body": BODY})
+        for cid in custom_ids
+    ]
+    lines.insert(blank_at, "")  # a blank line: skipped, but it keeps its number
+    source = lifecycle.files.write("acme", "in.jsonl", "batch", ["\n".join(lines).encode()])
+    wanted = NewBatch(source.id, "/v1/chat/completions", "24h", None, 2)
+    batch = lifecycle.create("acme", wanted)
+    assert batch.status == "validating" and batch.total == 0  # nothing checked or queued yet
+    return batch.id
+
+
+def test_a_driver_that_dies_while_queuing_is_resumed_without_a_line_lost_or_twice(
+    stores: tuple[FileStore, BatchStore],
+    tmp_path: Path,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files, batches = stores
+    lifecycle = _lifecycle(files, batches, tmp_path, redis_url)
+    monkeypatch.setattr(c, "BATCH_LINES_PER_TRANSACTION", 2)
+    ids = [f"c{n}" for n in range(7)]
+    batch_id = _validating(lifecycle, ids)
+    real_add = batches.add_lines
+    calls = []
+
+    def dies_on_the_third(batch: str, lines: Any) -> Any:
+        calls.append(len(lines))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the driver killed mid-transaction: nothing of it stored
+        return real_add(batch, lines)
+
+    monkeypatch.setattr(batches, "add_lines", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        lifecycle.advance()
+    assert batches.last_line(batch_id) == 5  # lines 1-5 (4 is the blank one) stored
+    monkeypatch.setattr(batches, "add_lines", real_add)
+    with pytest.raises(Conflict):  # a driver overlapping it cannot store a line again
+        real_add(batch_id, [(5, "c4", _new_job()), (6, "c5", _new_job())])
+    assert lifecycle.advance() == 1
+    batch = batches.get(batch_id, "acme")
+    assert batch is not None and batch.status == "in_progress" and batch.total == 7
+    stored = batches.lines(batch_id)
+    assert [(line.line, line.custom_id) for line in stored] == [
+        (n + (n > 3), cid) for n, cid in enumerate(ids, start=1)
+    ]
+    records = [line.record for line in stored]
+    assert all(r is not None and r.status == JobStatus.QUEUED for r in records)
+    assert batches.counts(batch_id).total == 7  # no job without its line, none twice
+
+
+def test_a_batch_cancelled_while_validating_stops_queuing_and_runs_nothing(
+    stores: tuple[FileStore, BatchStore],
+    tmp_path: Path,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files, batches = stores
+    lifecycle = _lifecycle(files, batches, tmp_path, redis_url)
+    monkeypatch.setattr(c, "BATCH_LINES_PER_TRANSACTION", 2)
+    monkeypatch.setattr(c, "BATCH_QUEUE_SECONDS_PER_PASS", 0.0)  # one transaction a pass
+    batch_id = _validating(lifecycle, [f"c{n}" for n in range(6)])
+    assert lifecycle.advance() == 1
+    assert batches.last_line(batch_id) == 2
+    cancelled = lifecycle.cancel(batch_id, "acme")
+    assert cancelled.status == "cancelled" and cancelled.cancelling_at is not None
+    assert (cancelled.total, cancelled.completed, cancelled.failed) == (2, 0, 2)
+    assert batches.add_lines(batch_id, [(3, "c2", _new_job())]) is None  # no longer validating
+    assert lifecycle.advance() == 0 and batches.last_line(batch_id) == 2
+    statuses = {line.record.status for line in batches.lines(batch_id) if line.record}
+    assert statuses == {JobStatus.CANCELLED}
+
+
+def test_a_bad_line_fails_the_batch_in_the_driver_and_queues_nothing(
+    stores: tuple[FileStore, BatchStore], tmp_path: Path, redis_url: str
+) -> None:
+    files, batches = stores
+    lifecycle = _lifecycle(files, batches, tmp_path, redis_url)
+    batch_id = _validating(lifecycle, ["a", "b", "a"])
+    assert lifecycle.advance() == 1
+    failed = batches.get(batch_id, "acme")
+    assert failed is not None and failed.status == "failed" and failed.failed_at is not None
+    assert failed.errors is not None
+    assert [(e["code"], e["line"]) for e in failed.errors] == [("duplicate_custom_id", 3)]
+    assert batches.last_line(batch_id) == 0 and failed.total == 3
+
+
+def _new_job() -> NewJob:
+    return NewJob(str(uuid.uuid4()), "acme", "batch", "m", JobRequest.model_validate(CHAT))

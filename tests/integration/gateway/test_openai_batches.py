@@ -110,9 +110,10 @@ def test_a_batch_runs_to_completed_with_one_answer_per_line(
     ids = [f"req-{i}" for i in range(6)]
     file_id = upload(client, [chat_line(i, max_tokens=8) for i in ids])
     batch = start_batch(client, file_id, metadata={"team": "search"})
-    assert batch.status == "in_progress" and batch.id.startswith("batch_")
-    assert batch.metadata == {"team": "search"} and batch.request_counts is not None
-    assert batch.request_counts.total == 6
+    assert batch.status == "validating" and batch.id.startswith("batch_")  # answered at once
+    assert batch.metadata == {"team": "search"}
+    running = until_status(client, batch.id, "in_progress", "finalizing", "completed")
+    assert running.request_counts is not None and running.request_counts.total == 6
     done = until_status(client, batch.id, "completed")
     assert done.request_counts is not None
     assert (done.request_counts.completed, done.request_counts.failed) == (6, 0)
@@ -185,6 +186,8 @@ def test_a_create_retried_with_its_idempotency_key_is_one_batch(gateway: Gateway
     again = start_batch(client, file_id, extra_headers=same)
     assert again.id == first.id
     assert [b.id for b in client.batches.list()] == [first.id]
+    until_status(client, first.id, "in_progress")
+    assert start_batch(client, file_id, extra_headers=same).id == first.id
     assert len(jobs_of(gateway, key)) == 2  # no worker: both lines still queued, once
     with pytest.raises(openai.ConflictError):
         start_batch(client, file_id, extra_headers=same, metadata={"other": "batch"})
@@ -194,7 +197,7 @@ def test_batch_lines_do_not_fill_the_front_doors_queue(start_gateway: GatewaySta
     gateway = start_gateway(openai_max_queued="2")
     client = sdk(gateway, gateway.key("acme"))
     batch = start_batch(client, upload(client, [chat_line(f"q{i}") for i in range(5)]))
-    assert batch.status == "in_progress"  # no worker: its five lines stay queued
+    until_status(client, batch.id, "in_progress")  # no worker: its five lines stay queued
     impatient = sdk(gateway, gateway.key("acme"), timeout=httpx.Timeout(10, read=0.5))
     with pytest.raises(openai.APITimeoutError):  # queued and waited for, not a 429
         impatient.chat.completions.create(
@@ -265,8 +268,10 @@ def test_a_bad_line_fails_the_batch_naming_it(
 ) -> None:
     gateway, key = served
     client = sdk(gateway, key)
-    batch = start_batch(client, upload(client, lines))
-    assert batch.status == "failed" and batch.errors is not None and batch.errors.data
+    created = start_batch(client, upload(client, lines))
+    assert created.status == "validating"
+    batch = until_status(client, created.id, "failed")
+    assert batch.errors is not None and batch.errors.data
     error = batch.errors.data[0]
     assert (error.code, error.param) == (code, param), error
     assert error.line == len(lines) and error.message
@@ -282,8 +287,6 @@ def test_bad_requests_are_clear_400s(start_gateway: GatewayStarter) -> None:
     client = sdk(gateway, key)
     cases: list[tuple[Callable[[], Any], str]] = [
         (lambda: start_batch(client, upload(client, [])), "input_file_id"),  # empty
-        (lambda: start_batch(client, upload(client, [chat_line(f"{i}") for i in range(4)])),
-         "input_file_id"),  # more lines than the limit
         (lambda: client.files.create(file=("x.jsonl", b"{}\n"), purpose="fine-tune"), "purpose"),
         (lambda: start_batch(client, "file-doesnotexist"), "input_file_id"),
         (lambda: client.batches.create(input_file_id=upload(client, [chat_line("a")]),
@@ -303,6 +306,14 @@ def test_bad_requests_are_clear_400s(start_gateway: GatewayStarter) -> None:
     assert too_big.value.status_code == 413
     assert too_big.value.param == "file"
     assert client.batches.list().data == []
+    # More lines than the limit: found by the driver reading the file, so the batch fails.
+    many = start_batch(client, upload(client, [chat_line(f"{i}") for i in range(4)]))
+    failed = until_status(client, many.id, "failed")
+    assert failed.errors is not None and failed.errors.data
+    assert (failed.errors.data[0].code, failed.errors.data[0].param) == (
+        "too_many_requests",
+        "input_file_id",
+    )
     assert jobs_of(gateway, key) == []
     assert client.models.list().data  # still serving
 
@@ -328,10 +339,25 @@ def test_cancel_keeps_finished_lines_stops_running_and_queued_never_run(
     assert {line["error"]["code"] for line in errors.values()} == {"batch_cancelled"}
     assert fake_runtime.job_requests_seen == 1  # the queued lines never reached the runtime
     assert {j["status"] for j in jobs_of(gateway, key)} == {"cancelled"}
+    failed = start_batch(client, upload(client, [{**chat_line("x"), "url": "/"}]))
+    until_status(client, failed.id, "failed")
     with pytest.raises(openai.ConflictError):
-        client.batches.cancel(
-            start_batch(client, upload(client, [{**chat_line("x"), "url": "/"}])).id
-        )
+        client.batches.cancel(failed.id)
+
+
+def test_a_batch_cancelled_while_validating_runs_no_line(start_gateway: GatewayStarter) -> None:
+    """Cancelled before the driver checked its lines (its pass is a minute away): cancelled at
+    once, no job made (the driver stopping mid-queue is the store test's)."""
+    gateway = start_gateway(batch_drive_seconds="60")
+    key = gateway.key("acme")
+    client = sdk(gateway, key)
+    batch = start_batch(client, upload(client, [chat_line(f"v{i}") for i in range(3)]))
+    assert batch.status == "validating"
+    cancelled = client.batches.cancel(batch.id)
+    assert cancelled.status == "cancelled"
+    assert cancelled.cancelling_at and cancelled.cancelled_at and cancelled.in_progress_at is None
+    assert client.batches.cancel(batch.id).status == "cancelled"  # again: the same answer
+    assert jobs_of(gateway, key) == []
 
 
 def test_a_batch_past_its_window_expires_its_unfinished_lines(
