@@ -15,7 +15,7 @@ from genq.dead_letters import remove_from_broker
 from genq.dispatch import send_job, send_record
 from genq.outbox import Settler, dispatch_webhooks, publish_replies
 from genq.store import utcnow
-from genq.store.retention import purge_expired
+from genq.store.retention import purge_batches_and_files, purge_expired
 from schemas import ErrorCode, ErrorInfo, JobStatus
 from tasks.dead_letter import dead_letter_job, dead_letter_message
 from workers.context import WorkerContext
@@ -33,6 +33,8 @@ class SweepReport:
     webhooks: int = 0
     quarantined: int = 0
     purged: int = 0
+    purged_batches: int = 0
+    purged_files: int = 0
 
 
 def run_sweep(ctx: WorkerContext, now: datetime | None = None) -> SweepReport:
@@ -50,6 +52,9 @@ def run_sweep(ctx: WorkerContext, now: datetime | None = None) -> SweepReport:
     )
     if letters:
         remove_from_broker(ctx.app, set(letters))
+    report.purged_batches, report.purged_files = purge_batches_and_files(
+        ctx.store.engine, now=now, finished_after_seconds=ctx.settings.retention_finished_seconds
+    )
     # What a dead publisher left in the outbox, and webhook retries that fell due.
     report.replies = publish_replies(
         ctx.outbox.replies, ctx.store, claim_seconds=ctx.settings.reply_claim_seconds, now=now

@@ -1,17 +1,26 @@
-"""Retention: finished jobs and dead letters are purged after configurable ages.
+"""Retention: finished jobs and dead letters are purged after configurable ages, and so are
+final batches (with their lines, their lines' jobs and their events) and files.
 
-Only terminal jobs are ever purged; queued and running ones are never touched. Chunk streams
-expire on their own (Redis TTL).
+Only terminal jobs are ever purged; queued and running ones are never touched. A batch line's
+job is kept as long as its batch (its ``batch_lines`` row), so a batch never reads a line's job
+as missing; it goes with its batch. Chunk streams expire on their own (Redis TTL).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, Select, delete, exists, select
 
+from genq.store.batches import FINAL as FINAL_BATCH
+from genq.store.engine import reader
+from genq.store.files import PROCESSED
 from genq.store.tables import (
+    batch_lines,
+    batches,
     dead_letters,
+    file_chunks,
+    files,
     job_history,
     jobs,
     reply_outbox,
@@ -23,6 +32,11 @@ from schemas import JobStatus
 
 FINISHED = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED]
 BATCH = 500
+# Batches and files looked at per pass: a file is up to 200 rows of 1 MiB.
+BATCHES_PER_PASS = 10
+FILES_PER_PASS = 20
+# Whether a job is a line of a batch still kept: it is kept with it.
+IN_A_BATCH = exists().where(batch_lines.c.job_id == jobs.c.id)
 
 
 def purge_expired(
@@ -46,13 +60,15 @@ def purge_expired(
                 .where(
                     jobs.c.status.in_([s.value for s in FINISHED]),
                     jobs.c.finished_at < finished_cutoff,
+                    ~IN_A_BATCH,
                 )
                 .limit(BATCH)
             ).all()
         ]
+        held = exists().where(batch_lines.c.job_id == dead_letters.c.job_id)
         letters = conn.execute(
             select(dead_letters.c.id, dead_letters.c.job_id)
-            .where(dead_letters.c.created_at < dead_cutoff)
+            .where(dead_letters.c.created_at < dead_cutoff, ~held)
             .limit(BATCH)
         ).all()
         letter_ids = [row[0] for row in letters]
@@ -72,14 +88,89 @@ def purge_expired(
     return len(old_jobs) + len(dead_jobs), letter_ids
 
 
-def _delete_jobs(conn: Connection, job_ids: list[str]) -> None:
-    if not job_ids:
-        return
-    events = select(webhook_events.c.id).where(webhook_events.c.job_id.in_(job_ids))
+def purge_batches_and_files(
+    engine: Engine, *, now: datetime, finished_after_seconds: float
+) -> tuple[int, int]:
+    """Delete batches final for longer than ``finished_after_seconds`` (their lines and
+    finished line jobs ``BATCH`` at a time, then the batch and its events), then complete files
+    older than that which no batch still needs (an active batch's input, a kept batch's
+    output); ``(batches_purged, files_purged)``. A line job not finished (dead-lettered, or
+    requeued since) outlives its batch as a job of its own, under its own retention."""
+    cutoff = now - timedelta(seconds=finished_after_seconds)
+    old = (
+        select(batches.c.id)
+        .where(batches.c.status.in_(FINAL_BATCH), batches.c.updated_at < cutoff)
+        .limit(BATCHES_PER_PASS)
+    )
+    purged = 0
+    with reader(engine).connect() as conn:
+        old_ids = list(conn.execute(old).scalars())
+    for batch_id in old_ids:
+        purged += _purge_batch(engine, batch_id)
+    return purged, _purge_files(engine, cutoff)
+
+
+def _purge_batch(engine: Engine, batch_id: str) -> int:
+    """One transaction of the batch's lines, then (once none is left) the batch: 1 if gone."""
+    while True:
+        with engine.begin() as conn:
+            lines = (
+                select(batch_lines.c.line)
+                .where(batch_lines.c.batch_id == batch_id)
+                .order_by(batch_lines.c.line)
+                .limit(BATCH)
+            )
+            numbers = list(conn.execute(lines).scalars())
+            if not numbers:
+                _delete_events(conn, [batch_id])
+                conn.execute(delete(batches).where(batches.c.id == batch_id))
+                return 1
+            these = (batch_lines.c.batch_id == batch_id, batch_lines.c.line.in_(numbers))
+            line_jobs = select(batch_lines.c.job_id).where(*these)
+            finished = select(jobs.c.id).where(
+                jobs.c.id.in_(line_jobs), jobs.c.status.in_([s.value for s in FINISHED])
+            )
+            _delete_jobs(conn, list(conn.execute(finished).scalars()))
+            conn.execute(delete(batch_lines).where(*these))
+
+
+def _purge_files(engine: Engine, cutoff: datetime) -> int:
+    active = select(batches.c.input_file_id).where(~batches.c.status.in_(FINAL_BATCH))
+    outputs = select(batches.c.output_file_id).where(batches.c.output_file_id.is_not(None))
+    errors = select(batches.c.error_file_id).where(batches.c.error_file_id.is_not(None))
+    old = (
+        select(files.c.id)
+        .where(
+            files.c.status == PROCESSED,
+            files.c.created_at < cutoff,
+            files.c.id.not_in(active),
+            files.c.id.not_in(outputs),
+            files.c.id.not_in(errors),
+        )
+        .limit(FILES_PER_PASS)
+    )
+    with reader(engine).connect() as conn:
+        file_ids = list(conn.execute(old).scalars())
+    for file_id in file_ids:
+        with engine.begin() as conn:
+            conn.execute(delete(file_chunks).where(file_chunks.c.file_id == file_id))
+            conn.execute(delete(files).where(files.c.id == file_id))
+    return len(file_ids)
+
+
+def _delete_events(conn: Connection, subject_ids: list[str] | Select[tuple[str]]) -> None:
+    """The webhook events of these jobs (or batches), with their deliveries and attempts."""
+    events = select(webhook_events.c.id).where(webhook_events.c.job_id.in_(subject_ids))
     deliveries = select(webhook_deliveries.c.id).where(webhook_deliveries.c.event_id.in_(events))
     conn.execute(delete(webhook_attempts).where(webhook_attempts.c.delivery_id.in_(deliveries)))
     conn.execute(delete(webhook_deliveries).where(webhook_deliveries.c.event_id.in_(events)))
-    conn.execute(delete(webhook_events).where(webhook_events.c.job_id.in_(job_ids)))
+    conn.execute(delete(webhook_events).where(webhook_events.c.job_id.in_(subject_ids)))
+
+
+def _delete_jobs(conn: Connection, job_ids: list[str]) -> None:
+    if not job_ids:
+        return
+    _delete_events(conn, job_ids)
     conn.execute(delete(reply_outbox).where(reply_outbox.c.job_id.in_(job_ids)))
     conn.execute(delete(job_history).where(job_history.c.job_id.in_(job_ids)))
     conn.execute(delete(jobs).where(jobs.c.id.in_(job_ids)))

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+from sqlalchemy import func, select
 
 from genq import constants as c
 from genq.celery_app import create_app
@@ -22,6 +23,9 @@ from genq.store.batches import BatchStore, DuplicateKey
 from genq.store.files import FileStore
 from genq.store.jobs import NewJob
 from genq.store.migrate import upgrade_database
+from genq.store.retention import purge_batches_and_files, purge_expired
+from genq.store.tables import webhook_deliveries, webhook_events
+from genq.store.webhook_endpoints import add_endpoint
 from producers.gateway.batch_files import OutputFile
 from producers.gateway.batch_requests import NewBatch
 from producers.gateway.batches import BatchLifecycle
@@ -301,3 +305,64 @@ def test_a_bad_line_fails_the_batch_in_the_driver_and_queues_nothing(
 
 def _new_job() -> NewJob:
     return NewJob(str(uuid.uuid4()), "acme", "batch", "m", JobRequest.model_validate(CHAT))
+
+
+def test_retention_keeps_line_jobs_with_their_batch_then_purges_them_together(
+    stores: tuple[FileStore, BatchStore],
+) -> None:
+    """Line jobs outlive the job retention while their batch is kept (its output never reads
+    ``job_missing``); a batch final for longer than the window goes with its lines, their
+    jobs, its events and (no batch needing them) its files. An active batch and its input
+    file are never touched."""
+    files, batches = stores
+    engine = batches.engine
+    jobs = JobStore(engine)
+    window = 3600
+    later = utcnow() + timedelta(seconds=2 * window)
+    add_endpoint(
+        engine, tenant="acme", url="http://127.0.0.1:9/hook", secret="s", events=[], thin=False,
+        now=utcnow(),
+    )  # fmt: skip
+    source = files.write("acme", "in.jsonl", "batch", [b"{}\n{}\n"])
+    batch_id = _batch(batches, input_file_id=source.id)
+    records = batches.add_lines(batch_id, [(1, "one", _new_job()), (2, "two", _new_job())])
+    assert records is not None and batches.move(batch_id, ["validating"], "in_progress")
+    jobs.start(records[0].id, "w", lease_seconds=30)
+    jobs.transition(records[0].id, JobStatus.SUCCEEDED, values={"result": {"text": "hi"}})
+    jobs.transition(records[1].id, JobStatus.CANCELLED)
+    alone = jobs.create(_new_job())[0].id  # an ordinary job, under the job retention
+    jobs.transition(alone, JobStatus.CANCELLED)
+    other_source = files.write("acme", "other.jsonl", "batch", [b"{}\n"])
+    active = _batch(batches, input_file_id=other_source.id)  # still validating, forever here
+
+    def purge() -> tuple[int, int, int]:
+        purged, _ = purge_expired(
+            engine, now=later, finished_after_seconds=window, dead_letter_after_seconds=window
+        )
+        return (purged, *purge_batches_and_files(engine, now=later, finished_after_seconds=window))
+
+    assert purge() == (1, 0, 0)  # the ordinary job only: the batch runs, its files are needed
+    assert jobs.get(alone) is None
+    assert all(line.record is not None for line in batches.lines(batch_id))
+    output = files.begin("acme", "out.jsonl", "batch_output")
+    files.append(output, 0, b"{}\n")
+    done = batches.move(
+        batch_id,
+        ["in_progress"],
+        "completed",
+        values={"output_file_id": output},
+        event=lambda b: {"id": b.id},
+        files_done={output: 3},
+    )
+    assert done is not None and done[1] is not None  # its batch.completed event
+    kept = purge_batches_and_files(engine, now=utcnow(), finished_after_seconds=window)
+    assert kept == (0, 0)  # final, but not for longer than the window
+    assert purge() == (0, 1, 2)  # the batch; its input and output files
+    assert batches.get(batch_id, None) is None and batches.lines(batch_id) == []
+    assert all(jobs.get(r.id) is None for r in records)
+    assert files.get(source.id, None) is None and files.get(output, None) is None
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(webhook_events)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(webhook_deliveries)).scalar() == 0
+    assert batches.get(active, None) is not None
+    assert files.get(other_source.id, None) is not None
