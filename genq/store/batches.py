@@ -22,7 +22,7 @@ from genq.constants import REDISPATCH_AFTER_SECONDS
 from genq.store.engine import reader
 from genq.store.files import finish_upload
 from genq.store.jobs import NewJob, _row_values
-from genq.store.outbox import _webhook_targets
+from genq.store.outbox import write_event
 from genq.store.records import job_record, job_record_from_values
 from genq.store.tables import (
     batch_lines,
@@ -30,8 +30,6 @@ from genq.store.tables import (
     job_history,
     jobs,
     utcnow,
-    webhook_deliveries,
-    webhook_events,
 )
 from schemas import Conflict, JobRecord, JobStatus
 
@@ -338,41 +336,15 @@ def write_batch_event(
 ) -> str | None:
     """The batch's final event and one pending delivery per endpoint of its tenant that takes
     it (batches carry no webhook URL of their own); its id, or None without a target."""
-    event_type = BATCH_EVENT_TYPES[batch.status]
-    targets = _webhook_targets(conn, batch.tenant, event_type, None, None)
-    if not targets:
-        return None
-    event_id = f"msg_{uuid.uuid4().hex}"
-    conn.execute(
-        webhook_events.insert().values(
-            id=event_id,
-            job_id=batch.id,  # the event's subject: here a batch
-            tenant=batch.tenant,
-            event_type=event_type,
-            payload={"type": event_type, "timestamp": now.isoformat(), "data": data},
-            created_at=now,
-        )
+    written = write_event(
+        conn,
+        subject_id=batch.id,
+        tenant=batch.tenant,
+        event_type=BATCH_EVENT_TYPES[batch.status],
+        data=data,
+        now=now,
     )
-    conn.execute(
-        webhook_deliveries.insert(),
-        [
-            {
-                "id": str(uuid.uuid4()),
-                "event_id": event_id,
-                "endpoint_id": target["endpoint_id"],
-                "url": target["url"],
-                "secrets": target["secrets"],
-                "thin": target["thin"],
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for target in targets
-        ],
-    )
-    return event_id
+    return written[0] if written else None
 
 
 def _batch(row: Any) -> StoredBatch:

@@ -91,21 +91,45 @@ def write_outbox(
     event_type = WEBHOOK_EVENT_TYPES.get(record.status)
     if event_type is None:
         return reply
-    targets = _webhook_targets(conn, record.tenant, event_type, webhook_url, webhook_secret)
+    written = write_event(
+        conn,
+        subject_id=record.id,
+        tenant=record.tenant,
+        event_type=event_type,
+        data=record.model_dump(mode="json"),
+        now=now,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+    )
+    return Deliveries(reply=bool(reply_to), webhooks=written[1] if written else 0)
+
+
+def write_event(
+    conn: Connection,
+    *,
+    subject_id: str,
+    tenant: str,
+    event_type: str,
+    data: dict[str, Any],
+    now: datetime,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+) -> tuple[str, int] | None:
+    """An event about ``subject_id`` (a job, or a batch) and one pending delivery per target
+    that takes it (``tenant``'s endpoints, plus ``webhook_url`` if given), on the caller's
+    connection; the event id (the stable ``webhook-id``) and how many deliveries, or None if
+    no target takes it (nothing written)."""
+    targets = _webhook_targets(conn, tenant, event_type, webhook_url, webhook_secret)
     if not targets:
-        return reply
+        return None
     event_id = f"msg_{uuid.uuid4().hex}"
     conn.execute(
         webhook_events.insert().values(
             id=event_id,
-            job_id=record.id,
-            tenant=record.tenant,
+            job_id=subject_id,
+            tenant=tenant,
             event_type=event_type,
-            payload={
-                "type": event_type,
-                "timestamp": now.isoformat(),
-                "data": record.model_dump(mode="json"),
-            },
+            payload={"type": event_type, "timestamp": now.isoformat(), "data": data},
             created_at=now,
         )
     )
@@ -128,7 +152,7 @@ def write_outbox(
             for target in targets
         ],
     )
-    return Deliveries(reply=bool(reply_to), webhooks=len(targets))
+    return event_id, len(targets)
 
 
 def _webhook_targets(
