@@ -141,7 +141,7 @@ BATCH_MAX_LINES = 50_000
 BATCH_COMPLETION_WINDOW_SECONDS = 24 * 3600
 BATCH_DEFAULT_PRIORITY = 2
 # Lines stored (and published) per transaction when a batch is queued, and how long one driver
-# pass queues one batch's lines before it moves on (the next pass resumes).
+# pass queues lines (oldest batch first) before it moves on (the next pass resumes).
 BATCH_LINES_PER_TRANSACTION = 500
 BATCH_QUEUE_SECONDS_PER_PASS = 20.0
 # Queued lines of a cancelled or expired batch settled per pass (workers settle the rest as they

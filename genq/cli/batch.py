@@ -120,6 +120,7 @@ def submit(
         except GenqError as exc:
             fail(exc)
         if not wait:
+            batch = _until_queued(lifecycle, client, batch)  # its lines checked, or failed
             typer.echo(batch.id)
             if batch.status == "failed":
                 _emit(lifecycle.view(batch))
@@ -129,6 +130,19 @@ def submit(
         _emit(lifecycle.view(final))
         if final.status != "completed":
             raise typer.Exit(1)
+
+
+def _until_queued(
+    lifecycle: BatchLifecycle, client: redis.Redis, batch: StoredBatch
+) -> StoredBatch:
+    """Check and queue the batch's lines here (or wait for a gateway's driver doing it)."""
+    from producers.gateway.batch_driver import drive_once
+
+    while batch.status == "validating":
+        if drive_once(lifecycle, client) is None:  # a gateway holds the lock: it drives
+            time.sleep(POLL_SECONDS)
+        batch = _get(lifecycle, batch.id)
+    return batch
 
 
 def _wait(lifecycle: BatchLifecycle, client: redis.Redis, batch: StoredBatch) -> StoredBatch:

@@ -131,10 +131,11 @@ class BatchLifecycle:
         return self.batches.create(values)
 
     # -- validating and queuing ----------------------------------------------------------
-    def _validate_and_queue(self, batch: StoredBatch, budget_seconds: float) -> int:
+    def _validate_and_queue(self, batch: StoredBatch, until: float) -> int:
         """``validating``: every line checked before any job exists (a bad line fails the
         batch, nothing queued), then the lines stored and published a transaction at a time,
-        resuming after the last line stored, for at most ``budget_seconds`` a pass; then
+        resuming after the last line stored, until ``until`` (``time.monotonic()``; at least
+        one transaction); then
         ``in_progress``. Each transaction is a compare-and-set on the batch still
         ``validating``, so a cancel stops the queuing and a driver that dies mid-way loses no
         line (the next pass resumes) and gives none a second job (``batch_lines`` is keyed by
@@ -148,7 +149,6 @@ class BatchLifecycle:
             errors = [e.as_dict() for e in check.errors] or _file_errors(check, source.id)
             if errors:
                 return self._fail(batch, errors, total=check.lines)
-        until = time.monotonic() + budget_seconds
         group: list[BatchRequest] = []
         for line in self._requests(batch, source, after_line=done):
             group.append(line)
@@ -248,7 +248,7 @@ class BatchLifecycle:
             if current.status in ("cancelling", "cancelled"):
                 return current
             raise Conflict(f"Cannot cancel a batch with status {current.status!r}")
-        self._advance_one(moved[0], utcnow())
+        self._advance_one(moved[0], utcnow(), until=0.0)
         current = self.batches.get(batch_id, tenant)
         assert current is not None
         return current
@@ -257,16 +257,24 @@ class BatchLifecycle:
     def advance(self, now: datetime | None = None) -> int:
         """One pass over the batches that have something to do; how many moved."""
         moved = 0
+        # One queuing budget for the pass, well inside the lock: the oldest validating batch
+        # always goes on, the next ones while time is left.
+        until = time.monotonic() + c.BATCH_QUEUE_SECONDS_PER_PASS
+        queued = False
         for batch in self.batches.active():
+            if batch.status == "validating":
+                if queued and time.monotonic() > until:
+                    continue
+                queued = True
             try:
-                moved += self._advance_one(batch, now or utcnow())
+                moved += self._advance_one(batch, now or utcnow(), until=until)
             except Exception:  # the next pass tries again; one batch must not stop the rest
                 log.warning("batch %s: could not move it along", batch.id, exc_info=True)
         return moved
 
-    def _advance_one(self, batch: StoredBatch, now: datetime) -> int:
+    def _advance_one(self, batch: StoredBatch, now: datetime, *, until: float) -> int:
         if batch.status == "validating":
-            return self._validate_and_queue(batch, c.BATCH_QUEUE_SECONDS_PER_PASS)
+            return self._validate_and_queue(batch, until)
         if batch.status == "in_progress":
             ends_as = "expired" if now >= batch.expires_at else None
             if ends_as is None and not self._all_done(batch):

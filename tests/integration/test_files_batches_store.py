@@ -276,9 +276,18 @@ def test_a_batch_cancelled_while_validating_stops_queuing_and_runs_nothing(
     files, batches = stores
     lifecycle = _lifecycle(files, batches, tmp_path, redis_url)
     monkeypatch.setattr(c, "BATCH_LINES_PER_TRANSACTION", 2)
-    monkeypatch.setattr(c, "BATCH_QUEUE_SECONDS_PER_PASS", 0.0)  # one transaction a pass
     batch_id = _validating(lifecycle, [f"c{n}" for n in range(6)])
-    assert lifecycle.advance() == 1
+    real_add = batches.add_lines
+
+    def dies_on_the_second(batch: str, lines: Any) -> Any:
+        if batches.last_line(batch_id):
+            raise KeyboardInterrupt  # the driver killed after its first transaction
+        return real_add(batch, lines)
+
+    monkeypatch.setattr(batches, "add_lines", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        lifecycle.advance()
+    monkeypatch.setattr(batches, "add_lines", real_add)
     assert batches.last_line(batch_id) == 2
     cancelled = lifecycle.cancel(batch_id, "acme")
     assert cancelled.status == "cancelled" and cancelled.cancelling_at is not None
@@ -366,3 +375,25 @@ def test_retention_keeps_line_jobs_with_their_batch_then_purges_them_together(
         assert conn.execute(select(func.count()).select_from(webhook_deliveries)).scalar() == 0
     assert batches.get(active, None) is not None
     assert files.get(other_source.id, None) is not None
+
+
+def test_a_pass_queues_for_its_budget_then_the_next_resumes(
+    stores: tuple[FileStore, BatchStore],
+    tmp_path: Path,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files, batches = stores
+    lifecycle = _lifecycle(files, batches, tmp_path, redis_url)
+    monkeypatch.setattr(c, "BATCH_LINES_PER_TRANSACTION", 2)
+    monkeypatch.setattr(c, "BATCH_QUEUE_SECONDS_PER_PASS", 0.0)  # one transaction a pass
+    first = _validating(lifecycle, ["a", "b", "c"])
+    second = _validating(lifecycle, ["d", "e", "f"])
+    lifecycle.advance()  # the oldest goes on; no time left for the other
+    assert (batches.last_line(first), batches.last_line(second)) == (2, 0)
+    lifecycle.advance()  # the oldest's last line (a transaction of one): it is in_progress
+    assert (batches.last_line(first), batches.last_line(second)) == (3, 0)
+    lifecycle.advance()
+    lifecycle.advance()
+    done = [batches.get(batch_id, "acme") for batch_id in (first, second)]
+    assert [(b.status, b.total) for b in done if b] == [("in_progress", 3), ("in_progress", 3)]

@@ -497,6 +497,10 @@ def test_the_batch_cli_submits_waits_lists_and_downloads(stack: Stack, tmp_path:
     bad.write_bytes(b"")
     refused = run_genq(stack, "batch", "submit", str(bad))
     assert refused.returncode == 2 and "empty" in refused.stderr
+    mismatched = tmp_path / "mismatched.jsonl"
+    mismatched.write_bytes(jsonl([{**chat_line("m"), "url": "/v1/embeddings"}]))
+    rejected = run_genq(stack, "batch", "submit", str(mismatched))  # its lines checked first
+    assert rejected.returncode == 1 and "mismatched_endpoint" in rejected.stdout
     cancelled = run_genq(stack, "batch", "cancel", finished["id"])
     assert cancelled.returncode == 1 and "conflict" in cancelled.stderr
 
