@@ -22,6 +22,7 @@ from tests.support.environment import process_env
 pytestmark = pytest.mark.integration
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+RUNTIME_DOWN_FAULTS = 20
 WEBHOOKS = {
     "GENQ_WEBHOOK_ALLOW": "127.0.0.1/32",
     "GENQ_WEBHOOK_SECRET": "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
@@ -43,7 +44,9 @@ def genq(stack: Stack, *args: str, columns: int = 80) -> subprocess.CompletedPro
 
 def test_tables_show_whole_ids_at_80_columns(stack: Stack, fake_runtime: FakeRuntime) -> None:
     stack.env.update(WEBHOOKS)
-    fake_runtime.fail_next.extend([Fault.status(503)] * 4)  # 1 + 3 retries: dead-lettered
+    # The runtime answers 503 until the job is dead-lettered (1 + 3 retries, or more attempts
+    # if a loaded machine let a lease lapse: a recovered attempt spends no retry).
+    fake_runtime.fail_next.extend([Fault.status(503)] * RUNTIME_DOWN_FAULTS)
     with WebhookReceiver() as receiver:
         stack.worker()
         stack.ops_worker()
@@ -76,11 +79,12 @@ def test_requeue_all_says_how_many(stack: Stack, fake_runtime: FakeRuntime) -> N
     assert nothing.stderr.strip().splitlines()[-1] == "0 requeued"
     assert nothing.stdout == ""
 
-    fake_runtime.fail_next.extend([Fault.status(503)] * 4)
+    fake_runtime.fail_next.extend([Fault.status(503)] * RUNTIME_DOWN_FAULTS)
     stack.worker()
     client = stack.client()
     job = client.submit(CHAT).id
     assert client.wait(job, timeout=60).status is JobStatus.DEAD_LETTERED
+    fake_runtime.fail_next.clear()  # the runtime is back
     one = genq(stack, "dlq", "requeue", "--all")
     assert one.stderr.strip().splitlines()[-1] == "1 requeued"
     assert json.loads(one.stdout)["job_id"] == job
