@@ -9,8 +9,8 @@ A field this module does not know is refused too, as genq refuses unknown fields
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from schemas import PRIORITY_MAX, PRIORITY_MIN, InvalidRequest, JobKind, JobRequest
@@ -126,22 +126,38 @@ def priority_from_header(value: str | None, default: int) -> int:
     )
 
 
-def check_fields(body: dict[str, Any], honoured: frozenset[str]) -> None:
+@dataclass(frozen=True)
+class FieldRules:
+    """What one route does with each request field: runs it (``honoured``), accepts and drops
+    it (``ignored``), accepts it only at a value that changes nothing (``neutral``, with the
+    reason in ``why_not``); any other field is unknown. ``params`` names the SDK's ``param``
+    for a field whose error points inside it."""
+
+    honoured: frozenset[str]
+    ignored: frozenset[str] = IGNORED
+    neutral: Mapping[str, Callable[[Any], bool]] = field(default_factory=lambda: NEUTRAL)
+    why_not: Mapping[str, str] = field(default_factory=lambda: WHY_NOT)
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+def check_fields(body: dict[str, Any], rules: FieldRules) -> None:
     """Refuse a field genq cannot honour, or does not know, naming it."""
     for name, value in body.items():
-        if name in honoured or name in IGNORED:
+        if name in rules.honoured or name in rules.ignored:
             continue
-        neutral = NEUTRAL.get(name)
+        neutral = rules.neutral.get(name)
         if neutral is None:
             raise UnsupportedParam(
                 name, f"Unrecognized request argument supplied: {name}", code="unknown_parameter"
             )
         if not neutral(value):
-            reason = WHY_NOT.get(name, f"genq cannot honour {name} on this endpoint")
-            raise UnsupportedParam(name, f"{name}={value!r:.80} is not supported: {reason}")
+            reason = rules.why_not.get(name, f"genq cannot honour {name} on this endpoint")
+            param = rules.params.get(name, name)
+            raise UnsupportedParam(param, f"{param}={value!r:.80} is not supported: {reason}")
 
 
-def _flag(body: dict[str, Any], name: str) -> bool:
+def flag(body: dict[str, Any], name: str) -> bool:
+    """``body[name]`` as a boolean (absent: False); anything but true or false is a 400."""
     value = body.get(name)
     if value is None:
         return False
@@ -214,7 +230,7 @@ def _job(data: dict[str, Any], priority: int, lane: str, key: str | None) -> Job
 
 def chat_call(body: dict[str, Any], priority: int, lane: str, key: str | None) -> OpenAICall:
     """``POST /v1/chat/completions`` as a chat job."""
-    check_fields(body, CHAT_FIELDS)
+    check_fields(body, FieldRules(CHAT_FIELDS))
     data: dict[str, Any] = {
         "kind": JobKind.CHAT.value,
         "model": body.get("model"),
@@ -225,7 +241,7 @@ def chat_call(body: dict[str, Any], priority: int, lane: str, key: str | None) -
         data["max_tokens"] = body["max_completion_tokens"]
     if body.get("metadata") is not None:
         data["metadata"] = body["metadata"]
-    stream = _flag(body, "stream")
+    stream = flag(body, "stream")
     return OpenAICall(_job(data, priority, lane, key), stream, stream and _include_usage(body))
 
 
@@ -244,20 +260,20 @@ def completion_prompt(raw: Any) -> str:
 
 def completion_call(body: dict[str, Any], priority: int, lane: str, key: str | None) -> OpenAICall:
     """``POST /v1/completions`` as a completion job."""
-    check_fields(body, COMPLETION_FIELDS)
+    check_fields(body, FieldRules(COMPLETION_FIELDS))
     data: dict[str, Any] = {
         "kind": JobKind.COMPLETION.value,
         "model": body.get("model"),
         "prompt": completion_prompt(body.get("prompt")),
         **_sampling(body),
     }
-    stream = _flag(body, "stream")
+    stream = flag(body, "stream")
     return OpenAICall(_job(data, priority, lane, key), stream, stream and _include_usage(body))
 
 
 def embedding_call(body: dict[str, Any], priority: int, lane: str, key: str | None) -> OpenAICall:
     """``POST /v1/embeddings`` as an embedding job."""
-    check_fields(body, EMBEDDING_FIELDS)
+    check_fields(body, FieldRules(EMBEDDING_FIELDS))
     raw = body.get("input")
     if not (
         isinstance(raw, str) or (isinstance(raw, list) and all(isinstance(x, str) for x in raw))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from producers.gateway.openai_requests import UnsupportedParam
+from producers.gateway.openai_requests import FieldRules, UnsupportedParam, check_fields, flag
 from producers.gateway.responses_marks import MARKER, ResponseMarks
 from schemas import InvalidRequest, JobKind, JobRequest
 from schemas.jobs import METADATA_MAX_ENTRIES
@@ -112,29 +112,7 @@ class ResponseCall:
     stream: bool = False
 
 
-def check_fields(body: dict[str, Any]) -> None:
-    """Refuse a field genq cannot honour, or does not know, naming it."""
-    for name, value in body.items():
-        if name in HONOURED or name in IGNORED:
-            continue
-        neutral = NEUTRAL.get(name)
-        if neutral is None:
-            raise UnsupportedParam(
-                name, f"Unrecognized request argument supplied: {name}", code="unknown_parameter"
-            )
-        if not neutral(value):
-            reason = WHY_NOT.get(name, f"genq cannot honour {name} on /v1/responses")
-            param = "text.format" if name == "text" else name
-            raise UnsupportedParam(param, f"{param}={value!r:.80} is not supported: {reason}")
-
-
-def _flag(body: dict[str, Any], name: str) -> bool:
-    value = body.get(name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise UnsupportedParam(name, f"{name} must be true or false", code="invalid_type")
-    return value
+RULES = FieldRules(HONOURED, IGNORED, NEUTRAL, WHY_NOT, params={"text": "text.format"})
 
 
 def _content_text(content: Any, where: str) -> str:
@@ -222,10 +200,10 @@ def response_call(
     previous: Previous | None = None,
 ) -> ResponseCall:
     """``POST /v1/responses`` as a chat job, or ``UnsupportedParam``/``InvalidRequest``."""
-    check_fields(body)
+    check_fields(body, RULES)
     if previous_response_id(body) != (previous.response_id if previous else None):
         raise ValueError("look previous_response_id up and pass it in as previous")
-    background = _flag(body, "background")
+    background = flag(body, "background")
     if background and body.get("store") is False:
         raise UnsupportedParam(
             "store", "a background response is stored: send store=true or leave it out"
@@ -266,7 +244,7 @@ def response_call(
     except InvalidRequest as exc:
         _rename_fields(exc.details)
         raise
-    return ResponseCall(job, background, _flag(body, "stream"))
+    return ResponseCall(job, background, flag(body, "stream"))
 
 
 def _rename_fields(details: list[dict[str, Any]]) -> None:
