@@ -32,7 +32,7 @@ import httpx
 from openai import OpenAI
 
 from benchmarks.core import fake_runtime
-from benchmarks.e2e import UNLIMITED, _api_key, _wait_http
+from benchmarks.e2e import UNLIMITED, _api_key, _wait_http, stack_env
 from benchmarks.openai_door import first_token_ms
 from benchmarks.stats import peak_rss_mb, percentile
 from tests.support import GenqProcess, RedisServer, free_port
@@ -131,19 +131,16 @@ def run(tmp: Path) -> dict[str, Any]:
     with RedisServer(tmp / "redis") as redis_server:
         fake, fake_url = fake_runtime(tmp)
         gateway_port = free_port()
-        env = {
-            "GENQ_REDIS_URL": redis_server.url,
-            "GENQ_DATA_DIR": str(tmp / "data"),
-            "GENQ_RUNTIME_URL": fake_url,
-            "GENQ_DEFAULT_MODEL": MODEL,
-            "GENQ_RUNTIME_SLOTS": str(SLOTS),
-            "GENQ_LOG_LEVEL": "WARNING",
-            "GENQ_GATEWAY_PORT": str(gateway_port),
-            "GENQ_RATE_LIMIT_PER_SECOND": UNLIMITED,
-            "GENQ_RATE_LIMIT_BURST": UNLIMITED,
-            "GENQ_MAX_QUEUED_PER_TENANT": UNLIMITED,
-            "GENQ_BATCH_DRIVE_SECONDS": "0.5",
-        }
+        env = stack_env(
+            redis_server.url,
+            tmp / "data",
+            fake_url,
+            MODEL,
+            gateway_port,
+            runtime_slots=str(SLOTS),
+            max_queued_per_tenant=UNLIMITED,
+            batch_drive_seconds="0.5",
+        )
         key = _api_key(env)
         gateway = GenqProcess(["gateway"], env, tmp / "gateway.log")
         worker = GenqProcess(["worker", "--concurrency", str(SLOTS)], env, tmp / "worker.log")
@@ -193,17 +190,9 @@ def interactive_wait(tmp: Path) -> dict[str, Any]:
         tokens = {"tokens": ["x "] * LINE_TOKENS, "token_delay_seconds": LINE_SECONDS / LINE_TOKENS}
         httpx.post(f"{fake_url}/_fake/config", json=tokens).raise_for_status()
         gateway_port = free_port()
-        env = {
-            "GENQ_REDIS_URL": redis_server.url,
-            "GENQ_DATA_DIR": str(tmp / "data-1slot"),
-            "GENQ_RUNTIME_URL": fake_url,
-            "GENQ_DEFAULT_MODEL": MODEL,
-            "GENQ_RUNTIME_SLOTS": "1",
-            "GENQ_LOG_LEVEL": "WARNING",
-            "GENQ_GATEWAY_PORT": str(gateway_port),
-            "GENQ_RATE_LIMIT_PER_SECOND": UNLIMITED,
-            "GENQ_RATE_LIMIT_BURST": UNLIMITED,
-        }
+        env = stack_env(
+            redis_server.url, tmp / "data-1slot", fake_url, MODEL, gateway_port, runtime_slots="1"
+        )
         key = _api_key(env)
         processes = [
             GenqProcess(["gateway"], env, tmp / "gateway-1slot.log"),

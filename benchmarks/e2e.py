@@ -121,6 +121,24 @@ async def _genq_job(connection: RawConnection) -> None:
         raise RuntimeError(f"wait answered {status}: {body[:300]!r}")
 
 
+def stack_env(
+    redis_url: str, data_dir: Path, runtime_url: str, model: str, gateway_port: int, **more: str
+) -> dict[str, str]:
+    """A benchmark stack's ``GENQ_*`` environment: quiet logs, no rate limit; ``more`` adds
+    or overrides settings (``runtime_slots="4"`` is ``GENQ_RUNTIME_SLOTS=4``)."""
+    return {
+        "GENQ_REDIS_URL": redis_url,
+        "GENQ_DATA_DIR": str(data_dir),
+        "GENQ_RUNTIME_URL": runtime_url,
+        "GENQ_DEFAULT_MODEL": model,
+        "GENQ_LOG_LEVEL": "WARNING",
+        "GENQ_GATEWAY_PORT": str(gateway_port),
+        "GENQ_RATE_LIMIT_PER_SECOND": UNLIMITED,
+        "GENQ_RATE_LIMIT_BURST": UNLIMITED,
+        **{f"GENQ_{name.upper()}": value for name, value in more.items()},
+    }
+
+
 def _api_key(env: dict[str, str]) -> str:
     settings = Settings(**{k[5:].lower(): v for k, v in env.items() if k.startswith("GENQ_")})
     upgrade_database(settings.store_url)  # as the gateway does at its start
@@ -148,16 +166,15 @@ def run(tmp: Path, store: BenchStore) -> dict[str, Any]:
         fake, fake_url = fake_runtime(tmp)
         gateway_port = free_port()
         env = {
-            "GENQ_REDIS_URL": redis_server.url,
-            "GENQ_DATA_DIR": str(tmp / "data"),
-            "GENQ_RUNTIME_URL": fake_url,
-            "GENQ_DEFAULT_MODEL": MODEL,
-            "GENQ_RUNTIME_SLOTS": str(SLOTS),
-            "GENQ_LOG_LEVEL": "WARNING",
-            "GENQ_GATEWAY_PORT": str(gateway_port),
-            "GENQ_RATE_LIMIT_PER_SECOND": UNLIMITED,
-            "GENQ_RATE_LIMIT_BURST": UNLIMITED,
-            "GENQ_MAX_QUEUED_PER_TENANT": UNLIMITED,
+            **stack_env(
+                redis_server.url,
+                tmp / "data",
+                fake_url,
+                MODEL,
+                gateway_port,
+                runtime_slots=str(SLOTS),
+                max_queued_per_tenant=UNLIMITED,
+            ),
             **store.env("e2e"),
         }
         key = _api_key(env)

@@ -23,7 +23,7 @@ import httpx
 from openai import OpenAI
 
 from benchmarks.core import fake_runtime
-from benchmarks.e2e import UNLIMITED, _api_key, _wait_http
+from benchmarks.e2e import _api_key, _wait_http, stack_env
 from benchmarks.stats import median, percentile
 from tests.support import GenqProcess, RedisServer, free_port
 
@@ -63,16 +63,7 @@ def run(tmp: Path) -> dict[str, Any]:
     with RedisServer(tmp / "redis") as redis_server:
         fake, fake_url = fake_runtime(tmp)
         gateway_port = free_port()
-        env = {
-            "GENQ_REDIS_URL": redis_server.url,
-            "GENQ_DATA_DIR": str(tmp / "data"),
-            "GENQ_RUNTIME_URL": fake_url,
-            "GENQ_DEFAULT_MODEL": MODEL,
-            "GENQ_LOG_LEVEL": "WARNING",
-            "GENQ_GATEWAY_PORT": str(gateway_port),
-            "GENQ_RATE_LIMIT_PER_SECOND": UNLIMITED,
-            "GENQ_RATE_LIMIT_BURST": UNLIMITED,
-        }
+        env = stack_env(redis_server.url, tmp / "data", fake_url, MODEL, gateway_port)
         key = _api_key(env)
         processes = [
             GenqProcess(["gateway"], env, tmp / "gateway.log"),
