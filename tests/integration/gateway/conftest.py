@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,7 +16,7 @@ from genq.store import build_engine
 from producers.api_keys import ApiKeyStore
 from tests.integration.conftest import Stack
 from tests.support import GenqProcess, eventually, free_port
-from tests.support.environment import settings_from_env
+from tests.support.environment import process_env, settings_from_env
 
 ADMIN_KEY = "test-admin-key-0123456789"
 START_TIMEOUT_SECONDS = 20.0
@@ -64,6 +67,21 @@ def wait_until_serving(url: str, process: GenqProcess) -> None:
     up = eventually(lambda: healthy() or not process.running, START_TIMEOUT_SECONDS, interval=0.05)
     if not (up and process.running):
         raise AssertionError(f"gateway did not start; log tail:\n{process.log_tail()}")
+
+
+def run_openai_example(gateway: Gateway, key: str, example: Path) -> str:
+    """Run a docs example as a user would (the ``openai`` SDK reads ``OPENAI_BASE_URL`` and
+    ``OPENAI_API_KEY``) against ``gateway``; its output, once it exited 0."""
+    env = {"OPENAI_BASE_URL": f"{gateway.url}/v1", "OPENAI_API_KEY": key}
+    out = subprocess.run(
+        [sys.executable, str(example)],
+        env=process_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def gateway_env(base: dict[str, str], **extra: str) -> dict[str, str]:

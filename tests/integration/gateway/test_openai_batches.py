@@ -21,7 +21,12 @@ from openai.types import Batch
 from tests.fakes.runtime_server import FakeRuntime
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.integration.conftest import Stack
-from tests.integration.gateway.conftest import ADMIN_KEY, Gateway, GatewayStarter
+from tests.integration.gateway.conftest import (
+    ADMIN_KEY,
+    Gateway,
+    GatewayStarter,
+    run_openai_example,
+)
 from tests.support import EmbeddedRuntime, GenqProcess, eventually
 from tests.support.environment import process_env
 
@@ -136,16 +141,8 @@ def test_a_batch_runs_to_completed_with_one_answer_per_line(
 
 def test_the_documented_example_runs(served: tuple[Gateway, str]) -> None:
     gateway, key = served
-    env = {"OPENAI_BASE_URL": f"{gateway.url}/v1", "OPENAI_API_KEY": key}
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLE)],
-        env=process_env(env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == [
+    stdout = run_openai_example(gateway, key, EXAMPLE)
+    assert stdout.splitlines() == [
         "completed: 2 of 2 answered",
         f"colour {TEXT}",
         f"fruit {TEXT}",

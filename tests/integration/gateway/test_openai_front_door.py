@@ -3,8 +3,6 @@ real gateway, real worker processes, real Redis, the fake runtime (and once the 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,9 +15,13 @@ from openai import OpenAI
 
 from tests.fakes.runtime_server import FakeRuntime
 from tests.integration.conftest import Stack
-from tests.integration.gateway.conftest import ADMIN_KEY, Gateway, GatewayStarter
+from tests.integration.gateway.conftest import (
+    ADMIN_KEY,
+    Gateway,
+    GatewayStarter,
+    run_openai_example,
+)
 from tests.support import EmbeddedRuntime, GenqProcess, eventually
-from tests.support.environment import process_env
 
 pytestmark = pytest.mark.integration
 
@@ -105,16 +107,8 @@ def test_streamed_chat_with_usage(served: tuple[Gateway, str]) -> None:
 
 def test_the_documented_example_runs(served: tuple[Gateway, str]) -> None:
     gateway, key = served
-    env = {"OPENAI_BASE_URL": f"{gateway.url}/v1", "OPENAI_API_KEY": key}
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLE)],
-        env=process_env(env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == f"{TEXT}\n4 tokens\n"
+    stdout = run_openai_example(gateway, key, EXAMPLE)
+    assert stdout == f"{TEXT}\n4 tokens\n"
     assert [j["priority"] for j in jobs_of(gateway, key)] == [9]
 
 

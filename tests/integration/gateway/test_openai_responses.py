@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +13,8 @@ from openai import OpenAI
 
 from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
-from tests.integration.gateway.conftest import ADMIN_KEY, Gateway
+from tests.integration.gateway.conftest import ADMIN_KEY, Gateway, run_openai_example
 from tests.support import eventually
-from tests.support.environment import process_env
 
 pytestmark = pytest.mark.integration
 
@@ -99,16 +96,8 @@ def test_a_background_response_is_a_job_run_by_a_worker(
 
 def test_the_documented_example_runs(served: tuple[Gateway, str]) -> None:
     gateway, key = served
-    env = {"OPENAI_BASE_URL": f"{gateway.url}/v1", "OPENAI_API_KEY": key}
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLE)],
-        env=process_env(env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == f"queued\n{TEXT}\ncompleted, 4 tokens\n"
+    stdout = run_openai_example(gateway, key, EXAMPLE)
+    assert stdout == f"queued\n{TEXT}\ncompleted, 4 tokens\n"
 
 
 def test_without_background_the_answer_comes_on_the_request(
