@@ -19,6 +19,10 @@ from genq import constants as c
 from genq.stack_file import StackFileSource
 
 
+# Broker URL schemes kombu serves over AMQP 0-9-1 (RabbitMQ).
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "genq"
 
@@ -35,6 +39,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GENQ_", extra="ignore", frozen=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The Celery broker: unset, Redis (redis_url) is the broker too; amqp://user:pass@host/vhost
+    # makes it RabbitMQ, and Redis keeps the chunk streams, rate limits, leases and replies
+    # (docs/brokers.md).
+    broker_url: str | None = None
+    # RabbitMQ only: quorum queues for the lanes instead of classic priority queues (no
+    # priorities on RabbitMQ < 4.0; docs/brokers.md).
+    rabbitmq_quorum: bool = False
+    # RabbitMQ only: the broker's consumer_timeout (rabbitmq.conf; RabbitMQ's default is 30 min).
+    # A worker warns at start when a job may run longer (visibility_timeout_seconds) on a broker
+    # too old (< 3.12) to take genq's per-consumer timeout instead.
+    rabbitmq_consumer_timeout_seconds: float = Field(default=1800.0, gt=0)
     data_dir: Path = Field(default_factory=_default_data_dir)
     database_url: SecretStr | None = None
 
@@ -126,6 +141,16 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url.get_secret_value()
         return f"sqlite:///{self.data_dir / 'genq.db'}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The Celery broker's URL: ``broker_url``, or Redis when it is unset."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def broker_is_amqp(self) -> bool:
+        """True when the broker is RabbitMQ (an AMQP URL), not Redis."""
+        return self.effective_broker_url.split("://", 1)[0].lower() in AMQP_SCHEMES
 
     @property
     def embedded(self) -> bool:
