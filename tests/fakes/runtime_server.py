@@ -57,6 +57,7 @@ CONFIG_FIELDS = (
     "stream_usage",
     "context_tokens",
     "llama_stream_errors",
+    "true_parallelism",
 )
 COUNTERS = (
     "requests_seen",
@@ -144,6 +145,10 @@ class FakeRuntime:
         # llama-cpp-python 0.3 fails a streamed request only once its stream has begun: it
         # answers 200 and ends the body empty (the error goes to its log). True mimics that.
         self.llama_stream_errors = False
+        # A runtime that degrades beyond a true parallelism of N: while more than N streams are
+        # active, each token takes token_delay_seconds * active / N, so aggregate throughput
+        # saturates at N streams and each request's token rate falls. None: no such limit.
+        self.true_parallelism: int | None = None
         self.requests_seen = self.disconnects = self.tokens_sent = self.connections = 0
         self.job_requests_seen = 0  # POSTs: generations and embeddings, not health probes
         self.streams_completed = self.streams_active = 0
@@ -235,6 +240,14 @@ class FakeRuntime:
                 if applies:
                     return self.fail_next.pop(i)
         return None
+
+    def token_delay(self) -> float:
+        """Seconds before the next token: ``token_delay_seconds``, stretched by the streams
+        active beyond ``true_parallelism``."""
+        with self.lock:
+            delay, limit = self.token_delay_seconds, self.true_parallelism
+            active = self.streams_active
+        return delay * max(1.0, active / limit) if limit else delay
 
     def job_delay(self) -> float:
         """Seconds to wait before answering a generation or embedding request."""
@@ -612,7 +625,7 @@ class _Handler(BaseHTTPRequestHandler):
         for i, token in enumerate(tokens):
             if not sent or i == cut:
                 break
-            sent = self._pause(fake.token_delay_seconds) and self._chunk(frames.token(token))
+            sent = self._pause(fake.token_delay()) and self._chunk(frames.token(token))
             fake.count("tokens_sent", int(sent))
         if not sent:
             fake.count("disconnects")
