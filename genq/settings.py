@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -115,6 +116,11 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    # The name this host goes by in worker node names (``name-pid@host``), lease holders,
+    # the sweep leader and the ``genq_sweeps_total`` metric. Each host of a deployment needs
+    # its own; the machine's host name is (containers get one each).
+    hostname: str = Field(default_factory=socket.gethostname, min_length=1, pattern=r"^[^@/\s]+$")
 
     @field_validator("lanes", "webhook_allow", "webhook_retry_schedule_seconds", mode="before")
     @classmethod
