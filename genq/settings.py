@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     # job's retries.
     runtime_wait_seconds: float = Field(default=c.RUNTIME_WAIT_SECONDS, ge=0)
 
+    # The runtime fleet (docs/fleet.md): endpoints from a TOML/YAML file, or a JSON list in
+    # GENQ_RUNTIMES; without either the runtime_* settings above are a one-endpoint fleet.
+    runtimes_file: Path | None = None
+    runtimes: str | None = None
+    # Dispatch through the fleet's backlog (release a job into the broker only with a slot).
+    # On whenever a fleet is declared; this turns it on for the one-endpoint fleet too.
+    fleet_dispatch: bool = False
+    fleet_slot_lease_seconds: float = Field(default=15.0, gt=0)
+    fleet_breaker_failures: int = Field(default=3, ge=1)
+    fleet_breaker_cooldown_seconds: float = Field(default=10.0, gt=0)
+    fleet_tick_seconds: float = Field(default=0.5, gt=0)
+
     lanes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(c.DEFAULT_LANES))
     default_lane: str = c.LANE_INTERACTIVE
 
