@@ -34,6 +34,20 @@ def _split_csv(value: object) -> object:
     return value
 
 
+def _parse_weights(value: str) -> dict[str, float]:
+    """``"acme=2, beta=0.5"`` as ``{"acme": 2.0, "beta": 0.5}``."""
+    weights = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        name, sep, weight = part.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            weights[name.strip()] = float(weight)
+        except ValueError:
+            raise ValueError(f"tenant weight {part!r} is not tenant=number") from None
+    return weights
+
+
 class Settings(BaseSettings):
     """Everything configurable. Secrets are ``SecretStr`` so reprs and logs never show them."""
 
@@ -139,6 +153,19 @@ class Settings(BaseSettings):
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
 
+    @field_validator("tenant_weights", mode="before")
+    @classmethod
+    def _weights(cls, value: object) -> object:
+        return _parse_weights(value) if isinstance(value, str) else value
+
+    @field_validator("tenant_weights")
+    @classmethod
+    def _positive_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = sorted(name for name, weight in value.items() if not weight > 0)
+        if bad:
+            raise ValueError(f"tenant weights must be > 0 (tenants {bad})")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -216,6 +243,14 @@ class Settings(BaseSettings):
     batch_max_lines: int = Field(default=c.BATCH_MAX_LINES, ge=1)
     batch_completion_window_seconds: float = Field(default=c.BATCH_COMPLETION_WINDOW_SECONDS, gt=0)
     batch_drive_seconds: float = Field(default=c.BATCH_DRIVE_SECONDS, gt=0)
+
+    # Fair share between tenants (VTC): each tenant's weight ("acme=2,beta=1"; others 1), and
+    # what a prompt token and a generated token cost in its virtual counter (VTC's w_p, w_q).
+    tenant_weights: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    fair_prompt_token_cost: float = Field(default=1.0, ge=0)
+    fair_output_token_cost: float = Field(default=2.0, ge=0)
+    # The most slots an endpoint with slots = "auto" may grow to.
+    adaptive_max_slots: int = Field(default=8, ge=1, le=256)
 
 
 # A name people reach for that difflib would not lead to (the store's URL is database_url).

@@ -1,0 +1,209 @@
+"""Adaptive slots: an endpoint with ``slots = "auto"`` finds its best concurrency by itself.
+
+A gradient controller in the spirit of Netflix concurrency-limits' Gradient2 and TCP Vegas,
+over the two signals an LLM runtime gives per request: time to first token (TTFT) and the time
+per generated token after it (TPOT, the inverse of the request's tokens/s).
+
+- It starts at 1 slot. Requests are judged in windows: a window closes once it holds
+  ``max(MIN_WINDOW, 2 * limit)`` requests that started while the endpoint ran at its limit
+  (in flight at start = limit, so an idle endpoint teaches nothing) under the current limit.
+- The window's medians are compared with a no-load reference (the best window seen so far,
+  creeping towards later healthy windows so a slower machine is not held to an old record):
+  ``gradient = min(ref_tpot / tpot, (ref_ttft + slack) / (ttft + slack))``, at most 1. TTFT
+  gets an absolute slack so that milliseconds of noise on a fast first token do not count.
+- Gradient at least ``TOLERANCE``: the requests still run as fast as alone; add one slot
+  (after ``hold`` windows, if it has just backed off). Below: the runtime is past its true
+  parallelism, so shrink to ``round(limit * gradient)`` (at least one less): if throughput
+  saturates at N slots, each request runs N/limit as fast, so this lands on N in one step.
+  Then hold ``HOLD_WINDOWS`` windows before probing upwards again.
+- A 429 or 503 from the runtime halves the limit at once (AIMD's multiplicative decrease).
+- Bounded by 1 and the endpoint's maximum (``adaptive_max_slots``, default 8).
+
+It oscillates between the knee N and N + 1 while probing, which costs no throughput when the
+runtime saturates at N (it serves the same tokens/s at N + 1). ``TOLERANCE`` = 0.9 detects a
+knee up to 8 (at N = 9, one more request slows each by only 10 %).
+
+The decisions are pure (``Controller.observe``); ``AdaptiveSlots`` keeps one controller per
+endpoint in Redis, shared by every worker and dispatcher, updated under WATCH/MULTI.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from genq import constants as c
+
+KEY_PREFIX = f"{c.REDIS_KEY_PREFIX}adaptive:"  # + endpoint: its controller, as JSON
+TOLERANCE = 0.9
+MIN_WINDOW = 4
+HOLD_WINDOWS = 2
+TTFT_SLACK_SECONDS = 0.05
+REFERENCE_CREEP = 0.2  # a healthy window moves a stale reference this far towards itself
+HISTORY = 32  # the limits after the last windows, for operators and tests
+STATE_TTL_SECONDS = 7 * 86_400
+WATCH_ATTEMPTS = 50
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One finished request on the endpoint."""
+
+    limit: int  # the endpoint's limit when the request started
+    inflight: int  # requests in flight on the endpoint when it started, itself included
+    ttft_seconds: float | None
+    tokens: int  # generated tokens
+    duration_seconds: float  # from the request to its last token
+
+    @property
+    def seconds_per_token(self) -> float | None:
+        """Time per generated token after the first (all of them without a TTFT)."""
+        if self.ttft_seconds is None:
+            return self.duration_seconds / self.tokens if self.tokens > 0 else None
+        if self.tokens < 2:
+            return None
+        return max(0.0, self.duration_seconds - self.ttft_seconds) / (self.tokens - 1)
+
+
+@dataclass
+class Controller:
+    """The state of one endpoint's controller; ``observe`` and ``overloaded`` change it."""
+
+    max_limit: int
+    limit: int = 1
+    ref_tpot: float | None = None
+    ref_ttft: float | None = None
+    hold: int = 0
+    tpots: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    history: list[int] = field(default_factory=list)
+
+    def window_size(self) -> int:
+        return max(MIN_WINDOW, 2 * self.limit)
+
+    def observe(self, sample: Sample) -> bool:
+        """Take a finished request into the current window; True when it closed a window."""
+        tpot = sample.seconds_per_token
+        if sample.limit != self.limit or sample.inflight < self.limit or tpot is None:
+            return False  # from another limit, an endpoint not running full, or no tokens
+        self.tpots.append(tpot)
+        self.ttfts.append(sample.ttft_seconds if sample.ttft_seconds is not None else 0.0)
+        if len(self.tpots) < self.window_size():
+            return False
+        self._close_window(statistics.median(self.tpots), statistics.median(self.ttfts))
+        return True
+
+    def _close_window(self, tpot: float, ttft: float) -> None:
+        self.tpots, self.ttfts = [], []
+        if self.ref_tpot is None or self.ref_ttft is None:
+            self.ref_tpot, self.ref_ttft = tpot, ttft
+        grad = gradient(self.ref_tpot, self.ref_ttft, tpot, ttft)
+        if grad >= TOLERANCE:
+            self.ref_tpot = _towards(self.ref_tpot, tpot)
+            self.ref_ttft = _towards(self.ref_ttft, ttft)
+            if self.hold > 0:
+                self.hold -= 1
+            else:
+                self.limit = min(self.max_limit, self.limit + 1)
+        else:
+            self.limit = max(1, min(self.limit - 1, round(self.limit * grad)))
+            self.hold = HOLD_WINDOWS
+        self._remember()
+
+    def overloaded(self) -> None:
+        """The runtime refused work (429/503): halve the limit and hold."""
+        self.limit = max(1, self.limit // 2)
+        self.hold = HOLD_WINDOWS
+        self.tpots, self.ttfts = [], []
+        self._remember()
+
+    def _remember(self) -> None:
+        self.history = [*self.history, self.limit][-HISTORY:]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes | None, max_limit: int) -> Controller:
+        """The stored state (a fresh controller when there is none); the configured maximum
+        wins over the stored one, so lowering it takes effect at once."""
+        if not raw:
+            return cls(max_limit=max_limit)
+        state: dict[str, Any] = json.loads(raw)
+        state["max_limit"] = max_limit
+        controller = cls(**state)
+        controller.limit = min(controller.limit, max_limit)
+        return controller
+
+
+def gradient(ref_tpot: float, ref_ttft: float, tpot: float, ttft: float) -> float:
+    """How fast requests run now against no load: 1 = as fast, 0.5 = half as fast."""
+    by_tokens = ref_tpot / tpot if tpot > 0 else 1.0
+    by_first = (ref_ttft + TTFT_SLACK_SECONDS) / (ttft + TTFT_SLACK_SECONDS)
+    return min(1.0, by_tokens, by_first)
+
+
+def _towards(reference: float, value: float) -> float:
+    """A better value replaces the reference; a worse (still healthy) one moves it a little."""
+    return value if value < reference else reference + REFERENCE_CREEP * (value - reference)
+
+
+def state_key(endpoint: str) -> str:
+    return f"{KEY_PREFIX}{endpoint}"
+
+
+class AdaptiveSlots:
+    """One endpoint's controller, kept in Redis. No I/O until a method is called."""
+
+    def __init__(self, client: redis.Redis, endpoint: str, max_limit: int) -> None:
+        self.client = client
+        self.endpoint = endpoint
+        self.max_limit = max_limit
+        self.key = state_key(endpoint)
+
+    def controller(self) -> Controller:
+        """The current state (read only)."""
+        return Controller.from_json(self.client.get(self.key), self.max_limit)
+
+    def limit(self) -> int:
+        """The endpoint's slots now."""
+        return self.controller().limit
+
+    def record(self, sample: Sample) -> Controller:
+        """Take one finished request; returns the state after it."""
+        return self._update(lambda controller: controller.observe(sample))
+
+    def overloaded(self) -> Controller:
+        """The runtime answered 429 or 503."""
+        return self._update(lambda controller: controller.overloaded())
+
+    def _update(self, change: Callable[[Controller], object]) -> Controller:
+        for _ in range(WATCH_ATTEMPTS):
+            with self.client.pipeline() as pipe:
+                try:
+                    pipe.watch(self.key)  # type: ignore[no-untyped-call]
+                    controller = Controller.from_json(pipe.get(self.key), self.max_limit)
+                    change(controller)
+                    pipe.multi()
+                    pipe.set(self.key, controller.to_json(), ex=STATE_TTL_SECONDS)
+                    pipe.execute()
+                    return controller
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"adaptive slots of {self.endpoint!r}: too much contention")
+
+
+def describe(controller: Controller) -> Mapping[str, object]:
+    """What an operator sees of a controller (``genq runtimes``, the admin endpoint)."""
+    return {
+        "limit": controller.limit,
+        "max": controller.max_limit,
+        "reference_tpot_ms": None if controller.ref_tpot is None else controller.ref_tpot * 1000,
+        "reference_ttft_ms": None if controller.ref_ttft is None else controller.ref_ttft * 1000,
+        "recent_limits": controller.history,
+    }
