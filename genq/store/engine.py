@@ -152,6 +152,7 @@ class WalCheckpointer:
         self.interval_seconds = interval_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="genq-wal-checkpoint", daemon=True)
+        self.checkpoints = 0  # checkpoints completed so far
 
     def start(self) -> None:
         """Start checkpointing every ``interval_seconds``."""
@@ -167,6 +168,7 @@ class WalCheckpointer:
                     cursor.close()
                 finally:
                     raw.close()
+                self.checkpoints += 1
             except Exception:  # a busy or missing file: the next round tries again
                 log.debug("WAL checkpoint failed", exc_info=True)
 
