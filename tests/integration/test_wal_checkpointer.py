@@ -33,8 +33,8 @@ def _write_rounds(db: Path, checkpointer_interval: float | None) -> int:
                 conn.execute(insert(table), [{"v": ROW} for _ in range(100)])
             largest = max(largest, Path(f"{db}-wal").stat().st_size)
             if checkpointer is not None:  # the next write starts over once a checkpoint has run
-                since = checkpointer.checkpoints
-                assert eventually(lambda: checkpointer.checkpoints >= since + 2, timeout=30)
+                wanted = checkpointer.checkpoints + 2
+                assert eventually(lambda c=checkpointer, n=wanted: c.checkpoints >= n, timeout=30)
     finally:
         if checkpointer is not None:
             checkpointer.close()
