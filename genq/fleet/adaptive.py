@@ -198,6 +198,13 @@ class AdaptiveSlots:
         raise RuntimeError(f"adaptive slots of {self.endpoint!r}: too much contention")
 
 
+def current_limit(client: redis.Redis, endpoint: Any) -> int:
+    """The slots of an endpoint with ``slots = "auto"`` now (``genq.fleet.slots.slots_for``):
+    its controller's limit, 1 before it has one. ``endpoint`` is the fleet's ``Endpoint``."""
+    raw = client.get(state_key(endpoint.name))
+    return Controller.from_json(raw, max_limit=1 << 16).limit if raw else 1
+
+
 def describe(controller: Controller) -> Mapping[str, object]:
     """What an operator sees of a controller (``genq runtimes``, the admin endpoint)."""
     return {

@@ -20,12 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
 from genq import constants as c
 from genq.settings import Settings
-from schemas import JobKind, JobRequest, Usage
+from schemas import JobKind, Usage
 
 KEY_PREFIX = f"{c.REDIS_KEY_PREFIX}fair:"  # + pool: the counters; + pool:backlogged
 FLOOR_FIELD = "_floor"  # the backlogged minimum at the last pick: where a lone arrival starts
@@ -81,15 +82,19 @@ def cost(prompt_tokens: float, output_tokens: float, settings: Settings) -> floa
     )
 
 
-def estimate_cost(request: JobRequest, settings: Settings) -> float:
-    """The cost charged at dispatch: the prompt's tokens (about one per ``CHARS_PER_TOKEN``
-    characters) and all the tokens the job may generate (``max_tokens`` or the default)."""
-    if request.kind is JobKind.EMBEDDING:
-        inputs = [request.input] if isinstance(request.input, str) else list(request.input or [])
-        return cost(sum(math.ceil(len(t) / CHARS_PER_TOKEN) for t in inputs), 0, settings)
-    text = request.prompt or "".join(m.content for m in request.messages or [])
-    prompt = math.ceil(len(text) / CHARS_PER_TOKEN)
-    return cost(prompt, request.max_tokens or settings.default_max_tokens, settings)
+def estimate_cost(request: Mapping[str, Any], settings: Settings) -> float:
+    """The cost charged at dispatch, from a job's stored request: its prompt's tokens (about
+    one per ``CHARS_PER_TOKEN`` characters) and all it may generate (``max_tokens``, or the
+    default for a chat or completion; nothing for embeddings)."""
+    raw = request.get("prompt") or request.get("input") or ""
+    texts = [str(t) for t in raw] if isinstance(raw, list) else [str(raw)]
+    texts += [str(m.get("content") or "") for m in request.get("messages") or []]
+    prompt = sum(math.ceil(len(t) / CHARS_PER_TOKEN) for t in texts)
+    if request.get("kind") == JobKind.EMBEDDING.value:
+        return cost(prompt, 0, settings)
+    limit = request.get("max_tokens")
+    output = limit if isinstance(limit, int) and limit > 0 else settings.default_max_tokens
+    return cost(prompt, output, settings)
 
 
 def usage_cost(usage: Usage | None, settings: Settings) -> float:
@@ -117,9 +122,6 @@ class FairShare:
 
     def weight(self, tenant: str) -> float:
         return self.weights.get(tenant, 1.0)
-
-    def estimate(self, request: JobRequest) -> float:
-        return estimate_cost(request, self.settings)
 
     def pick(self, pool: str, heads: Sequence[Head]) -> int:
         """Choose which of ``heads`` (each backlogged tenant's first job for ``pool``) starts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -14,6 +15,7 @@ from genq.fleet.adaptive import (
     AdaptiveSlots,
     Controller,
     Sample,
+    current_limit,
     gradient,
 )
 
@@ -115,6 +117,7 @@ def test_shared_in_redis(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     slots = AdaptiveSlots(client, "ep", max_limit=8)
     assert slots.limit() == 1  # nothing stored yet
+    assert current_limit(client, SimpleNamespace(name="ep")) == 1
 
     def feed() -> None:  # four workers reporting their requests at once
         for _ in range(40):
@@ -126,6 +129,7 @@ def test_shared_in_redis(redis_url: str) -> None:
     for thread in threads:
         thread.join()
     assert 2 <= slots.limit() <= 4
+    assert current_limit(client, SimpleNamespace(name="ep")) == slots.limit()  # what dispatch reads
     assert AdaptiveSlots(client, "ep", max_limit=8).controller().history  # another process sees it
     slots.overloaded()
     assert slots.limit() <= 2

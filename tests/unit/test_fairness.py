@@ -72,11 +72,15 @@ def test_lifted(
 
 def test_estimate_counts_prompt_and_max_tokens() -> None:
     settings = Settings(fair_prompt_token_cost=1, fair_output_token_cost=2, default_max_tokens=100)
-    chat = JobRequest(messages=[{"role": "user", "content": "x" * 40}], max_tokens=16)
+
+    def stored(**fields: object) -> dict[str, object]:  # a request as the store keeps it
+        return JobRequest.model_validate(fields).public_dump()
+
+    chat = stored(messages=[{"role": "user", "content": "x" * 40}], max_tokens=16)
     assert estimate_cost(chat, settings) == 10 + 2 * 16
-    no_max = JobRequest(kind="completion", prompt="abcd")
+    no_max = stored(kind="completion", prompt="abcd")
     assert estimate_cost(no_max, settings) == 1 + 2 * 100
-    embedding = JobRequest(kind="embedding", input=["abcdefgh", "a"])
+    embedding = stored(kind="embedding", input=["abcdefgh", "a"])
     assert estimate_cost(embedding, settings) == 2 + 1
     assert usage_cost(Usage(prompt_tokens=3, completion_tokens=5), settings) == cost(3, 5, settings)
     assert usage_cost(None, settings) == 0
