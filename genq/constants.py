@@ -25,10 +25,15 @@ VISIBILITY_TIMEOUT_SECONDS = 12 * 3600
 LEASE_SECONDS = 15
 LEASE_RENEW_SECONDS = 5
 SWEEP_INTERVAL_SECONDS = 5
-# One sweep at a time across processes (beat holds this Redis lock while it sweeps); a sweep
-# that outlives the TTL may overlap the next, which its compare-and-sets make harmless.
-SWEEP_LOCK_KEY = f"{REDIS_KEY_PREFIX}sweep:lock"
-SWEEP_LOCK_SECONDS = 60
+# One beat sweeps at a time across hosts: the one holding this lease in Redis (a sweep
+# interval long, extended every quarter interval; workers/leader.py). A leader whose sweep
+# loop has not turned for SWEEP_STALL_SECONDS gives the lead up. Each sweep is counted per
+# host (genq_sweeps_total) in SWEEP_COUNTS_KEY, its time in SWEEP_LAST_KEY.
+SWEEP_LEADER_KEY = f"{REDIS_KEY_PREFIX}beat:leader"
+SWEEP_COUNTS_KEY = f"{REDIS_KEY_PREFIX}beat:sweeps"
+SWEEP_LAST_KEY = f"{REDIS_KEY_PREFIX}beat:last-sweep"
+SWEEP_STALL_SECONDS = 60.0
+BEAT_TICK_SECONDS = 0.5
 CRASH_LIMIT = 3
 
 MAX_RETRIES = 5

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 import redis
 from prometheus_client import CollectorRegistry, generate_latest, make_asgi_app
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from genq import constants as c
@@ -28,6 +28,7 @@ from genq.metrics_finished import FinishedJobs
 from genq.settings import Settings
 from genq.store import Engine, StoreUnavailable, build_engine
 from genq.store.metrics import read_metrics
+from genq.sweep_records import current_leader, host_of, sweep_records
 from schemas.priority import PRIORITY_MAX, PRIORITY_MIN, celery_priority
 
 __all__ = [
@@ -74,7 +75,8 @@ class GenqCollector(Collector):
             store = self._safe(self._store_metrics)
             up.add_metric(["broker"], float(broker is not None))
             up.add_metric(["store"], float(store is not None))
-            return [up, *(broker or []), *(store or [])]
+            sweeps = self._safe(self._sweep_metrics)
+            return [up, *(broker or []), *(store or []), *(sweeps or [])]
 
     def close(self) -> None:
         self.redis.close()
@@ -117,6 +119,28 @@ class GenqCollector(Collector):
         )
         unacked.add_metric([], float(lengths[-1]))
         return [depth, messages, unacked]
+
+    # -- the sweep (which beat leads it, which host swept: genq.sweep_records) ----------------
+    def _sweep_metrics(self) -> list[Metric]:
+        records = sweep_records(self.redis)
+        leader = current_leader(self.redis)
+        total = CounterMetricFamily(
+            "genq_sweeps", "Sweeps run by the beats of each host (the leader's)", labels=["host"]
+        )
+        last = _gauge(
+            "genq_sweep_last_timestamp_seconds",
+            "When a beat of this host last swept (unix time)",
+            ["host"],
+        )
+        for record in records:
+            total.add_metric([record.host], float(record.sweeps))
+            last.add_metric([record.host], record.last_at)
+        leading = _gauge(
+            "genq_sweep_leader", "1 for the beat holding the sweep lease now", ["host", "beat"]
+        )
+        if leader is not None:
+            leading.add_metric([host_of(leader), leader], 1.0)
+        return [total, last, leading]
 
     # -- store -------------------------------------------------------------------------------
     def _store_metrics(self) -> list[Metric]:

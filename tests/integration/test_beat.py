@@ -1,4 +1,4 @@
-"""`genq beat` runs the sweep in its own process, one sweep at a time across processes."""
+"""`genq beat` runs the sweep in its own process, while it leads (one beat at a time)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 
 from genq import constants as c
+from genq.sweep_records import sweep_records
 from schemas import JobStatus
 from tests.integration.conftest import Stack
 from tests.support import eventually
 from tests.support.history import recovered_by
 from workers.beat import sweep_once
 from workers.context import build_context
+from workers.leader import LeaderLease
 from workers.main import BEAT_HEARTBEAT_FILE
 
 pytestmark = pytest.mark.integration
@@ -20,20 +22,25 @@ pytestmark = pytest.mark.integration
 CHAT = {"messages": [{"role": "user", "content": "x"}]}
 
 
-def test_a_sweep_waits_while_another_process_holds_the_lock(stack: Stack) -> None:
+def test_a_beat_sweeps_only_while_it_holds_the_leader_lease(stack: Stack) -> None:
     client = stack.client()
     job = client.submit(CHAT).id
     assert client.store.start(job, "gone-1@host/1", lease_seconds=0.01) is not None
     ctx = build_context(client.app)
-    other = client.redis.lock(c.SWEEP_LOCK_KEY, timeout=30)  # another beat, mid-sweep
-    assert other.acquire(blocking=False)
-    assert sweep_once(ctx) is None
+    other = LeaderLease(client.redis, "beat-1@elsewhere", lease_seconds=30)  # another beat leads
+    assert other.claim()
+    lease = LeaderLease(client.redis, "beat-2@here", lease_seconds=30)
+    assert not lease.claim()
+    assert sweep_once(ctx, lease) is None
     assert client.get(job).status is JobStatus.RUNNING  # nothing was swept
     other.release()
-    report = sweep_once(ctx)
+    assert lease.claim()
+    report = sweep_once(ctx, lease)
     assert report is not None and report.recovered == 1
     assert client.get(job).status is JobStatus.QUEUED
-    assert client.redis.exists(c.SWEEP_LOCK_KEY) == 0  # released once done
+    assert [(r.host, r.sweeps) for r in sweep_records(client.redis)] == [("here", 1)]
+    lease.release()
+    assert client.redis.exists(c.SWEEP_LEADER_KEY) == 0
     ctx.close()
 
 
