@@ -14,28 +14,25 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
-    worker_process_init,
     worker_process_shutdown,
     worker_shutdown,
 )
 
 from genq import constants as c
 from genq.dispatch import send_record
-from genq.fleet.config import fleet_concurrency, fleet_dispatch
 from genq.logs import (
     bind_task_context,
     clear_job_context,
     configure_logging,
     json_worker_notices,
 )
-from genq.rabbitmq import prepare_worker_broker
 from genq.settings import Settings
 from genq.store import JobStore, build_engine, utcnow
 from genq.store.migrate import upgrade_database
 from schemas import GenqError
 from workers.app import create_worker_app
 from workers.beat import run_sweeps
-from workers.context import close_context, start_fleet_side
+from workers.context import close_context
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +105,10 @@ def run_worker(
     name: str | None = None,
     loglevel: str = "INFO",
 ) -> None:
-    """Run a Celery worker in the foreground. Concurrency defaults to the runtime's slots (the
-    fleet's, summed)."""
+    """Run a Celery worker in the foreground. Concurrency defaults to the runtime's slots."""
     configure_logging(settings)
     upgrade_database(settings.store_url)
     app = create_worker_app(settings)
-    if settings.broker_is_amqp:  # its queues as genq declares them, or a clear error
-        prepare_worker_broker(app, settings)
     if not any(q in {settings.queue_for(lane) for lane in settings.lanes} for q in queues):
         # Webhook/maintenance-only workers have no priorities to protect: let them prefetch.
         app.conf.worker_disable_prefetch = False
@@ -130,15 +124,11 @@ def run_worker(
         json_worker_notices()
     task_prerun.connect(bind_task_context, weak=False)
     task_postrun.connect(clear_job_context, weak=False)
-    if fleet_dispatch(settings):
-        # Each pool process renews its slots and runs the fleet's tick from the start, so
-        # a backlog moves (and endpoints are probed) before this process has run a job.
-        worker_process_init.connect(lambda **_: start_fleet_side(app), weak=False)
     argv = [
         *_quiet(settings),
         "worker",
         f"--queues={','.join(queues)}",
-        f"--concurrency={concurrency or fleet_concurrency(settings)}",
+        f"--concurrency={concurrency or settings.runtime_slots}",
         f"--pool={pool}",
         f"--hostname={node}",
         f"--loglevel={loglevel}",
