@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -36,15 +35,16 @@ CHARS_PER_TOKEN = 4  # the usual estimate for English text and BPE tokenizers
 WATCH_ATTEMPTS = 50
 
 
-@dataclass(frozen=True)
-class Head:
-    """A tenant's first waiting job for a pool, in dispatch order (priority desc, then seq)."""
+class Head(Protocol):
+    """A tenant's first waiting job for a pool, in dispatch order (priority desc, then seq):
+    what the choice sees of it (``genq.fleet.backlog.Head`` is one)."""
 
-    tenant: str
-    job_id: str
-    priority: int
-    seq: float  # submission order: lower went in first
-    estimate: float  # the job's cost estimate (``FairShare.estimate``), before the weight
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def seq(self) -> int: ...  # submission order: lower went in first
 
 
 def choose(heads: Sequence[Head], counters: Mapping[str, float]) -> int:

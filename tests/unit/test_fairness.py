@@ -5,13 +5,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+from dataclasses import dataclass
 
 import pytest
 import redis
 
 from genq.fleet.fairness import (
     FairShare,
-    Head,
     choose,
     cost,
     estimate_cost,
@@ -22,10 +22,18 @@ from genq.settings import Settings
 from schemas import JobRequest, Usage
 
 
-def head(tenant: str, priority: int = 5, seq: float = 0, estimate: float = 10) -> Head:
-    return Head(
-        tenant=tenant, job_id=f"{tenant}-{seq}", priority=priority, seq=seq, estimate=estimate
-    )
+@dataclass(frozen=True)
+class Head:
+    """What the dispatcher's heads carry that the choice reads."""
+
+    tenant: str
+    priority: int
+    seq: int
+    estimate: float
+
+
+def head(tenant: str, priority: int = 5, seq: int = 0, estimate: float = 10) -> Head:
+    return Head(tenant=tenant, priority=priority, seq=seq, estimate=estimate)
 
 
 def jain(values: list[float]) -> float:
