@@ -7,6 +7,9 @@ from typing import Any
 from celery import Celery
 
 from genq import constants as c
+from genq.fleet.backlog import Waiting
+from genq.fleet.config import fleet_dispatch
+from genq.fleet.dispatcher import Dispatcher, dispatcher_for
 from genq.settings import Settings
 from schemas import BrokerUnavailable, JobKind, JobRecord, celery_priority
 
@@ -34,13 +37,70 @@ def send_job(
     countdown: float | None = None,
     producer: Any = None,
     declare: bool = True,
+    model: str | None = None,
+    estimate: float = 0.0,
+    session: str | None = None,
+    deadline: float | None = None,
+) -> None:
+    """Hand a job on to run: into the runtime fleet's backlog when genq dispatches through it
+    (the dispatcher publishes it once it holds a slot for it: ``genq.fleet.dispatcher``),
+    else straight to the broker."""
+    if fleet_dispatch(settings):
+        waiting = Waiting(
+            job_id=job_id,
+            model=model or "",
+            tenant=tenant,
+            priority=priority,
+            kind=kind.value,
+            lane=lane,
+            estimate=estimate,
+            session=session,
+            deadline=deadline,
+        )
+        fleet_dispatcher(app, settings).enqueue(waiting, countdown=countdown or 0.0)
+        return
+    publish_job(
+        app,
+        settings,
+        job_id=job_id,
+        kind=kind,
+        tenant=tenant,
+        lane=lane,
+        priority=priority,
+        countdown=countdown,
+        producer=producer,
+        declare=declare,
+    )
+
+
+def fleet_dispatcher(app: Celery, settings: Settings) -> Dispatcher:
+    """This process's fleet dispatcher, publishing through ``publish_job``."""
+    return dispatcher_for(app, settings, publish_job)
+
+
+def publish_job(
+    app: Celery,
+    settings: Settings,
+    *,
+    job_id: str,
+    kind: JobKind,
+    tenant: str,
+    lane: str,
+    priority: int,
+    countdown: float | None = None,
+    producer: Any = None,
+    declare: bool = True,
+    slot: dict[str, Any] | None = None,
 ) -> None:
     """Publish the job's task message; the Celery task id is the job id (Flower shows it).
 
     ``declare=False`` skips declaring the lane's queue, when an earlier message on the same
-    producer declared it.
+    producer declared it. ``slot``: the fleet slot the dispatcher holds for the job (endpoint,
+    token, ...), passed in the task's kwargs.
     """
-    kwargs = {"job_id": job_id}
+    kwargs: dict[str, Any] = {"job_id": job_id}
+    if slot is not None:
+        kwargs["slot"] = slot
     options: dict[str, Any] = {
         "task_id": job_id,
         "queue": settings.queue_for(lane),
@@ -88,4 +148,36 @@ def send_record(
         countdown=countdown,
         producer=producer,
         declare=declare,
+        model=record.model,
+        estimate=token_estimate(record.request, settings.default_max_tokens),
+        session=session_key(record.request),
+        deadline=record.deadline.timestamp() if record.deadline is not None else None,
     )
+
+
+def token_estimate(request: Any, default_max_tokens: int) -> float:
+    """Tokens a job is expected to cost before it runs: its prompt (about four characters a
+    token) plus the most it may generate."""
+    if not isinstance(request, dict):
+        return float(default_max_tokens)
+    text = request.get("prompt") or request.get("input") or ""
+    for message in request.get("messages") or []:
+        if isinstance(message, dict):
+            text = f"{text}{message.get('content') or ''}"
+    prompt = len(str(text)) / 4
+    limit = request.get("max_tokens")
+    return prompt + float(limit if isinstance(limit, int) and limit > 0 else default_max_tokens)
+
+
+def session_key(request: Any) -> str | None:
+    """A job's session/prefix key (``metadata.session`` or ``metadata.prefix_key``): work
+    sharing one prefers the endpoint that ran the last of it (its prompt cache is warm)."""
+    if not isinstance(request, dict):
+        return None
+    metadata = request.get("metadata") or {}
+    key = (
+        metadata.get("session") or metadata.get("prefix_key")
+        if isinstance(metadata, dict)
+        else None
+    )
+    return str(key)[:200] if key else None

@@ -6,6 +6,7 @@ The Celery tasks in ``tasks.generate`` only decode their message and call ``run_
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import cast
 
 from genq.chunks import ChunkWriter
 from genq.dispatch import send_record
+from genq.fleet.dispatcher import FORCED
 from genq.logs import bind_job_context
 from genq.outbox import Settler
 from genq.store import utcnow
@@ -26,14 +28,16 @@ from schemas import (
     JobRequest,
     JobStatus,
     PermanentError,
+    TransientError,
     Usage,
 )
 from schemas.validation import parse
 from tasks.dead_letter import dead_letter_job, dead_letter_message
 from tasks.retry_policy import Outcome, decide
 from workers.context import WorkerContext
+from workers.fleet_runtime import AttemptNotes, FleetSide, Slot
 from workers.lease import Lease
-from workers.runtimes import StreamEvent
+from workers.runtimes import Runtime, StreamEvent
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +60,14 @@ class Generation:
         return "".join(self.parts)
 
 
-def run_job(ctx: WorkerContext, job_id: object) -> str:
-    """Run one delivery of ``job_id``; returns what happened, for logs and tests."""
+def run_job(ctx: WorkerContext, job_id: object, slot: object = None) -> str:
+    """Run one delivery of ``job_id``; returns what happened, for logs and tests. ``slot``:
+    the fleet slot the dispatcher holds for it (``workers.fleet_runtime.Slot``)."""
     if not isinstance(job_id, str) or not _is_uuid(job_id):
         dead_letter_message(ctx, reason="undecodable", message=f"job id {job_id!r} is not a UUID")
         return "undecodable"
+    if ctx.fleet is not None:
+        return _run_in_fleet(ctx, ctx.fleet, job_id, Slot.from_message(slot))
     if not ctx.runtime_gate.wait_until_answering():
         log.warning(
             "runtime unreachable for %g s: trying job %s anyway",
@@ -71,6 +78,57 @@ def run_job(ctx: WorkerContext, job_id: object) -> str:
     if record is not None:
         return _attempt(ctx, record)
     return _not_started(ctx, job_id)  # the rare path: find out why the CAS did not match
+
+
+def _run_in_fleet(ctx: WorkerContext, fleet: FleetSide, job_id: str, slot: Slot | None) -> str:
+    """Run a job the fleet's dispatcher released with ``slot`` (docs/fleet.md). The job never
+    waits here for a busy endpoint: it came with a slot, or goes back to its place in the
+    backlog (a message sent straight to the broker; a slot whose lease lapsed meanwhile)."""
+    backlog = fleet.dispatcher.backlog
+    if slot is None or (slot.endpoint != FORCED and not fleet.hold(slot)):
+        record = ctx.store.get(job_id)
+        if record is None or record.status is not JobStatus.QUEUED:
+            return _not_started(ctx, job_id)
+        send_record(ctx.app, ctx.settings, record)  # into the backlog, at its rank
+        return "to-backlog"
+    waiting = backlog.waiting(job_id)
+    outcome = "skipped"
+    try:
+        record = ctx.store.start(job_id, ctx.worker_id, ctx.settings.lease_seconds)
+        if record is None:
+            outcome = _not_started(ctx, job_id)
+            return outcome
+        if slot.endpoint == FORCED:
+            reason = (
+                f"no healthy runtime endpoint serves model {record.model!r} "
+                f"(waited {ctx.settings.runtime_wait_seconds:g} s or until the deadline)"
+            )
+            outcome = _attempt(ctx, record, unavailable=reason)
+            return outcome
+        notes = AttemptNotes()
+        runtime = fleet.runtime(slot.endpoint)
+        if runtime is None:
+            outcome = _attempt(ctx, record, unavailable=f"endpoint {slot.endpoint} left the fleet")
+            return outcome
+        outcome = _attempt(ctx, record, runtime=runtime, notes=notes)
+        fleet.report(
+            slot,
+            job_id=job_id,
+            tenant=record.tenant,
+            model=record.model,
+            notes=notes,
+            estimate=waiting.estimate if waiting is not None else 0.0,
+        )
+        return outcome
+    finally:
+        if outcome in _FINISHED:
+            backlog.forget(job_id)
+        if slot.endpoint != FORCED:
+            fleet.release(slot)
+
+
+# Outcomes after which the fleet keeps nothing about the job.
+_FINISHED = frozenset({"succeeded", "failed", "cancelled", "dead_lettered", "expired", "unknown"})
 
 
 def _not_started(ctx: WorkerContext, job_id: str) -> str:
@@ -101,7 +159,17 @@ def _not_started(ctx: WorkerContext, job_id: str) -> str:
     return "skipped:lost-race"
 
 
-def _attempt(ctx: WorkerContext, record: JobRecord) -> str:
+def _attempt(
+    ctx: WorkerContext,
+    record: JobRecord,
+    *,
+    runtime: Runtime | None = None,
+    notes: AttemptNotes | None = None,
+    unavailable: str | None = None,
+) -> str:
+    """One attempt against ``runtime`` (the worker's one runtime by default). ``unavailable``:
+    there is no runtime to try; the attempt fails with that reason (retry rules apply)."""
+    runtime = runtime or ctx.runtime
     bind_job_context(tenant=record.tenant, lane=record.lane, attempt=record.attempts)
     s = ctx.settings
     writer = ChunkWriter(
@@ -114,14 +182,18 @@ def _attempt(ctx: WorkerContext, record: JobRecord) -> str:
     )
     keeper = ctx.leases.hold(record.id)
     try:
+        if unavailable is not None:
+            raise TransientError(unavailable, code=ErrorCode.RUNTIME_UNAVAILABLE)
         request = parse(JobRequest, record.request)
         if record.kind is JobKind.EMBEDDING:
-            return _embed(ctx, record, request, writer)
-        generation = _stream(ctx, record, request, writer, keeper)
+            return _embed(ctx, record, request, writer, runtime)
+        generation = _stream(ctx, record, request, writer, keeper, runtime, notes)
     except LeaseLost:
         log.warning("job %s: lease lost, leaving it to its new owner", record.id)
         return "lease-lost"
     except GenqError as exc:
+        if notes is not None:
+            notes.error = exc
         if not keeper.cancelled.is_set():
             return _handle_error(ctx, record, exc, writer)
         generation = Generation(cancelled=True)  # cancelled: the error is moot
@@ -160,15 +232,19 @@ def _stream(
     request: JobRequest,
     writer: ChunkWriter,
     keeper: Lease,
+    runtime: Runtime,
+    notes: AttemptNotes | None,
 ) -> Generation:
     gen = Generation()
     writer.begin_attempt(record.attempts)
-    events = cast(Generator[StreamEvent, None, None], ctx.runtime.stream(request, record.model))
+    events = cast(Generator[StreamEvent, None, None], runtime.stream(request, record.model))
     try:
         for event in events:
             if event.delta:
                 if not gen.parts:
                     gen.first_token_at = utcnow()  # stored with the final transition
+                    if notes is not None:
+                        notes.first_token = time.monotonic()
                 gen.parts.append(event.delta)
                 gen.chunks_seen += 1
                 writer.append(event.delta)
@@ -182,12 +258,20 @@ def _stream(
                 raise LeaseLost("lease lost")
     finally:
         events.close()  # closing the response is what makes the runtime stop generating
+    if notes is not None:
+        notes.usage = _usage(gen)
     return gen
 
 
-def _embed(ctx: WorkerContext, record: JobRecord, request: JobRequest, writer: ChunkWriter) -> str:
+def _embed(
+    ctx: WorkerContext,
+    record: JobRecord,
+    request: JobRequest,
+    writer: ChunkWriter,
+    runtime: Runtime,
+) -> str:
     inputs = [request.input] if isinstance(request.input, str) else list(request.input or [])
-    embeddings = ctx.runtime.embed(inputs, record.model)
+    embeddings = runtime.embed(inputs, record.model)
     _settle(
         ctx,
         record.id,

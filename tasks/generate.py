@@ -18,20 +18,21 @@ INFRASTRUCTURE_ERRORS = (StoreUnavailable, redis.ConnectionError)
 INFRASTRUCTURE_RETRY_SECONDS = 5
 
 
-def _run(task: Task, job_id: Any) -> str:
+def _run(task: Task, job_id: Any, slot: Any = None) -> str:
     try:
-        return run_job(context_for(task.app), job_id)
+        return run_job(context_for(task.app), job_id, slot)
     except INFRASTRUCTURE_ERRORS as exc:
         raise task.retry(exc=exc, countdown=INFRASTRUCTURE_RETRY_SECONDS, max_retries=None) from exc
 
 
 @shared_task(name=c.TASK_GENERATE, bind=True, acks_late=True, ignore_result=True)
-def generate(self: Task, job_id: Any = None, **unexpected: Any) -> str:
-    """Run a chat or completion job by id (the request lives in the store)."""
-    return _run(self, job_id)
+def generate(self: Task, job_id: Any = None, slot: Any = None, **unexpected: Any) -> str:
+    """Run a chat or completion job by id (the request lives in the store); ``slot``: the
+    runtime fleet's slot the dispatcher holds for it."""
+    return _run(self, job_id, slot)
 
 
 @shared_task(name=c.TASK_EMBED, bind=True, acks_late=True, ignore_result=True)
-def embed(self: Task, job_id: Any = None, **unexpected: Any) -> str:
+def embed(self: Task, job_id: Any = None, slot: Any = None, **unexpected: Any) -> str:
     """Run an embedding job by id."""
-    return _run(self, job_id)
+    return _run(self, job_id, slot)

@@ -11,9 +11,12 @@ import redis
 from celery import Celery
 
 from genq import constants as c
+from genq.dispatch import fleet_dispatcher
+from genq.fleet.config import fleet_dispatch
 from genq.outbox import Outbox
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
+from workers.fleet_runtime import FleetSide
 from workers.lease import LeaseWatch
 from workers.runtime_gate import RuntimeGate
 from workers.runtimes import Runtime, build_runtime
@@ -48,6 +51,8 @@ class WorkerContext:
     pid: int
     leases: LeaseWatch
     runtime_gate: RuntimeGate
+    # This process's side of the runtime fleet, when jobs are dispatched through it.
+    fleet: FleetSide | None = None
 
     @property
     def outbox(self) -> Outbox:
@@ -55,6 +60,8 @@ class WorkerContext:
         return Outbox(self.app, self.store, self.redis, self.settings)
 
     def close(self) -> None:
+        if self.fleet is not None:
+            self.fleet.close()
         self.leases.close()
         self.http.close()
         self.redis.close()
@@ -102,6 +109,9 @@ def build_context(app: Celery) -> WorkerContext:
         runtime_gate=RuntimeGate(
             probe=lambda: runtime.health().ok, wait_seconds=settings.runtime_wait_seconds
         ),
+        fleet=FleetSide(settings, fleet_dispatcher(app, settings))
+        if fleet_dispatch(settings)
+        else None,
     )
 
 
@@ -120,3 +130,10 @@ def close_context() -> None:
         if _current is not None and _current.pid == os.getpid():
             _current.close()
         _current = None
+
+
+def start_fleet_side(app: Celery) -> None:
+    """Start this process's fleet keeper (slot renewals, the dispatcher's tick), if any."""
+    ctx = context_for(app)
+    if ctx.fleet is not None:
+        ctx.fleet.start()

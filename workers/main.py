@@ -14,12 +14,14 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
+    worker_process_init,
     worker_process_shutdown,
     worker_shutdown,
 )
 
 from genq import constants as c
 from genq.dispatch import send_record
+from genq.fleet.config import fleet_concurrency, fleet_dispatch
 from genq.logs import (
     bind_task_context,
     clear_job_context,
@@ -32,7 +34,7 @@ from genq.store.migrate import upgrade_database
 from schemas import GenqError
 from workers.app import create_worker_app
 from workers.beat import run_sweeps
-from workers.context import close_context
+from workers.context import close_context, start_fleet_side
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,8 @@ def run_worker(
     name: str | None = None,
     loglevel: str = "INFO",
 ) -> None:
-    """Run a Celery worker in the foreground. Concurrency defaults to the runtime's slots."""
+    """Run a Celery worker in the foreground. Concurrency defaults to the runtime's slots (the
+    fleet's, summed)."""
     configure_logging(settings)
     upgrade_database(settings.store_url)
     app = create_worker_app(settings)
@@ -124,11 +127,15 @@ def run_worker(
         json_worker_notices()
     task_prerun.connect(bind_task_context, weak=False)
     task_postrun.connect(clear_job_context, weak=False)
+    if fleet_dispatch(settings):
+        # Each pool process renews its slots and runs the fleet's tick from the start, so
+        # a backlog moves (and endpoints are probed) before this process has run a job.
+        worker_process_init.connect(lambda **_: start_fleet_side(app), weak=False)
     argv = [
         *_quiet(settings),
         "worker",
         f"--queues={','.join(queues)}",
-        f"--concurrency={concurrency or settings.runtime_slots}",
+        f"--concurrency={concurrency or fleet_concurrency(settings)}",
         f"--pool={pool}",
         f"--hostname={node}",
         f"--loglevel={loglevel}",

@@ -15,6 +15,7 @@ from genq.cli.failure import EXIT_FAILED, exit_code
 from genq.cli.jobs import jobs_app
 from genq.cli.keys import keys_app
 from genq.cli.ops import db_app, ops_app
+from genq.cli.runtimes import runtimes_app
 from genq.cli.services import services_app
 from genq.cli.webhooks import webhooks_app
 from genq.settings import Settings
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.add_typer(jobs_app)  # submit, status, wait, watch, cancel
 app.add_typer(services_app)  # worker, beat, runtime, gateway, flower, metrics
 app.add_typer(ops_app)  # up, stats
+app.add_typer(runtimes_app)  # runtimes
 app.add_typer(db_app, name="db")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")

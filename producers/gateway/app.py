@@ -20,6 +20,7 @@ from producers.gateway import (
     routes_metrics,
     routes_openai,
     routes_responses,
+    routes_runtimes,
     routes_webhooks,
 )
 from producers.gateway.errors import install_error_handlers
@@ -66,6 +67,7 @@ def create_gateway(settings: Settings, *, webhook_check: WebhookCheck | None = N
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_dead_letters.router)
+    app.include_router(routes_runtimes.router)
     app.include_router(routes_webhooks.router)
     app.include_router(routes_metrics.router)
     app.include_router(routes_openai.router)

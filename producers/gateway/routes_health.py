@@ -74,5 +74,21 @@ async def _store(gateway: Gateway) -> Check:
 
 
 async def _runtime(gateway: Gateway) -> Check:
+    if gateway.fleet.fleet.declared:
+        return await run_in_threadpool(_fleet, gateway)
     health = await run_in_threadpool(gateway.runtime.health)
     return Check(ok=health.ok, detail=health.detail)
+
+
+def _fleet(gateway: Gateway) -> Check:
+    """A declared fleet is ready while some endpoint is out of cooldown; the detail gives each
+    endpoint's state, requests in flight over slots, errors and time to first token."""
+    rows = gateway.fleet.endpoints()
+    parts = []
+    for row in rows:
+        ttft = f", ttft {row.ttft_ms:.0f} ms" if row.ttft_ms is not None else ""
+        parts.append(
+            f"{row.name}: {row.state}, {row.in_flight}/{row.slots} in flight, "
+            f"{row.errors} errors{ttft}"
+        )
+    return Check(ok=any(row.state != "cooldown" for row in rows), detail="; ".join(parts))

@@ -19,6 +19,7 @@ from producers.gateway.limits import enforce_rate_limit
 from producers.gateway.principal import Principal
 from producers.gateway.state import Gateway, gateway_of
 from producers.gateway.streaming import MAX_SEQ, chunk_events, resume_point, wait_until_terminal
+from producers.gateway.routes_runtimes import check_model
 from producers.submission import new_job, submit_job
 from schemas import JobRecord, JobRequest, JobStatus, NotFound, RateLimited
 from schemas.errors import InvalidRequest
@@ -108,6 +109,7 @@ async def submit(
     gateway = gateway_of(request)
     body = await request.body()
     job = inputs.job_request(request.headers.get("content-type"), body, idempotency_key)
+    await check_model(gateway, job.model)
     if job.idempotency_key is not None:  # replay and conflict checks read the store first
         record, created = await gateway.call(accept, gateway, job, principal.tenant)
     else:

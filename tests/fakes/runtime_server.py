@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,6 +58,8 @@ CONFIG_FIELDS = (
     "context_tokens",
     "llama_stream_errors",
     "true_parallelism",
+    "slots",
+    "record_requests",
 )
 COUNTERS = (
     "requests_seen",
@@ -67,6 +69,8 @@ COUNTERS = (
     "streams_completed",
     "streams_active",
     "tokens_sent",
+    "max_in_flight",
+    "waited_inside",
 )
 
 FaultKind = Literal["status", "drop_after", "error_line"]
@@ -149,6 +153,15 @@ class FakeRuntime:
         # active, each token takes token_delay_seconds * active / N, so aggregate throughput
         # saturates at N streams and each request's token rate falls. None: no such limit.
         self.true_parallelism: int | None = None
+        # How many generations/embeddings it runs at once, like a runtime's parallel setting:
+        # one arriving beyond that waits inside the runtime (counted in ``waited_inside``)
+        # until one ends. None: no limit. ``max_in_flight`` is the most it ever had at once.
+        self.slots: int | None = None
+        self.in_flight = self.max_in_flight = self.waited_inside = 0
+        self.free_slot = threading.Condition(self.lock)
+        # Keep each job request's arrival (unix time, model, prompt) in ``request_log``.
+        self.record_requests = False
+        self.request_log: list[dict[str, Any]] = []
         self.requests_seen = self.disconnects = self.tokens_sent = self.connections = 0
         self.job_requests_seen = 0  # POSTs: generations and embeddings, not health probes
         self.streams_completed = self.streams_active = 0
@@ -205,13 +218,18 @@ class FakeRuntime:
             for name in COUNTERS:
                 setattr(self, name, 0)
             self.requests_by_path.clear()
+            self.request_log = []
             self.fail_next = []
 
     def stats(self) -> dict[str, Any]:
         """The counters, as ``GET /_fake/stats`` returns them."""
         with self.lock:
             counters: dict[str, Any] = {name: getattr(self, name) for name in COUNTERS}
-            return counters | {"requests_by_path": dict(self.requests_by_path)}
+            return counters | {
+                "requests_by_path": dict(self.requests_by_path),
+                "in_flight": self.in_flight,
+                "request_log": list(self.request_log),
+            }
 
     def count(self, name: str, delta: int = 1) -> None:
         """Add to one of ``COUNTERS`` under the lock."""
@@ -248,6 +266,27 @@ class FakeRuntime:
             delay, limit = self.token_delay_seconds, self.true_parallelism
             active = self.streams_active
         return delay * max(1.0, active / limit) if limit else delay
+
+    @contextlib.contextmanager
+    def running(self, body: dict[str, Any]) -> Iterator[None]:
+        """One job request in flight: waits for a slot when ``slots`` are all busy (as a
+        runtime queues what it cannot run yet), and records the most in flight at once."""
+        with self.lock:
+            if self.slots is not None and self.in_flight >= self.slots:
+                self.waited_inside += 1
+                while self.slots is not None and self.in_flight >= self.slots:
+                    self.free_slot.wait(0.5)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if self.record_requests:
+                entry = {"t": time.time(), "model": body.get("model"), "prompt": prompt_text(body)}
+                self.request_log.append(entry)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+                self.free_slot.notify()
 
     def job_delay(self) -> float:
         """Seconds to wait before answering a generation or embedding request."""
@@ -475,12 +514,21 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw) if method == "POST" else {}
         except ValueError:
             return self._json(400, error_body(path, 400, "request body is not JSON"))
-        if method == "POST" and (delay := fake.job_delay()) > 0:
-            time.sleep(delay)
+        if method != "POST":
+            return self._answer(route, path, body, fault)
+        with fake.running(body):
+            if (delay := fake.job_delay()) > 0:
+                time.sleep(delay)
+            self._answer(route, path, body, fault)
+
+    def _answer(
+        self, route: _Route, path: str, body: dict[str, Any], fault: FaultSpec | None
+    ) -> None:
+        fake = self.server.fake
         if fault is not None and (fault.kind == "status" or route is not _Handler._generate):
             return self._answer_fault(path, fault)
         model = str(body.get("model") or "")
-        if method == "POST" and not fake.has_model(model):
+        if self.command == "POST" and not fake.has_model(model):
             return self._unknown_model(path, model)
         route(self, path, body, fault)
 

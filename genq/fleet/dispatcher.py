@@ -1,0 +1,357 @@
+"""The dispatcher: jobs wait in genq's backlog (Redis) and go to the broker one at a time, each
+with a slot it already holds on an endpoint that serves its model.
+
+Where dispatch order is made: here, not in the broker. A broker list is FIFO per priority and
+knows nothing of models or endpoints, so the backlog is kept per model (``genq.fleet.backlog``)
+and a job is published only when a slot is free for it (``genq.fleet.slots``). What reaches
+the broker is therefore what can start now; the broker's own order no longer matters, which
+keeps the order the same on Redis and RabbitMQ. Nothing is re-published for lack of a slot.
+
+``pump`` releases what it can. It runs when a job is enqueued, when a worker gives a slot back,
+and on every worker process's tick (``tick``), which also moves due retries in, probes endpoints
+in cooldown, discovers models, and releases jobs that waited too long for a healthy endpoint so
+that the retry rules apply to them.
+
+Order: per model, the next job is chosen among each tenant's first waiting job by
+``make_picker``'s picker (default: priority descending, then submission order; fair share
+replaces the choice among equal priorities). Across models sharing an endpoint the same rule
+applies between their next jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import httpx
+import redis
+from celery import Celery
+
+from genq import constants as c
+from genq.fleet import accounting, keys
+from genq.fleet.backlog import Backlog, Head, Waiting, text
+from genq.fleet.config import Endpoint, Fleet, load_fleet, model_matches
+from genq.fleet.fairness import FairShare
+from genq.fleet.health import HealthBook
+from genq.fleet.slots import Candidate, SlotTable, slots_for
+from genq.fleet.status import DISCOVERY_TTL_SECONDS, discover, read_discovered
+from genq.runtime_health import probe_runtime
+from genq.settings import Settings
+from schemas import BrokerUnavailable, JobKind
+
+__all__ = [
+    "Dispatcher",
+    "Head",
+    "Picker",
+    "Publish",
+    "Waiting",
+    "choose_head",
+    "dispatcher_for",
+    "make_picker",
+]
+
+log = logging.getLogger(__name__)
+
+# genq.dispatch.publish_job: (app, settings, *, job_id, kind, tenant, lane, priority, slot)
+Publish = Callable[..., None]
+# (model, the waiting tenants' next jobs, the tenants with jobs waiting) -> index of the next
+Picker = Callable[[str, Sequence[Head], Sequence[str]], int]
+
+AFFINITY_TTL_SECONDS = 600  # a session/prefix key sticks to its endpoint this long
+RELEASE_ROUNDS = 10_000  # one pump's bound on releases (a backlog drains over several)
+FORCED = ""  # the endpoint of a job released without a slot: no healthy endpoint serves it
+
+
+def choose_head(model: str, heads: Sequence[Head], tenants: Sequence[str]) -> int:
+    """Priority descending, then submission order."""
+    return min(range(len(heads)), key=lambda i: (-heads[i].priority, heads[i].seq))
+
+
+def make_picker(client: redis.Redis, settings: Settings) -> Picker:
+    """The choice among tenants' next jobs: fair share (``genq.fleet.fairness``): the top
+    priority first, then among its tenants the one served least by weight (VTC)."""
+    fair = FairShare(client, settings)
+    return lambda model, heads, tenants: fair.pick(model, heads)
+
+
+class Dispatcher:
+    """Releases backlog into the broker as slots free up. One per process (``dispatcher_for``);
+    builds no connection of its own beyond the Redis client it is given."""
+
+    def __init__(
+        self, app: Celery, settings: Settings, client: redis.Redis, publish: Publish
+    ) -> None:
+        self.app = app
+        self.publish = publish
+        self.settings = settings
+        self.client = client
+        self.backlog = Backlog(client)
+        self.slots = SlotTable(
+            client, settings.fleet_slot_lease_seconds, settings.redispatch_after_seconds
+        )
+        self.health = HealthBook(
+            client,
+            failures=settings.fleet_breaker_failures,
+            cooldown_seconds=settings.fleet_breaker_cooldown_seconds,
+        )
+        self.picker = make_picker(client, settings)
+        self._discovered: tuple[float, dict[str, list[str]]] = (-1.0, {})
+        self._http: dict[str, httpx.Client] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def fleet(self) -> Fleet:
+        return load_fleet(self.settings)
+
+    # -- what serves what ------------------------------------------------------------------
+    def discovered(self) -> dict[str, list[str]]:
+        """The model lists endpoints without declared models gave (cached a second)."""
+        at, cached = self._discovered
+        if time.monotonic() - at < 1.0:
+            return cached
+        found = read_discovered(self.client, self.fleet)
+        self._discovered = (time.monotonic(), found)
+        return found
+
+    def endpoints_for(self, model: str) -> list[Endpoint]:
+        return self.fleet.serving(model, self.discovered())
+
+    def model_names(self) -> list[str]:
+        return self.fleet.model_names(self.discovered())
+
+    def _candidates(self, model: str, waiting: Waiting) -> list[Candidate]:
+        endpoints = self.endpoints_for(model)
+        if not endpoints:
+            return []
+        names = [e.name for e in endpoints]
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.get(keys.loaded(name))
+        if waiting.session:
+            pipe.get(keys.affinity(waiting.session))
+        answers = pipe.execute()
+        sticky = text(answers[-1]) if waiting.session and answers[-1] else None
+        out = []
+        for endpoint, loaded in zip(endpoints, answers[: len(names)], strict=True):
+            preference = 0
+            if endpoint.name == sticky:
+                preference = 2
+            elif loaded is not None and model_matches(model, json.loads(loaded)):
+                preference = 1
+            slots = slots_for(self.client, endpoint)
+            out.append(Candidate(endpoint.name, slots, endpoint.weight, preference))
+        return out
+
+    # -- into the backlog ------------------------------------------------------------------
+    def enqueue(self, waiting: Waiting, *, countdown: float = 0.0) -> None:
+        """Put a job in the backlog and release what can start. ``BrokerUnavailable`` if Redis
+        cannot take it (the caller treats it as a failed publish)."""
+        try:
+            if not waiting.model:  # a re-send that did not say (the sweep): as it was
+                before = self.backlog.waiting(waiting.job_id)
+                model = before.model if before else self.settings.default_model
+                waiting = Waiting(**{**waiting.__dict__, "model": model})
+            self.backlog.enqueue(waiting, countdown=countdown)
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(
+                f"could not put job {waiting.job_id} in the backlog "
+                f"({exc.__class__.__name__}); try again"
+            ) from exc
+        if not countdown:
+            self.pump([waiting.model])
+
+    # -- out of it ---------------------------------------------------------------------------
+    def pump(self, models: Iterable[str] | None = None) -> int:
+        """Release every job that has a free slot now; how many went. Never raises for Redis
+        or broker trouble (what could not go stays in the backlog for the next pump)."""
+        released = 0
+        try:
+            order = list(models) if models is not None else self.backlog.models()
+            for _ in range(RELEASE_ROUNDS):
+                progressed = False
+                for model in self._by_next_job(order):
+                    if self.release_one(model):
+                        released += 1
+                        progressed = True
+                        break  # the next job may belong to another model: rank again
+                if not progressed:
+                    break
+                if models is not None:  # slots freed for one model may serve others too
+                    order = self.backlog.models()
+        except (redis.RedisError, BrokerUnavailable) as exc:
+            log.warning("fleet dispatch paused: %s", exc)
+        return released
+
+    def _by_next_job(self, models: list[str]) -> list[str]:
+        """``models`` ordered by their best waiting job (priority, then submission)."""
+        if len(models) < 2:
+            return models
+        ranked = []
+        for model in models:
+            heads = self.backlog.heads(model)
+            if heads:
+                best = min(heads, key=lambda h: (-h.priority, h.seq))
+                ranked.append(((-best.priority, best.seq), model))
+        return [model for _, model in sorted(ranked)]
+
+    def release_one(self, model: str) -> bool:
+        """Release ``model``'s next job if an endpoint serving it has a free slot."""
+        heads = self.backlog.heads(model)
+        if not heads:
+            return False
+        head = heads[self.picker(model, heads, [h.tenant for h in heads])]
+        reservation = self.slots.reserve(self._candidates(model, head.waiting))
+        if reservation is None:
+            return False
+        if not self.backlog.take(model, head.tenant, head.job_id):
+            self.slots.release(reservation.endpoint, reservation.token)
+            return True  # another dispatcher took it: try again with the next
+        self.slots.bind(reservation.token, head.job_id)
+        slot = {
+            "endpoint": reservation.endpoint,
+            "token": reservation.token,
+            "in_flight": reservation.in_flight,
+            "slots": reservation.slots,
+        }
+        try:
+            self._publish(head.waiting, slot)
+        except BrokerUnavailable:
+            self.slots.release(reservation.endpoint, reservation.token)
+            self.backlog.put_back(head.waiting)
+            raise
+        accounting.on_dispatched(self.client, self.settings, head, reservation.endpoint)
+        if head.waiting.session:
+            self.client.set(
+                keys.affinity(head.waiting.session), reservation.endpoint, ex=AFFINITY_TTL_SECONDS
+            )
+        return True
+
+    def _publish(self, waiting: Waiting, slot: dict[str, object]) -> None:
+        self.publish(
+            self.app,
+            self.settings,
+            job_id=waiting.job_id,
+            kind=JobKind(waiting.kind),
+            tenant=waiting.tenant,
+            lane=waiting.lane,
+            priority=waiting.priority,
+            slot=slot,
+        )
+
+    def give_back(self, endpoint: str, token: str) -> None:
+        """A worker is done with a slot: free it and release what can go now."""
+        self.slots.release(endpoint, token)
+        self.pump()
+
+    # -- the tick ----------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Periodic care (every worker process runs it): due retries join their backlogs,
+        endpoints are probed and discovered, jobs without a healthy endpoint past their wait
+        are released to fail by the retry rules, and the backlog is pumped. Never raises."""
+        try:
+            self.backlog.promote_due()
+            self._probe_endpoints()
+            self._release_stranded()
+        except (redis.RedisError, BrokerUnavailable) as exc:
+            log.warning("fleet tick incomplete: %s", exc)
+        self.pump()
+
+    def _http_for(self, endpoint: Endpoint) -> httpx.Client:
+        with self._lock:
+            client = self._http.get(endpoint.name)
+            if client is None:
+                key = endpoint.api_key()
+                client = httpx.Client(
+                    base_url=endpoint.url or "",
+                    headers={"Authorization": f"Bearer {key}"} if key else {},
+                    timeout=c.RUNTIME_HEALTH_TIMEOUT_SECONDS,
+                )
+                self._http[endpoint.name] = client
+            return client
+
+    def _claim(self, what: str, seconds: float) -> bool:
+        """One process in the fleet does ``what`` per ``seconds``."""
+        return bool(self.client.set(what, os.getpid(), nx=True, px=max(1, int(seconds * 1000))))
+
+    def _probe_endpoints(self) -> None:
+        fleet = self.fleet
+        for name in self.health.probe_due(e.name for e in fleet.endpoints):
+            endpoint = fleet.by_name(name)
+            if endpoint is None or not self._claim(keys.probe_lock(name), 1.0):
+                continue
+            result = probe_runtime(endpoint.protocol, self._http_for(endpoint))
+            if result.ok:
+                self.health.recovered(name)
+                log.warning("runtime endpoint %s answers again: out of cooldown", name)
+            else:
+                self.health.still_down(name, result.detail)
+        for endpoint in fleet.endpoints:
+            if endpoint.discovers and self._claim(
+                f"{keys.discovered(endpoint.name)}:lock", DISCOVERY_TTL_SECONDS / 2
+            ):
+                self._discover(endpoint)
+            if endpoint.kind == "ollama" and self._claim(f"{keys.loaded(endpoint.name)}:lock", 5.0):
+                self._loaded(endpoint)
+
+    def _discover(self, endpoint: Endpoint) -> None:
+        if discover(self.client, endpoint, self._http_for(endpoint)) is not None:
+            self._discovered = (-1.0, {})
+
+    def _loaded(self, endpoint: Endpoint) -> None:
+        """Ollama's ``/api/ps``: the models it has in memory (preferred while they fit)."""
+        try:
+            response = self._http_for(endpoint).get("/api/ps")
+            models = response.json().get("models") or [] if response.status_code == 200 else []
+            names = [str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict)]
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return
+        self.client.set(keys.loaded(endpoint.name), json.dumps(names), ex=15)
+
+    def _release_stranded(self) -> None:
+        """Jobs whose model has no healthy endpoint wait (spending no retry) up to their deadline
+        or ``runtime_wait_seconds``; then they are released without a slot and the worker
+        counts a failed attempt (``runtime_unavailable``): the retry/dead-letter rules apply."""
+        now = time.time()
+        for model in self.backlog.models():
+            endpoints = self.endpoints_for(model)
+            states = self.health.states(e.name for e in endpoints)
+            if any(s.healthy for s in states.values()):
+                continue
+            for tenant in self.backlog.tenants(model):
+                members = self.client.zrange(keys.backlog(model, tenant), 0, 99)
+                for raw_id in members:
+                    waiting = self.backlog.waiting(text(raw_id))
+                    if waiting is None:
+                        continue
+                    overdue = now - waiting.at >= self.settings.runtime_wait_seconds
+                    expired = waiting.deadline is not None and waiting.deadline <= now
+                    if (overdue or expired) and self.backlog.take(model, tenant, waiting.job_id):
+                        self._publish(waiting, {"endpoint": FORCED, "token": ""})
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._http.values():
+                client.close()
+            self._http.clear()
+
+
+_dispatchers: dict[tuple[int, int], Dispatcher] = {}
+_dispatchers_lock = threading.Lock()
+
+
+def dispatcher_for(app: Celery, settings: Settings, publish: Publish) -> Dispatcher:
+    """This process's dispatcher for ``app`` (rebuilt after a fork: no shared connection).
+    ``genq.dispatch.fleet_dispatcher`` is the way in (it passes the broker's publish)."""
+    key = (os.getpid(), id(app))
+    with _dispatchers_lock:
+        found = _dispatchers.get(key)
+        if found is None:
+            client = redis.Redis.from_url(
+                settings.redis_url, socket_timeout=10, socket_connect_timeout=5
+            )
+            found = _dispatchers[key] = Dispatcher(app, settings, client, publish)
+        return found

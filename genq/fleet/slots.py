@@ -1,0 +1,165 @@
+"""Slot leases: an endpoint's requests in flight, across every worker on every host.
+
+Each endpoint has a sorted set of slot tokens scored by their lease's expiry. Reserving a slot
+is one Lua script that drops expired leases, counts the rest and adds a token only under the
+endpoint's ``slots``, so no two dispatchers can overfill an endpoint. The holder renews its
+token while the request runs and removes it at the end; a holder that dies stops renewing and
+its slot comes back when the lease expires (at most ``fleet_slot_lease_seconds`` later).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from genq.fleet import keys
+from genq.fleet.config import Endpoint
+
+__all__ = ["Candidate", "Reservation", "SlotTable", "slots_for"]
+
+
+def slots_for(client: redis.Redis, endpoint: Endpoint) -> int:
+    """How many requests ``endpoint`` may run at once now. ``slots = "auto"`` is adaptive
+    (genq.fleet.adaptive, when present); until it has a figure, 1."""
+    if endpoint.slots != "auto":
+        return endpoint.slots
+    try:
+        from genq.fleet import adaptive
+    except ImportError:
+        return 1
+    limit = getattr(adaptive, "current_limit", None)
+    return int(limit(client, endpoint)) if limit is not None else 1
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A slot taken on ``endpoint``: its token, and the endpoint's load when it was taken."""
+
+    endpoint: str
+    token: str
+    in_flight: int  # other leases held on the endpoint at that moment
+    slots: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An endpoint that may take the next job: its slots now, weight, and preference (2: the
+    job's session ran there last, 1: the runtime has the model loaded, 0: neither)."""
+
+    name: str
+    slots: int
+    weight: float = 1.0
+    preference: int = 0
+
+
+# Time is Redis's (TIME), so hosts with skewed clocks agree on when a lease expires.
+# KEYS: slots zset, state hash (per candidate, in pairs), then the slot->job hash.
+# ARGV: (unused), lease ms, token, then per candidate: slots, weight, preference.
+# Picks, among healthy candidates with a free slot: the preferred (while it has room), then the
+# least loaded (in flight / slots), then the one with more free slots, then the heavier weight.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = (#KEYS - 1) / 2
+local best, best_score, best_used = nil, nil, 0
+for i = 1, n do
+  local zs, hs = KEYS[2 * i - 1], KEYS[2 * i]
+  redis.call('ZREMRANGEBYSCORE', zs, '-inf', now)
+  if redis.call('HGET', hs, 'state') ~= 'cooldown' then
+    local slots = tonumber(ARGV[3 + 3 * i - 2])
+    local weight = tonumber(ARGV[3 + 3 * i - 1])
+    local pref = tonumber(ARGV[3 + 3 * i])
+    local used = redis.call('ZCARD', zs)
+    if used < slots then
+      local score = pref * 1000 + (1 - used / slots) * 100 + (slots - used) * 0.1 + weight * 0.001
+      if best == nil or score > best_score then best, best_score, best_used = i, score, used end
+    end
+  end
+end
+if best == nil then return nil end
+redis.call('ZADD', KEYS[2 * best - 1], now + tonumber(ARGV[2]), ARGV[3])
+return {best, best_used}
+"""
+
+# Renew a held token; if its lease already expired, take a slot again only if one is free.
+# KEYS: slots zset. ARGV: (unused), lease ms, token, slots. Returns 1 if held.
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+  return 1
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+class SlotTable:
+    """Slot leases in Redis; ``lease_seconds`` is how long a token lives unless renewed."""
+
+    def __init__(
+        self, client: redis.Redis, lease_seconds: float, pending_seconds: float | None = None
+    ) -> None:
+        self.client = client
+        self.lease_ms = int(lease_seconds * 1000)
+        # A slot reserved for a message still in the broker lives this long: no worker renews
+        # it before one takes the message, which may be a while if every worker is down.
+        self.pending_ms = int(max(lease_seconds, pending_seconds or 0) * 1000)
+        self._reserve = client.register_script(_RESERVE)
+        self._renew = client.register_script(_RENEW)
+
+    def reserve(self, candidates: Sequence[Candidate]) -> Reservation | None:
+        """Take a slot on the best candidate, or None if all are full or in cooldown."""
+        if not candidates:
+            return None
+        token = uuid.uuid4().hex
+        key_list: list[str] = []
+        args: list[str | int | float] = [_now_ms(), self.pending_ms, token]
+        for cand in candidates:
+            key_list += [keys.slots(cand.name), keys.endpoint_state(cand.name)]
+            args += [cand.slots, cand.weight, cand.preference]
+        key_list.append(keys.SLOT_JOBS)
+        chosen = self._reserve(keys=key_list, args=args)
+        if chosen is None:
+            return None
+        cand = candidates[int(chosen[0]) - 1]
+        return Reservation(cand.name, token, int(chosen[1]), cand.slots)
+
+    def bind(self, token: str, job_id: str) -> None:
+        """Record which job a slot is held for (what ``genq runtimes`` shows)."""
+        self.client.hset(keys.SLOT_JOBS, token, job_id)
+
+    def renew(self, endpoint: str, token: str, slots: int) -> bool:
+        """Extend a held slot's lease (or take one again if it lapsed and one is free)."""
+        return bool(
+            self._renew(keys=[keys.slots(endpoint)], args=[_now_ms(), self.lease_ms, token, slots])
+        )
+
+    def release(self, endpoint: str, token: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(keys.slots(endpoint), token)
+        pipe.hdel(keys.SLOT_JOBS, token)
+        pipe.execute()
+
+    def in_flight(self, endpoints: Iterable[str]) -> dict[str, int]:
+        """Unexpired slot leases per endpoint."""
+        names = list(endpoints)
+        seconds, micros = self.client.time()
+        now = int(seconds) * 1000 + int(micros) // 1000
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.zcount(keys.slots(name), f"({now}", "+inf")
+        return {name: int(n) for name, n in zip(names, pipe.execute(), strict=True)}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

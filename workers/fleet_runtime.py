@@ -1,0 +1,205 @@
+"""A worker process's side of the runtime fleet: one adapter per endpoint, the slot leases this
+process holds (renewed by its keeper thread, which also runs the dispatcher's tick), and what
+an attempt tells the fleet when it ends (health, time to first token, usage)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from genq import constants as c
+from genq.fleet.accounting import Finished, on_finished
+from genq.fleet.config import Endpoint
+from genq.fleet.dispatcher import Dispatcher
+from genq.settings import Settings
+from schemas import ErrorCode, GenqError
+from workers.runtimes import Runtime, build_runtime
+
+__all__ = ["AttemptNotes", "FleetSide", "Slot"]
+
+log = logging.getLogger(__name__)
+
+_STATUS_RE = re.compile(r"answered HTTP (\d{3})")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """The slot a released job's message carries (see ``Dispatcher.release_one``)."""
+
+    endpoint: str
+    token: str
+    in_flight: int = 0
+    slots: int = 1
+
+    @classmethod
+    def from_message(cls, raw: object) -> Slot | None:
+        if not isinstance(raw, dict) or not isinstance(raw.get("endpoint"), str):
+            return None
+        return cls(
+            endpoint=raw["endpoint"],
+            token=str(raw.get("token") or ""),
+            in_flight=int(raw.get("in_flight") or 0),
+            slots=int(raw.get("slots") or 1),
+        )
+
+
+@dataclass
+class AttemptNotes:
+    """What one attempt observed, for the fleet's health and accounting."""
+
+    started: float = field(default_factory=time.monotonic)
+    first_token: float | None = None
+    usage: dict[str, int] | None = None
+    error: GenqError | None = None
+
+    @property
+    def ttft_seconds(self) -> float | None:
+        return None if self.first_token is None else self.first_token - self.started
+
+    @property
+    def status(self) -> int | None:
+        if self.error is None:
+            return None
+        found = _STATUS_RE.search(self.error.message)
+        return int(found.group(1)) if found else None
+
+
+def runtime_client_for(endpoint: Endpoint, settings: Settings, slots: int) -> httpx.Client:
+    key = endpoint.api_key()
+    timeout = httpx.Timeout(
+        connect=c.RUNTIME_CONNECT_TIMEOUT_SECONDS,
+        read=settings.runtime_read_timeout_seconds,
+        write=30.0,
+        pool=30.0,
+    )
+    return httpx.Client(
+        base_url=endpoint.url or "",
+        headers={"Authorization": f"Bearer {key}"} if key else {},
+        timeout=timeout,
+        limits=httpx.Limits(max_connections=slots * 2 + 2),
+    )
+
+
+class FleetSide:
+    """Per worker process; builds nothing until used."""
+
+    def __init__(self, settings: Settings, dispatcher: Dispatcher) -> None:
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self._runtimes: dict[str, tuple[httpx.Client, Runtime]] = {}
+        self._held: dict[str, tuple[str, int]] = {}  # token -> (endpoint, slots)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def runtime(self, name: str) -> Runtime | None:
+        """The adapter for endpoint ``name`` (None if the fleet has no such endpoint)."""
+        with self._lock:
+            found = self._runtimes.get(name)
+            if found is None:
+                endpoint = self.dispatcher.fleet.by_name(name)
+                if endpoint is None:
+                    return None
+                slots = endpoint.slots if isinstance(endpoint.slots, int) else 8
+                client = runtime_client_for(endpoint, self.settings, slots)
+                found = (client, build_runtime(endpoint.protocol, client))
+                self._runtimes[name] = found
+            return found[1]
+
+    def start(self) -> None:
+        """Start the keeper thread (renewals and the tick), once per process."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="genq-fleet", daemon=True)
+                self._thread.start()
+
+    def hold(self, slot: Slot) -> bool:
+        """Take over the slot the dispatcher reserved for this job (renewing its lease now);
+        False if it lapsed while the message waited and the endpoint has no free slot."""
+        if not self.dispatcher.slots.renew(slot.endpoint, slot.token, slot.slots):
+            return False
+        with self._lock:
+            self._held[slot.token] = (slot.endpoint, slot.slots)
+        self.start()
+        return True
+
+    def release(self, slot: Slot) -> None:
+        """Give the slot back and release the next job into it."""
+        with self._lock:
+            self._held.pop(slot.token, None)
+        try:
+            self.dispatcher.give_back(slot.endpoint, slot.token)
+        except Exception:  # the lease expires by itself; the tick pumps
+            log.warning("could not give back slot on %s", slot.endpoint, exc_info=True)
+
+    def report(
+        self,
+        slot: Slot,
+        *,
+        job_id: str,
+        tenant: str,
+        model: str,
+        notes: AttemptNotes,
+        estimate: float,
+    ) -> None:
+        """Tell the fleet how the attempt went: the endpoint's health and accounting."""
+        error = notes.error
+        try:
+            if error is None or error.code in {ErrorCode.RATE_LIMITED} or not error.retryable:
+                self.dispatcher.health.succeeded(slot.endpoint, notes.ttft_seconds)
+            elif error.code is ErrorCode.RUNTIME_UNAVAILABLE:
+                refused = isinstance(error.__cause__, httpx.ConnectError)
+                if self.dispatcher.health.failed(slot.endpoint, error.message, immediate=refused):
+                    log.warning("runtime endpoint %s in cooldown: %s", slot.endpoint, error.message)
+            on_finished(
+                self.dispatcher.client,
+                self.settings,
+                Finished(
+                    job_id=job_id,
+                    tenant=tenant,
+                    model=model,
+                    endpoint=slot.endpoint,
+                    estimate=estimate,
+                    usage=notes.usage,
+                    ttft_seconds=notes.ttft_seconds,
+                    duration_seconds=time.monotonic() - notes.started,
+                    status=notes.status,
+                    in_flight_at_start=slot.in_flight,
+                    limit_at_start=slot.slots,
+                ),
+            )
+        except Exception:  # reporting never fails a job
+            log.warning("could not report an attempt on %s", slot.endpoint, exc_info=True)
+
+    def _run(self) -> None:
+        tick = self.settings.fleet_tick_seconds
+        renew_every = min(tick, self.settings.fleet_slot_lease_seconds / 3)
+        next_tick = 0.0
+        while not self._stop.wait(renew_every):
+            with self._lock:
+                held = list(self._held.items())
+            for token, (endpoint, slots) in held:
+                try:
+                    self.dispatcher.slots.renew(endpoint, token, slots)
+                except Exception:  # a Redis blip: the lease has slack
+                    log.warning("slot renewal failed on %s", endpoint, exc_info=True)
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + tick
+                try:
+                    self.dispatcher.tick()
+                except Exception:
+                    log.warning("fleet tick failed", exc_info=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        with self._lock:
+            for client, _ in self._runtimes.values():
+                client.close()
+            self._runtimes.clear()
