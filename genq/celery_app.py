@@ -16,13 +16,15 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from genq import constants as c
+from genq import rabbitmq
 from genq.internals import transport_for
 from genq.settings import Settings
 from schemas.priority import PRIORITY_MAX, PRIORITY_STEPS
 
 
-def _queue(name: str) -> Queue:
-    # x-max-priority makes the same declaration work natively on RabbitMQ later.
+def _queue(name: str, settings: Settings) -> Queue:
+    if settings.broker_is_amqp:
+        return rabbitmq.task_queue(name, settings)
     return Queue(
         name,
         Exchange(name, type="direct"),
@@ -43,24 +45,14 @@ def celery_config(
     extra: dict[str, Any] = {}
     if consumer is not None:
         extra["worker_consumer"] = consumer
-    lane_queues = [_queue(settings.queue_for(lane)) for lane in settings.lanes]
+    names = [*(settings.queue_for(lane) for lane in settings.lanes), c.WEBHOOK_QUEUE]
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": settings.effective_broker_url,
         "broker_transport": transport,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
-            "priority_steps": PRIORITY_STEPS,
-            "sep": ":",
-            "queue_order_strategy": "priority",
-            "visibility_timeout": settings.visibility_timeout_seconds,
-            # kombu sets none: an unreachable host would hold a publish for minutes.
-            "socket_connect_timeout": c.REDIS_CONNECT_TIMEOUT_SECONDS,
-        },
         "broker_pool_limit": 10,
-        "task_queues": [*lane_queues, _queue(c.WEBHOOK_QUEUE), _queue(c.MAINTENANCE_QUEUE)],
+        "task_queues": [_queue(name, settings) for name in [*names, c.MAINTENANCE_QUEUE]],
         "task_default_queue": settings.queue_for(settings.default_lane),
-        "task_default_priority": PRIORITY_MAX - 5,
-        "task_queue_max_priority": PRIORITY_MAX + 1,
         "task_routes": {c.TASK_DELIVER_WEBHOOK: {"queue": c.WEBHOOK_QUEUE}},
         # JSON only on the wire: no pickle anywhere.
         "task_serializer": "json",
@@ -90,7 +82,44 @@ def celery_config(
         "worker_soft_shutdown_timeout": settings.shutdown_grace_seconds,
         # No beat_schedule: `genq beat` runs the sweep itself (workers/beat.py), so Flower's
         # task list holds jobs and webhook deliveries, not a sweep row every few seconds.
+        # Last: what differs between Redis and RabbitMQ overrides the above.
+        **(_amqp_options(settings) if settings.broker_is_amqp else _redis_options(settings)),
         **extra,
+    }
+
+
+def _redis_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_transport_options": {
+            "priority_steps": PRIORITY_STEPS,
+            "sep": ":",
+            "queue_order_strategy": "priority",
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            # kombu sets none: an unreachable host would hold a publish for minutes.
+            "socket_connect_timeout": c.REDIS_CONNECT_TIMEOUT_SECONDS,
+        },
+        # Redis's Celery priority is inverted (0 first): genq's 5 is step 4.
+        "task_default_priority": PRIORITY_MAX - 5,
+        "task_queue_max_priority": PRIORITY_MAX + 1,
+    }
+
+
+def _amqp_options(settings: Settings) -> dict[str, Any]:
+    """RabbitMQ (docs/brokers.md): publisher confirms on every publish, AMQP priority = genq's
+    (not inverted), classic priority queues or, with GENQ_RABBITMQ_QUORUM, quorum queues."""
+    return {
+        "broker_transport_options": {
+            # Each publish waits for the broker's confirm: a message it could not take raises
+            # at the producer instead of vanishing (celery#9149).
+            "confirm_publish": True,
+            "connect_timeout": c.REDIS_CONNECT_TIMEOUT_SECONDS,
+        },
+        "task_default_priority": PRIORITY_MAX - 4,
+        "task_queue_max_priority": None if settings.rabbitmq_quorum else PRIORITY_MAX + 1,
+        "task_default_queue_type": "quorum" if settings.rabbitmq_quorum else "classic",
+        # Celery's prefetch-disabling applies to Redis only (it warns elsewhere); on RabbitMQ
+        # prefetch = slots with late acks already keeps nothing waiting inside a busy worker.
+        "worker_disable_prefetch": False,
     }
 
 
@@ -109,7 +138,9 @@ def create_app(
     """
     include = [module.__name__ for module in task_modules]
     app = Celery("genq", set_as_current=False, include=include)
-    chosen = transport if transport is not None else transport_for(settings.redis_url)
+    if transport is not None and settings.broker_is_amqp:
+        transport = None  # a worker's Redis transport: kombu's AMQP one serves RabbitMQ
+    chosen = transport if transport is not None else transport_for(settings.effective_broker_url)
     app.conf.update(celery_config(settings, transport=chosen, consumer=consumer))
     app.genq_settings = settings
     return app

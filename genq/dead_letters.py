@@ -11,10 +11,12 @@ import base64
 import json
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu import Queue
 
 from genq import constants as c
+from genq import rabbitmq
 from genq.dispatch import send_record
 from genq.redis_keys import stream_key
 from genq.settings import Settings
@@ -39,8 +41,17 @@ __all__ = [
 HEADER = "genq-dead-letter-id"
 
 
-def dead_letter_queue() -> Queue:
+def dead_letter_queue(app: Celery | None = None) -> Queue:
+    """``genq.dead_letter``; on RabbitMQ bound to the dead-letter exchange the task queues
+    name (``genq.rabbitmq``), so what the broker dead-letters lands there too."""
+    if app is not None and _on_rabbitmq(app):
+        return rabbitmq.dead_letter_queue()
     return Queue(c.DEAD_LETTER_QUEUE, exchange="", routing_key=c.DEAD_LETTER_QUEUE, durable=True)
+
+
+def _on_rabbitmq(app: Celery) -> bool:
+    settings: Settings | None = getattr(app, "genq_settings", None)
+    return settings is not None and settings.broker_is_amqp
 
 
 def record_dead_letter(store: JobStore, letter: DeadLetterRow, *, attempts: int) -> None:
@@ -68,7 +79,7 @@ def publish_dead_letter(app: Celery, letter: DeadLetterRow, *, attempts: int) ->
             exchange="",
             routing_key=c.DEAD_LETTER_QUEUE,
             serializer="json",
-            declare=[dead_letter_queue()],
+            declare=[dead_letter_queue(app)],
             delivery_mode=2,
             headers={HEADER: letter.id},
             retry=True,
@@ -98,10 +109,12 @@ def requeue(
             f"dead letter {letter.id} is a message that never decoded ({letter.reason}); "
             "there is no job to run. Inspect it with `genq dlq show`, then purge it"
         )
-    with app.connection_for_write() as conn:
-        # The old attempts' output is obsolete: the rerun starts a fresh chunk stream. Deleted
-        # before the job can start again, so the rerun's first entry is seq 1.
-        conn.default_channel.client.delete(stream_key(letter.job_id))
+    # The old attempts' output is obsolete: the rerun starts a fresh chunk stream. Deleted
+    # before the job can start again, so the rerun's first entry is seq 1.
+    with redis.Redis.from_url(
+        settings.redis_url, socket_timeout=c.REDIS_SOCKET_TIMEOUT_SECONDS
+    ) as client:
+        client.delete(stream_key(letter.job_id))
     record = store.requeue_dead_lettered(letter.job_id, operator=operator)
     if record is None:
         current = store.get(letter.job_id)
@@ -128,9 +141,12 @@ def purge(app: Celery, store: JobStore, ident: str) -> dict[str, Any]:
 
 
 def remove_from_broker(app: Celery, ids: set[str]) -> int:
-    """Remove the broker copies of these dead letters (kombu's Redis list of JSON envelopes)."""
+    """Remove the broker copies of these dead letters (kombu's Redis list of JSON envelopes,
+    or RabbitMQ's queue)."""
     removed = 0
     with app.connection_for_write() as conn:
+        if _on_rabbitmq(app):
+            return rabbitmq.remove_dead_letters(conn, HEADER, ids)
         client = conn.default_channel.client
         for raw in client.lrange(c.DEAD_LETTER_QUEUE, 0, -1):
             try:

@@ -18,6 +18,12 @@ def task_name_for(kind: JobKind) -> str:
     return c.TASK_EMBED if kind is JobKind.EMBEDDING else c.TASK_GENERATE
 
 
+def message_priority(settings: Settings, priority: int) -> int:
+    """The task message's priority for genq ``priority`` (9 most urgent) on this broker:
+    RabbitMQ delivers the highest AMQP priority first, kombu's Redis transport the lowest."""
+    return priority if settings.broker_is_amqp else celery_priority(priority)
+
+
 def task_kwargs_repr(job_id: str, *, tenant: str, lane: str, priority: int) -> str:
     """What Flower shows (and searches) as the task's kwargs: the job id the task gets, plus
     the job's tenant, lane and genq priority, which it reads from the store. A dict literal,
@@ -105,7 +111,7 @@ def publish_job(
         "task_id": job_id,
         "queue": settings.queue_for(lane),
         "routing_key": settings.queue_for(lane),
-        "priority": celery_priority(priority),
+        "priority": message_priority(settings, priority),
         "retry": True,
         "retry_policy": {"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5},
         # What Flower shows as the task's arguments, travelling in this message's headers

@@ -27,6 +27,7 @@ from tests.support import (
     PostgresNotFound,
     RedisServer,
 )
+from tests.support.rabbitmq import RabbitMQBroker, RabbitMQNotFound, RabbitMQServer, machine_broker
 
 _MACHINE_HOME = pytest.StashKey[tuple[str | None, Path]]()
 RUNTIME_GROUP = "runtime"
@@ -74,6 +75,32 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis_server.client() as client:
         client.flushall()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQBroker]:
+    """The machine's RabbitMQ when it answers on 127.0.0.1:5672 (rabbitmqctl reaching it),
+    else a private node started for the session; fails (never skips) if neither can be had.
+    Tests normally want ``rabbitmq_url``."""
+    broker = machine_broker()
+    if broker is not None:
+        yield broker
+        return
+    try:
+        server = RabbitMQServer(tmp_path_factory.mktemp("rabbitmq"))
+    except RabbitMQNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with server:
+        yield server.broker
+
+
+@pytest.fixture
+def rabbitmq_url(rabbitmq_broker: RabbitMQBroker) -> Iterator[str]:
+    """An AMQP URL to a vhost of this test's own on the session's RabbitMQ (guest/guest),
+    deleted after the test (with every queue and connection on it)."""
+    vhost = rabbitmq_broker.add_vhost()
+    yield rabbitmq_broker.url(vhost)
+    rabbitmq_broker.delete_vhost(vhost)
 
 
 @pytest.fixture(scope="session")

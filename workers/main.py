@@ -28,6 +28,7 @@ from genq.logs import (
     configure_logging,
     json_worker_notices,
 )
+from genq.rabbitmq import prepare_worker_broker
 from genq.settings import Settings
 from genq.store import JobStore, build_engine, utcnow
 from genq.store.migrate import upgrade_database
@@ -112,6 +113,8 @@ def run_worker(
     configure_logging(settings)
     upgrade_database(settings.store_url)
     app = create_worker_app(settings)
+    if settings.broker_is_amqp:  # its queues as genq declares them, or a clear error
+        prepare_worker_broker(app, settings)
     if not any(q in {settings.queue_for(lane) for lane in settings.lanes} for q in queues):
         # Webhook/maintenance-only workers have no priorities to protect: let them prefetch.
         app.conf.worker_disable_prefetch = False

@@ -10,6 +10,7 @@ import os
 import typer
 
 from genq.cli.batch import batch_app
+from genq.cli.broker import broker_app
 from genq.cli.dlq import dlq_app
 from genq.cli.failure import EXIT_FAILED, exit_code
 from genq.cli.jobs import jobs_app
@@ -38,6 +39,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(batch_app, name="batch")
+app.add_typer(broker_app, name="broker")
 
 # These configure genq's logging, which reports unknown GENQ_* variables in their own log.
 LOGGING_COMMANDS = frozenset({"worker", "beat", "gateway", "flower", "metrics"})

@@ -13,6 +13,7 @@ from genq.settings import Settings
 from producers import GenqClient
 from tests.fakes.runtime_server import FakeRuntime
 from tests.support import GenqProcess, RedisServer
+from tests.support.brokers import BrokerProbe
 from tests.support.environment import settings_from_env
 
 FAST_TIMINGS = {
@@ -76,13 +77,27 @@ def fake_runtime() -> Iterator[FakeRuntime]:
         yield fake
 
 
+# The brokers a broker-facing test runs on: ``@both_brokers`` parametrizes the ``broker``
+# fixture, and the stack then uses RabbitMQ (a vhost of the test's own) for "rabbitmq", with
+# Redis still there for streams, leases and replies.
+BROKERS = ["redis", "rabbitmq"]
+both_brokers = pytest.mark.parametrize("broker", BROKERS, indirect=True)
+
+
 @pytest.fixture
-def stack_env(redis_url: str, tmp_data_dir: Path) -> dict[str, str]:
-    return {
-        "GENQ_REDIS_URL": redis_url,
-        "GENQ_DATA_DIR": str(tmp_data_dir),
-        **FAST_TIMINGS,
-    }
+def broker(request: pytest.FixtureRequest) -> str:
+    """The stack's broker: "redis" unless the test is parametrized with ``both_brokers``."""
+    return str(getattr(request, "param", "redis"))
+
+
+@pytest.fixture
+def stack_env(
+    redis_url: str, tmp_data_dir: Path, broker: str, request: pytest.FixtureRequest
+) -> dict[str, str]:
+    env = {"GENQ_REDIS_URL": redis_url, "GENQ_DATA_DIR": str(tmp_data_dir), **FAST_TIMINGS}
+    if broker == "rabbitmq":
+        env["GENQ_BROKER_URL"] = request.getfixturevalue("rabbitmq_url")
+    return env
 
 
 @pytest.fixture
@@ -95,6 +110,13 @@ def stack(
     yield s
     for client in s.clients:
         client.close()
+
+
+@pytest.fixture
+def broker_probe(stack: Stack, broker: str, request: pytest.FixtureRequest) -> BrokerProbe:
+    """The stack's broker seen from the test (queue depths, unacked, raw pushes)."""
+    rabbitmq = request.getfixturevalue("rabbitmq_broker") if broker == "rabbitmq" else None
+    return BrokerProbe(stack.settings, rabbitmq)
 
 
 @pytest.fixture

@@ -24,8 +24,9 @@ from genq.store.tables import job_history, webhook_events
 from schemas import BrokerUnavailable, JobStatus
 from tests.fakes.runtime_server import FakeRuntime
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, both_brokers
 from tests.support import GenqProcess, RedisServer, eventually
+from tests.support.brokers import BrokerProbe
 from tests.support.environment import process_env
 
 # Each waits for up to 200 jobs through kills and restarts: more than the default timeout.
@@ -64,6 +65,7 @@ def _wait_all(stack: Stack, ids: list[str], timeout: float) -> dict[str, JobStat
     return statuses
 
 
+@both_brokers
 def test_kill_workers_three_times(
     stack: Stack, fake_runtime: FakeRuntime, receiver: WebhookReceiver
 ) -> None:
@@ -205,6 +207,7 @@ def test_runtime_down_until_jobs_dead_letter_then_dlq_requeue(
         revived.stop()
 
 
+@both_brokers
 def test_poison_job_dead_lettered_while_others_flow(
     stack: Stack, fake_runtime: FakeRuntime
 ) -> None:
@@ -255,33 +258,47 @@ def test_poison_job_dead_lettered_while_others_flow(
     assert [d["job_id"] for d in letters] == [poison]
 
 
-def test_undecodable_message_lands_in_dead_letter_queue(stack: Stack) -> None:
+@both_brokers
+def test_undecodable_message_lands_in_dead_letter_queue(
+    stack: Stack, broker_probe: BrokerProbe
+) -> None:
     stack.worker()
     stack.ops_worker()
     stack.beat()
     client = stack.client()
-    broker = client.redis
-    broker.lpush("genq.interactive", b"\x80this is not json")
-    envelope = {
-        "body": "gASVAAAAAAAAAAA=",
-        "content-encoding": "binary",
-        "content-type": "application/x-python-serialize",
-        "headers": {"id": "x", "task": "genq.generate"},
-        "properties": {
-            "delivery_tag": "t1",
-            "body_encoding": "base64",
-            "delivery_info": {"exchange": "", "routing_key": "genq.interactive"},
-        },
-    }
-    broker.lpush("genq.interactive", json.dumps(envelope))
-    assert eventually(lambda: broker.llen("genq.dead_letter") >= 2, timeout=20)
+    pickled = b"\x80\x04\x95" + b"\x00" * 8  # a pickle, which genq never accepts
+    if broker_probe.amqp:  # a message whose body is not JSON, and a pickled task
+        broker_probe.push_raw(
+            "genq.interactive", b"\x80this is not json", content_type="application/json"
+        )
+        broker_probe.push_raw(
+            "genq.interactive",
+            pickled,
+            content_type="application/x-python-serialize",
+            headers={"id": "x", "task": "genq.generate"},
+        )
+    else:  # an item that is not even kombu's envelope, and a pickled task in one
+        broker_probe.push_raw("genq.interactive", b"\x80this is not json")
+        envelope = {
+            "body": "gASVAAAAAAAAAAA=",
+            "content-encoding": "binary",
+            "content-type": "application/x-python-serialize",
+            "headers": {"id": "x", "task": "genq.generate"},
+            "properties": {
+                "delivery_tag": "t1",
+                "body_encoding": "base64",
+                "delivery_info": {"exchange": "", "routing_key": "genq.interactive"},
+            },
+        }
+        broker_probe.push_raw("genq.interactive", json.dumps(envelope).encode())
+    assert eventually(lambda: broker_probe.ready("genq.dead_letter") >= 2, timeout=20)
     from genq.dead_letters import list_dead_letters
 
     letters = list_dead_letters(client.store)
     by_reason = {d.reason: d.raw_body for d in letters}
     assert by_reason["undecodable"] == b"\x80this is not json"  # not even an envelope
-    assert by_reason["invalid_task"] == b"\x80\x04\x95" + b"\x00" * 8  # pickle refused, kept
-    assert broker.llen("genq.dead_letter") == 2
+    assert by_reason["invalid_task"] == pickled  # pickle refused, kept
+    assert broker_probe.ready("genq.dead_letter") == 2
     # Still healthy afterwards.
     assert client.wait(client.submit(CHAT).id, timeout=20).status is JobStatus.SUCCEEDED
 

@@ -9,11 +9,12 @@ import pytest
 from kombu import Connection
 
 from genq import constants as c
-from producers import GenqClient
+from genq.dispatch import send_record
 from schemas import JobStatus, celery_priority
 from tests.fakes.runtime_server import FakeRuntime
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, both_brokers
 from tests.support import eventually
+from tests.support.brokers import BrokerProbe
 
 pytestmark = pytest.mark.integration
 
@@ -27,13 +28,12 @@ def _wait_status(stack: Stack, job_id: str, status: JobStatus, timeout: float = 
     )
 
 
-def _all_messages_acked(client: GenqClient) -> bool:
+def _all_messages_acked(probe: BrokerProbe) -> bool:
     """No task message waits in a lane or is held unacknowledged by a worker."""
-    lanes = client.redis.keys(f"{c.QUEUE_PREFIX}interactive*")
-    waiting = sum(client.redis.llen(key) for key in lanes)
-    return waiting == 0 and client.redis.hlen("unacked") == 0
+    return probe.ready(f"{c.QUEUE_PREFIX}interactive") == 0 and probe.unacked() == 0
 
 
+@both_brokers
 def test_urgent_job_submitted_last_starts_next(stack: Stack, fake_runtime: FakeRuntime) -> None:
     fake_runtime.configure(job_delay_seconds=1.5)
     stack.worker("--concurrency", "1")
@@ -51,23 +51,28 @@ def test_urgent_job_submitted_last_starts_next(stack: Stack, fake_runtime: FakeR
     assert order[2:] == low
 
 
+@both_brokers
 def test_duplicate_delivery_completes_once_and_replies_once(
-    stack: Stack, fake_runtime: FakeRuntime
+    stack: Stack, fake_runtime: FakeRuntime, broker_probe: BrokerProbe
 ) -> None:
     client = stack.client()
     record = client.submit({**CHAT, "reply_to": "dup.replies"})
     # Deliver the very same task message a second time, as a broker redelivery would.
-    with Connection(stack.settings.redis_url) as conn:
-        conn.default_channel.client.lpush(
-            f"{c.QUEUE_PREFIX}interactive:{celery_priority(5)}"
-            if celery_priority(5)
-            else f"{c.QUEUE_PREFIX}interactive",
-            *[_raw_message(conn, record.id)] * 1,
-        )
+    if broker_probe.amqp:
+        send_record(client.app, stack.settings, record)  # the same message: same task id
+    else:
+        with Connection(stack.settings.redis_url) as conn:
+            conn.default_channel.client.lpush(
+                f"{c.QUEUE_PREFIX}interactive:{celery_priority(5)}"
+                if celery_priority(5)
+                else f"{c.QUEUE_PREFIX}interactive",
+                *[_raw_message(conn, record.id)] * 1,
+            )
+    assert broker_probe.ready(f"{c.QUEUE_PREFIX}interactive") == 2
     stack.worker("--concurrency", "2", "--pool", "threads")
     done = client.wait(record.id, timeout=20)
     assert done.status is JobStatus.SUCCEEDED
-    assert eventually(lambda: _all_messages_acked(client), timeout=10)  # the duplicate too
+    assert eventually(lambda: _all_messages_acked(broker_probe), timeout=10)  # the duplicate too
     replies = list(client.replies("dup.replies", timeout=0.5))
     assert [r.id for r in replies] == [record.id]
     history = client.get(record.id, history=True).history or []

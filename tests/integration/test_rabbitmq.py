@@ -1,0 +1,254 @@
+"""genq on RabbitMQ (GENQ_BROKER_URL=amqp://…): what differs from Redis, against a real broker.
+
+The suites both brokers share (priority order, kill -9, poison and undecodable messages,
+duplicate delivery) are parametrized in their own files (``both_brokers``); these are the
+RabbitMQ-only behaviours: publisher confirms, the dead-letter exchange, the upgrade of queues
+declared with other arguments (406), redelivery after a lost connection while the job's lease
+is live, a job outliving the broker's consumer_timeout, and quorum queues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from kombu import Connection, Exchange, Queue
+
+from genq import constants as c
+from genq.dispatch import send_record
+from genq.rabbitmq import DEAD_LETTER_EXCHANGE, declare_topology
+from producers import GenqClient
+from producers.submission import new_job
+from schemas import BrokerUnavailable, JobRequest, JobStatus
+from schemas.validation import parse
+from tests.fakes.runtime_server import FakeRuntime, Fault
+from tests.integration.conftest import Stack
+from tests.support import eventually
+from tests.support.brokers import BrokerProbe
+from tests.support.environment import process_env
+from tests.support.rabbitmq import RabbitMQBroker, RabbitMQServer
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True),
+]
+
+CHAT = {"messages": [{"role": "user", "content": "x"}]}
+LANE = f"{c.QUEUE_PREFIX}interactive"
+
+
+def _vhost(stack: Stack) -> str:
+    return unquote(urlsplit(stack.settings.effective_broker_url).path.lstrip("/")) or "/"
+
+
+def _queues(broker: RabbitMQBroker, vhost: str) -> dict[str, dict[str, object]]:
+    out = broker.rabbitmqctl(
+        "list_queues", "-p", vhost, "name", "arguments", "type", "--formatter", "json", "-q"
+    )
+    rows = json.loads(out or "[]")
+    return {
+        row["name"]: {"type": row["type"], **{a[0]: a[2] for a in row["arguments"]}} for row in rows
+    }
+
+
+def _genq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "genq", *args],
+        env=process_env(stack.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_queues_are_priority_queues_with_a_dead_letter_exchange(
+    stack: Stack, rabbitmq_broker: RabbitMQBroker
+) -> None:
+    stack.worker()
+    queues = _queues(rabbitmq_broker, _vhost(stack))
+    for name in (LANE, f"{c.QUEUE_PREFIX}batch", c.WEBHOOK_QUEUE, c.MAINTENANCE_QUEUE):
+        assert queues[name] == {
+            "type": "classic",
+            "x-max-priority": 10,
+            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+            "x-dead-letter-routing-key": c.DEAD_LETTER_QUEUE,
+        }, name
+    assert c.DEAD_LETTER_QUEUE in queues  # declared at the worker's start, bound to the DLX
+
+
+def test_a_publish_the_broker_refuses_raises_with_confirms(
+    stack: Stack, rabbitmq_broker: RabbitMQBroker
+) -> None:
+    """RabbitMQ nacks a publish to a full queue (overflow reject-publish): only publisher
+    confirms turn that into an error; without them the job would be accepted and lost."""
+    client = stack.client()
+    client.submit(CHAT)  # declares the lane's queue
+    rabbitmq_broker.rabbitmqctl(
+        "set_policy",
+        "-p",
+        _vhost(stack),
+        "--apply-to",
+        "queues",
+        "cap",
+        f"^{LANE}$",
+        '{"max-length": 2, "overflow": "reject-publish"}',
+    )
+    probe = BrokerProbe(stack.settings, rabbitmq_broker)
+    assert eventually(lambda: _try_fill(client, 2, probe), timeout=30)
+    with pytest.raises(BrokerUnavailable):
+        client.submit(CHAT)
+    # The refused job was not kept as accepted: the store holds only the two queued ones.
+    assert len(client.store.list(tenant=None, limit=100).records) == 2
+
+
+def _try_fill(client: GenqClient, wanted: int, probe: BrokerProbe) -> bool:
+    """The policy applies within moments: submit until the queue holds ``wanted``."""
+    if probe.ready(LANE) >= wanted:
+        return True
+    with contextlib.suppress(BrokerUnavailable):
+        client.submit(CHAT)
+    return probe.ready(LANE) >= wanted
+
+
+def test_a_message_the_broker_rejects_is_dead_lettered_through_the_exchange(stack: Stack) -> None:
+    app = stack.client().app
+    with app.connection_for_write() as conn:  # the queues and exchanges a worker declares
+        declare_topology(conn, app.conf.task_queues)
+    probe = BrokerProbe(stack.settings)
+    probe.push_raw("genq.batch", b'{"not": "a task"}', content_type="application/json")
+    with Connection(stack.settings.effective_broker_url) as conn:
+        channel = conn.channel()
+        message = channel.basic_get("genq.batch", no_ack=False)
+        assert message is not None
+        channel.basic_reject(message.delivery_tag, requeue=False)  # the broker decides
+        channel.close()
+    assert eventually(lambda: probe.ready(c.DEAD_LETTER_QUEUE) == 1, timeout=10)
+    with Connection(stack.settings.effective_broker_url) as conn:
+        channel = conn.channel()
+        letter = channel.basic_get(c.DEAD_LETTER_QUEUE, no_ack=True)
+        channel.close()
+    assert letter.body == b'{"not": "a task"}'
+    death = letter.headers["x-death"][0]
+    assert death["reason"] == "rejected" and death["queue"] == "genq.batch"
+
+
+def test_queue_declared_with_other_arguments_is_upgraded_keeping_its_messages(
+    stack: Stack, rabbitmq_broker: RabbitMQBroker
+) -> None:
+    """A lane queue as an older deployment declared it (no priority, no dead-letter exchange,
+    a direct exchange): RabbitMQ answers genq's declaration with 406. The worker refuses to
+    start with the way out; `genq broker upgrade` redeclares it with its messages kept."""
+    client = stack.client()
+    with Connection(stack.settings.effective_broker_url) as conn:
+        old = Queue(LANE, Exchange(LANE, type="direct"), routing_key=LANE, durable=True)
+        old(conn.default_channel).declare()
+    request = parse(JobRequest, CHAT)
+    records = [
+        client.store.create(new_job(stack.settings, request, "default"))[0] for _ in range(3)
+    ]
+    for record in records:
+        send_record(client.app, stack.settings, record, declare=False)
+    probe = BrokerProbe(stack.settings, rabbitmq_broker)
+    assert probe.ready(LANE) == 3
+    refused = stack.start_genq(["worker"], stack.env, name="refused")
+    assert eventually(lambda: not refused.running, timeout=60)
+    assert "genq broker upgrade" in refused.log_text()
+    out = _genq(stack, "broker", "upgrade")
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert {"queue": LANE, "moved": 3} in lines
+    assert _queues(rabbitmq_broker, _vhost(stack))[LANE]["x-max-priority"] == 10
+    assert _genq(stack, "broker", "upgrade").stdout == ""  # nothing left to upgrade
+    stack.worker()
+    for record in records:
+        assert client.wait(record.id, timeout=30).status is JobStatus.SUCCEEDED
+
+
+def test_redelivery_after_a_lost_connection_runs_the_job_once(
+    stack: Stack, fake_runtime: FakeRuntime, rabbitmq_broker: RabbitMQBroker
+) -> None:
+    """RabbitMQ redelivers a message the moment its consumer's connection drops. The job is
+    still running under a live lease on the first worker: the second must skip it, and the
+    job completes once."""
+    fake_runtime.configure(tokens=[f"t{i} " for i in range(30)], token_delay_seconds=0.2)
+    first = stack.worker("--concurrency", "1", name="first")
+    client = stack.client()
+    job = client.submit(CHAT).id
+    assert eventually(lambda: client.get(job).status is JobStatus.RUNNING, timeout=20)
+    second = stack.worker("--concurrency", "1", name="second")
+    rabbitmq_broker.rabbitmqctl(
+        "close_all_connections", "--vhost", _vhost(stack), "test: connection lost"
+    )
+    # The redelivered message reached the second worker while the job ran on the first.
+    assert eventually(lambda: job in second.log_text(), timeout=30), second.log_tail()
+    done = client.wait(job, timeout=60)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result is not None and done.result.text == "".join(f"t{i} " for i in range(30))
+    history = client.get(job, history=True).history or []
+    assert [h.to_status for h in history] == [
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        JobStatus.SUCCEEDED,
+    ]
+    assert fake_runtime.stats()["job_requests_seen"] == 1
+    assert first.running and second.running
+
+
+@pytest.fixture
+def short_timeout_rabbitmq(tmp_path: Path) -> RabbitMQServer:
+    """A private RabbitMQ whose consumer_timeout is 2 s, checked every half second."""
+    server = RabbitMQServer(
+        tmp_path / "rabbitmq-short-timeout",
+        config=["consumer_timeout = 2000"],
+        advanced="[{rabbit, [{channel_tick_interval, 500}]}].",
+    )
+    with server:
+        yield server  # type: ignore[misc]
+
+
+def test_a_job_outlives_a_short_consumer_timeout(
+    stack: Stack, fake_runtime: FakeRuntime, short_timeout_rabbitmq: RabbitMQServer
+) -> None:
+    """RabbitMQ 3.10 closes the channel of a delivery unacked for longer than consumer_timeout
+    (celery#6760). The worker warned at start; the job runs to its end once, the message the
+    broker redelivers is skipped while the lease is live, and the worker goes on."""
+    stack.env["GENQ_BROKER_URL"] = short_timeout_rabbitmq.url()
+    stack.env["GENQ_RABBITMQ_CONSUMER_TIMEOUT_SECONDS"] = "2"
+    fake_runtime.configure(tokens=[f"t{i} " for i in range(24)], token_delay_seconds=0.25)
+    worker = stack.worker("--concurrency", "2", "--pool", "threads")
+    assert "consumer_timeout" in worker.log_text()  # the warning at start
+    client = stack.client()
+    job = client.submit(CHAT).id
+    done = client.wait(job, timeout=90)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result is not None and done.result.text == "".join(f"t{i} " for i in range(24))
+    assert "PRECONDITION_FAILED" in worker.log_text() or "timed out" in worker.log_text(), (
+        "the broker never timed the delivery out: the test proves nothing"
+    )
+    assert fake_runtime.stats()["job_requests_seen"] == 1
+    history = client.get(job, history=True).history or []
+    assert [h.to_status for h in history].count(JobStatus.RUNNING) == 1
+    fake_runtime.configure(token_delay_seconds=0)
+    after = client.submit(CHAT).id
+    assert client.wait(after, timeout=60).status is JobStatus.SUCCEEDED
+
+
+def test_quorum_queues_run_jobs_and_retries(
+    stack: Stack, fake_runtime: FakeRuntime, rabbitmq_broker: RabbitMQBroker
+) -> None:
+    """GENQ_RABBITMQ_QUORUM=true: the lanes are quorum queues; a job that fails once is
+    retried after its backoff (Celery's native delayed delivery) and succeeds."""
+    stack.env["GENQ_RABBITMQ_QUORUM"] = "true"
+    stack.worker()
+    queues = _queues(rabbitmq_broker, _vhost(stack))
+    assert queues[LANE]["type"] == "quorum" and "x-max-priority" not in queues[LANE]
+    fake_runtime.fail_next.extend([Fault.status(503)])
+    client = stack.client()
+    job = client.submit(CHAT).id
+    done = client.wait(job, timeout=60)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 2
