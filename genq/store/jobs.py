@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, text
+from sqlalchemy import Engine, Select, and_, bindparam, delete, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
 from genq.constants import REDISPATCH_AFTER_SECONDS
@@ -30,6 +30,13 @@ from schemas import (
     JobRequest,
     JobStatus,
 )
+
+# The hot reads, built once: a long poll reads a job's status while it waits and its record
+# once at the end; GET /v1/jobs/{id} reads the record.
+_RECORD = select(jobs).where(jobs.c.id == bindparam("job_id"))
+_RECORD_IN_TENANT = _RECORD.where(jobs.c.tenant == bindparam("tenant"))
+_STATUS = select(jobs.c.status).where(jobs.c.id == bindparam("job_id"))
+_STATUS_IN_TENANT = _STATUS.where(jobs.c.tenant == bindparam("tenant"))
 
 
 @dataclass(frozen=True)
@@ -158,11 +165,8 @@ class JobStore(JobRecovery):
     def get(
         self, job_id: str, tenant: str | None = None, *, history: bool = False
     ) -> JobRecord | None:
-        query = select(jobs).where(jobs.c.id == job_id)
-        if tenant is not None:
-            query = query.where(jobs.c.tenant == tenant)
         with self.reads.connect() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(*_by_id(_RECORD, _RECORD_IN_TENANT, job_id, tenant)).first()
             if row is None:
                 return None
             entries = None
@@ -174,6 +178,13 @@ class JobStore(JobRecovery):
                 ).all()
                 entries = [history_entry(r) for r in rows]
         return job_record(row, entries)
+
+    def status(self, job_id: str, tenant: str | None = None) -> JobStatus | None:
+        """The job's state alone (within ``tenant``, unless None): one column, no record built.
+        None if there is no such job (or another tenant's)."""
+        with self.reads.connect() as conn:
+            value = conn.execute(*_by_id(_STATUS, _STATUS_IN_TENANT, job_id, tenant)).scalar()
+        return None if value is None else JobStatus(value)
 
     def routing(self, job_id: str) -> dict[str, Any] | None:
         """Internal fields a worker needs (reply queue, deadline, counters)."""
@@ -251,6 +262,16 @@ class JobStore(JobRecovery):
             last = records[-1]
             next_cursor = encode_cursor(last.created_at, last.id)
         return Page(records, next_cursor)
+
+
+def _by_id(
+    anyone: Select[Any], in_tenant: Select[Any], job_id: str, tenant: str | None
+) -> tuple[Select[Any], dict[str, str]]:
+    """A built statement and its parameters: ``anyone``'s for ``tenant=None``, else
+    ``in_tenant``'s."""
+    if tenant is None:
+        return anyone, {"job_id": job_id}
+    return in_tenant, {"job_id": job_id, "tenant": tenant}
 
 
 def _row_values(job: NewJob, now: datetime, dispatch_by: datetime) -> dict[str, Any]:

@@ -196,11 +196,12 @@ async def wait_until_terminal(
 
     The stream is read from its start: a job that has not begun has none yet (the read waits
     for its first chunk), one that ended meanwhile shows its end at once, and one mid-way
-    hands over what it has so far, which this reads on as it comes anyway.
+    hands over what it has so far, which this reads on as it comes anyway. The record is read
+    once, at the end; while waiting only the job's state is (it says whether the job exists in
+    ``tenant``, and whether it has ended).
     """
-    record = await gateway.job(job_id, tenant)
-    if record.status.terminal or timeout_seconds <= 0:
-        return record
+    if timeout_seconds <= 0 or (await gateway.status(job_id, tenant)).terminal:
+        return await gateway.job(job_id, tenant)
     seq = 0
     silence = Silence()
     deadline = anyio.current_time() + timeout_seconds
@@ -214,7 +215,6 @@ async def wait_until_terminal(
             continue
         if not silence.recheck_due():
             continue
-        record = await gateway.job(job_id, tenant)
-        if record.status.terminal:
-            return record
+        if (await gateway.status(job_id, tenant)).terminal:
+            break
     return await gateway.job(job_id, tenant)

@@ -63,6 +63,18 @@ def test_create_get_and_tenant_scope(store: JobStore) -> None:
     assert store.get(record.id, "other") is None
 
 
+def test_status_alone_follows_the_record_and_its_tenant_scope(store: JobStore) -> None:
+    record, _ = store.create(_new())
+    assert store.status(record.id) is JobStatus.QUEUED
+    assert store.status(record.id, "t") is JobStatus.QUEUED
+    assert store.status(record.id, "other") is None
+    assert store.status(str(uuid.uuid4())) is None
+    assert store.start(record.id, "w/1", 30) is not None
+    running = store.get(record.id, "t")
+    assert running is not None and running.status is JobStatus.RUNNING
+    assert store.status(record.id, "t") is JobStatus.RUNNING
+
+
 def test_idempotency_replay_and_conflict(store: JobStore) -> None:
     first, created = store.create(_new({**CHAT, "idempotency_key": "k1"}))
     again, created_again = store.create(_new({**CHAT, "idempotency_key": "k1"}))
