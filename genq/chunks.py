@@ -1,8 +1,9 @@
 """The per-job chunk stream: a capped, expiring Redis Stream addressed by ``seq``.
 
 Entry ids are ``<seq>-0`` so readers resume with ``XREAD … <seq>-0`` ("after seq").
-Entry fields: ``type`` = ``delta`` (with ``delta``), ``reset`` (a retry restarts the text),
-or ``end`` (with ``status``, ``finish_reason``, ``usage`` as JSON).
+Entry fields: ``type`` = ``start`` (an attempt began, ``attempt`` as JSON), ``delta`` (with
+``delta``), ``reset`` (a retry restarts the text), or ``end`` (with ``status``,
+``finish_reason``, ``usage`` as JSON).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class ChunkWriter:
         self.maxlen = maxlen
         self.ttl_seconds = ttl_seconds
         # A first attempt starts an empty stream; a retry continues after what readers saw.
+        self._last_type: str | None = None
         self.seq = 0 if fresh else self._last_seq()
         self._buffer: list[str] = []
         self._sent_delta = False
@@ -71,7 +73,11 @@ class ChunkWriter:
 
     def _last_seq(self) -> int:
         last: Any = self.client.xrevrange(self.key, count=1)
-        return int(last[0][0].decode().split("-", 1)[0]) if last else 0
+        if not last:
+            return 0
+        chunk = decode_entry(last[0][0], last[0][1])
+        self._last_type = chunk.type
+        return chunk.seq
 
     def _add(self, fields: dict[str, str], pipe: Any = None) -> None:
         own = pipe is None
@@ -109,9 +115,18 @@ class ChunkWriter:
             retry.execute()
 
     def begin_attempt(self, attempt: int) -> None:
-        """A retry regenerates from scratch: tell readers to drop what they have."""
-        if self.seq > 0:
-            self._add({"type": "reset", "data": json.dumps({"attempt": attempt})})
+        """An attempt starts (readers learn the job runs before its first token: a background
+        response's ``response.in_progress``); a retry regenerates from scratch, so it first
+        tells readers to drop what they have, if an earlier attempt streamed anything."""
+        pipe = self.client.pipeline(transaction=False)
+        pending = []
+        if self.seq > 0 and self._last_type != "start":
+            pending.append({"type": "reset", "data": json.dumps({"attempt": attempt})})
+        pending.append({"type": "start", "data": json.dumps({"attempt": attempt})})
+        for fields in pending:
+            self._add(fields, pipe)
+        self._execute(pipe, pending)
+        self._last_type = "start"
 
     def append(self, delta: str) -> bool:
         """Buffer ``delta``; returns True when the buffer was flushed to Redis.

@@ -23,6 +23,7 @@ from genq.store.webhook_deliveries import STATUS_FILTERS
 from genq.webhooks.signing import generate_secret, is_valid_secret, rotate
 from genq.webhooks.ssrf import check_webhook_url
 from schemas import InvalidRequest, NotFound
+from schemas.responses import RESPONSE_EVENT_TYPES
 
 __all__ = [
     "EVENT_TYPES",
@@ -37,7 +38,11 @@ __all__ = [
     "rotate_secret",
 ]
 
-EVENT_TYPES = (*WEBHOOK_EVENT_TYPES.values(), *BATCH_EVENT_TYPES.values())
+EVENT_TYPES = (
+    *WEBHOOK_EVENT_TYPES.values(),
+    *BATCH_EVENT_TYPES.values(),
+    *RESPONSE_EVENT_TYPES.values(),
+)
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 

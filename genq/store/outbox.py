@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, bindparam, or_, select, update
 
 from genq.store.tables import reply_outbox, webhook_deliveries, webhook_endpoints, webhook_events
 from schemas import JobRecord, JobStatus
+from schemas.responses import response_event_type, response_id, response_status
 
 WEBHOOK_EVENT_TYPES = {
     JobStatus.SUCCEEDED: "job.succeeded",
@@ -101,7 +102,23 @@ def write_outbox(
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
     )
-    return Deliveries(reply=bool(reply_to), webhooks=written[1] if written else 0)
+    webhooks = written[1] if written else 0
+    response_event = response_event_type(record)
+    if response_event is not None:
+        # A response's job also ends as a response (OpenAI's event and envelope), for the
+        # tenant's endpoints: ``data`` names the response, as OpenAI's does.
+        data = {"id": response_id(record.id), "status": response_status(record)}
+        also = write_event(
+            conn,
+            subject_id=record.id,
+            tenant=record.tenant,
+            event_type=response_event,
+            data=data,
+            now=now,
+            openai_envelope=True,
+        )
+        webhooks += also[1] if also else 0
+    return Deliveries(reply=bool(reply_to), webhooks=webhooks)
 
 
 def write_event(
@@ -114,22 +131,30 @@ def write_event(
     now: datetime,
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
+    openai_envelope: bool = False,
 ) -> tuple[str, int] | None:
     """An event about ``subject_id`` (a job, or a batch) and one pending delivery per target
     that takes it (``tenant``'s endpoints, plus ``webhook_url`` if given), on the caller's
     connection; the event id (the stable ``webhook-id``) and how many deliveries, or None if
-    no target takes it (nothing written)."""
+    no target takes it (nothing written). ``openai_envelope`` adds OpenAI's event fields
+    (``id`` = the event id, ``object: "event"``, ``created_at`` in Unix seconds), so the
+    ``openai`` SDK's ``webhooks.unwrap`` reads it as its own."""
     targets = _webhook_targets(conn, tenant, event_type, webhook_url, webhook_secret)
     if not targets:
         return None
     event_id = f"msg_{uuid.uuid4().hex}"
+    payload: dict[str, Any] = {"type": event_type, "timestamp": now.isoformat(), "data": data}
+    if openai_envelope:
+        payload = {"id": event_id, "object": "event", "created_at": int(now.timestamp())} | (
+            payload
+        )
     conn.execute(
         webhook_events.insert().values(
             id=event_id,
             job_id=subject_id,
             tenant=tenant,
             event_type=event_type,
-            payload={"type": event_type, "timestamp": now.isoformat(), "data": data},
+            payload=payload,
             created_at=now,
         )
     )

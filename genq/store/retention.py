@@ -28,10 +28,12 @@ from genq.store.tables import (
     webhook_deliveries,
     webhook_events,
 )
-from schemas import JobStatus
+from schemas import Conflict, JobStatus
 
 FINISHED = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED]
 BATCH = 500
+# The stable code of a refusal to delete a line's job while its batch runs.
+BATCH_NOT_FINISHED = "batch_not_finished"
 # Batches and files looked at per pass: a file is up to 200 rows of 1 MiB.
 BATCHES_PER_PASS = 10
 FILES_PER_PASS = 20
@@ -179,7 +181,8 @@ def _delete_jobs(conn: Connection, job_ids: list[str]) -> None:
 def delete_finished_job(engine: Engine, job_id: str, tenant: str | None) -> bool:
     """Delete one finished job (within ``tenant``, unless None) with its history, outbox and
     webhook rows, as retention would; False if there is no such finished job. A queued,
-    running or dead-lettered job is never deleted (an operator holds a dead letter)."""
+    running or dead-lettered job is never deleted (an operator holds a dead letter), nor a
+    line of a batch that is not final yet (``Conflict``, ``batch_not_finished``)."""
     query = select(jobs.c.id).where(
         jobs.c.id == job_id, jobs.c.status.in_([s.value for s in FINISHED])
     )
@@ -188,5 +191,28 @@ def delete_finished_job(engine: Engine, job_id: str, tenant: str | None) -> bool
     with engine.begin() as conn:
         if conn.execute(query).first() is None:
             return False
+        _refuse_a_line_of_an_open_batch(conn, job_id)
         _delete_jobs(conn, [job_id])
     return True
+
+
+def _refuse_a_line_of_an_open_batch(conn: Connection, job_id: str) -> None:
+    """A line's job is part of its batch's output until the batch is final: deleting it
+    would leave the output without that line (a 409, ``details[0].code``
+    ``batch_not_finished``)."""
+    query = (
+        select(batches.c.id, batches.c.status)
+        .join(batch_lines, batch_lines.c.batch_id == batches.c.id)
+        .where(batch_lines.c.job_id == job_id, batches.c.status.not_in(FINAL_BATCH))
+    )
+    open_batch = conn.execute(query).first()
+    if open_batch is None:
+        return
+    batch_id, status = open_batch
+    raise Conflict(
+        f"job {job_id} is a line of batch {batch_id}, which is {status}: it can be deleted "
+        "once the batch is final (its output file then holds the line)",
+        details=[
+            {"code": BATCH_NOT_FINISHED, "field": "id", "batch_id": batch_id, "status": status}
+        ],
+    )

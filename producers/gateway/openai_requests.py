@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from producers.gateway.responses_marks import MARKER
 from schemas import PRIORITY_MAX, PRIORITY_MIN, InvalidRequest, JobKind, JobRequest
 from schemas.validation import parse
 
@@ -98,6 +99,16 @@ class UnsupportedParam(InvalidRequest):
 
     def __init__(self, param: str, message: str, code: str = "unsupported_parameter") -> None:
         super().__init__(message, details=[{"field": param, "code": code}])
+
+
+def own_metadata(raw: Any) -> Any:
+    """``metadata`` as sent, unless it holds genq's own key (``genq_response`` marks a job as
+    a response: a chat job that carried it would pass for one)."""
+    if isinstance(raw, dict) and MARKER in raw:
+        raise UnsupportedParam(
+            "metadata", f"metadata key {MARKER!r} is genq's own; use another key"
+        )
+    return raw
 
 
 @dataclass(frozen=True)
@@ -240,7 +251,7 @@ def chat_call(body: dict[str, Any], priority: int, lane: str, key: str | None) -
     if body.get("max_completion_tokens") is not None:
         data["max_tokens"] = body["max_completion_tokens"]
     if body.get("metadata") is not None:
-        data["metadata"] = body["metadata"]
+        data["metadata"] = own_metadata(body["metadata"])
     stream = flag(body, "stream")
     return OpenAICall(_job(data, priority, lane, key), stream, stream and _include_usage(body))
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MARKER = "genq_response"
+from schemas.responses import RESPONSE_MARKER
+
+MARKER = RESPONSE_MARKER
 BACKGROUND = "background"
 INSTRUCTIONS = "instructions"
 PREVIOUS = "previous="

@@ -16,7 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from producers.gateway.openai_requests import FieldRules, UnsupportedParam, check_fields, flag
+from producers.gateway.openai_requests import (
+    FieldRules,
+    UnsupportedParam,
+    check_fields,
+    flag,
+    own_metadata,
+)
 from producers.gateway.responses_marks import MARKER, ResponseMarks
 from schemas import InvalidRequest, JobKind, JobRequest
 from schemas.jobs import METADATA_MAX_ENTRIES
@@ -170,10 +176,7 @@ def _metadata(raw: Any, marks: ResponseMarks) -> dict[str, Any]:
         raw = {}
     if not isinstance(raw, dict):
         raise UnsupportedParam("metadata", "metadata must be an object of strings")
-    if MARKER in raw:
-        raise UnsupportedParam(
-            "metadata", f"metadata key {MARKER!r} is genq's own; use another key"
-        )
+    own_metadata(raw)
     if len(raw) >= METADATA_MAX_ENTRIES:
         raise UnsupportedParam(
             "metadata",

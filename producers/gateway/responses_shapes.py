@@ -16,28 +16,38 @@ import uuid
 from typing import Any
 
 from producers.gateway.responses_marks import ResponseMarks, marks_of, user_metadata
-from schemas import ErrorCode, InvalidRequest, JobRecord, JobStatus
+from schemas import ErrorCode, InvalidRequest, JobRecord
+from schemas.responses import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    INCOMPLETE,
+    QUEUED,
+    RESPONSE_PREFIX,
+    response_id,
+    response_status,
+)
 
-RESPONSE_PREFIX = "resp_"
+__all__ = [
+    "CANCELLED",
+    "COMPLETED",
+    "FAILED",
+    "INCOMPLETE",
+    "IN_PROGRESS",
+    "QUEUED",
+    "response_id",
+    "response_status",
+]
+
 MESSAGE_PREFIX = "msg_"
-LENGTH = "length"
 
-QUEUED = "queued"
-IN_PROGRESS = "in_progress"
-COMPLETED = "completed"
-INCOMPLETE = "incomplete"
-CANCELLED = "cancelled"
-FAILED = "failed"
 # genq's error code -> the closest of the SDK's ``ResponseError`` codes.
 ERROR_CODES = {
     ErrorCode.RATE_LIMITED.value: "rate_limit_exceeded",
     ErrorCode.INVALID_REQUEST.value: "invalid_prompt",
     ErrorCode.CONTEXT_LENGTH_EXCEEDED.value: "invalid_prompt",
 }
-
-
-def response_id(job_id: str) -> str:
-    return RESPONSE_PREFIX + uuid.UUID(job_id).hex
 
 
 def job_id_of(ident: str) -> str | None:
@@ -60,20 +70,6 @@ def message_id(record: JobRecord) -> str:
 def is_response(record: JobRecord) -> bool:
     """Whether ``record`` is a job ``POST /v1/responses`` created."""
     return marks_of(record.metadata) is not None
-
-
-def response_status(record: JobRecord) -> str:
-    status = record.status
-    if status is JobStatus.QUEUED:
-        return QUEUED
-    if status is JobStatus.RUNNING:
-        return IN_PROGRESS
-    if status is JobStatus.SUCCEEDED:
-        reason = record.result.finish_reason if record.result else None
-        return INCOMPLETE if reason == LENGTH else COMPLETED
-    if status is JobStatus.CANCELLED:
-        return CANCELLED
-    return FAILED
 
 
 def output_text_part(text: str) -> dict[str, Any]:
@@ -157,13 +153,17 @@ def _seconds(record: JobRecord, name: str) -> int | None:
     return int(stamp.timestamp()) if stamp is not None else None
 
 
-def response_object(record: JobRecord, status: str | None = None) -> dict[str, Any]:
+def response_object(
+    record: JobRecord, status: str | None = None, text_so_far: str | None = None
+) -> dict[str, Any]:
     """``record`` as a ``Response``; ``status`` shows it as it stood at an earlier event
-    (queued or in progress: no output, usage or error yet)."""
+    (queued or in progress: no output, usage or error yet). ``text_so_far``: the text of a
+    response in progress, as its output message (``in_progress``) until it finishes."""
     marks = _marks(record)
     actual = response_status(record)
     shown = status or actual
     early = shown in (QUEUED, IN_PROGRESS)
+    partial = shown == IN_PROGRESS and bool(text_so_far)
     request = record.request
     return {
         "id": response_id(record.id),
@@ -173,7 +173,13 @@ def response_object(record: JobRecord, status: str | None = None) -> dict[str, A
         "background": marks.background,
         "model": record.model,
         "instructions": _instructions(record),
-        "output": [] if early else _output(record, shown),
+        "output": (
+            [output_message(record, text_so_far, IN_PROGRESS)]
+            if partial
+            else []
+            if early
+            else _output(record, shown)
+        ),
         "error": error_body(record) if shown == FAILED else None,
         "incomplete_details": {"reason": "max_output_tokens"} if shown == INCOMPLETE else None,
         "usage": None if early else usage_body(record),

@@ -23,6 +23,9 @@ from typing import Any
 
 from sse_starlette import ServerSentEvent
 
+from genq.chunks import decode_entry
+from genq.redis_keys import stream_key
+from producers.gateway.errors import redis_errors
 from producers.gateway.openai_stream import job_chunks
 from producers.gateway.responses_events import ResponseEvents
 from producers.gateway.responses_shapes import (
@@ -60,6 +63,20 @@ async def response_events(
         yield ServerSentEvent(
             data=json.dumps(ResponseEvents.error(exc.message, exc.code.value)), event="error"
         )
+
+
+async def text_so_far(gateway: Gateway, job_id: str) -> str:
+    """The text the job's current attempt has streamed so far (after its last ``reset``)."""
+    with redis_errors("the response's event stream"):
+        entries: Any = await gateway.redis.xrange(stream_key(job_id))
+    parts: list[str] = []
+    for entry_id, fields in entries:
+        chunk = decode_entry(entry_id, fields)
+        if chunk.type == "reset":
+            parts.clear()
+        elif chunk.type == "delta":
+            parts.append(chunk.delta)
+    return "".join(parts)
 
 
 async def _events(gateway: Gateway, record: JobRecord) -> AsyncIterator[dict[str, Any]]:

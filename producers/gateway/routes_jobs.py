@@ -17,9 +17,9 @@ from producers.gateway.auth import current_principal
 from producers.gateway.errors import error_responses, redis_errors
 from producers.gateway.limits import enforce_rate_limit
 from producers.gateway.principal import Principal
+from producers.gateway.routes_runtimes import check_model
 from producers.gateway.state import Gateway, gateway_of
 from producers.gateway.streaming import MAX_SEQ, chunk_events, resume_point, wait_until_terminal
-from producers.gateway.routes_runtimes import check_model
 from producers.submission import new_job, submit_job
 from schemas import JobRecord, JobRequest, JobStatus, NotFound, RateLimited
 from schemas.errors import InvalidRequest
@@ -221,7 +221,8 @@ async def wait_for_job(
     response_class=EventSourceResponse,
     responses={
         200: {
-            "description": "Server-sent events `delta`, `reset`, `end` (then the stream closes) "
+            "description": "Server-sent events `start` (an attempt began), `delta`, `reset`, `end` "
+            "(then the stream closes) "
             "and, if the stream breaks, `error`; `id` is the chunk seq.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },

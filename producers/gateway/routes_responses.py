@@ -46,7 +46,7 @@ from producers.gateway.responses_shapes import (
     response_object,
     response_status,
 )
-from producers.gateway.responses_stream import NOTHING_SENT, response_events
+from producers.gateway.responses_stream import NOTHING_SENT, response_events, text_so_far
 from producers.gateway.routes_openai import (
     CLIENT_CLOSED_REQUEST,
     served_model,
@@ -170,7 +170,8 @@ async def retrieve_response(
     gateway = gateway_of(request)
     record = await _find(gateway, principal, response_id)
     if not stream:
-        return JSONResponse(response_object(record), headers=NO_STORE)
+        text = await text_so_far(gateway, record.id) if record.status is JobStatus.RUNNING else None
+        return JSONResponse(response_object(record, text_so_far=text), headers=NO_STORE)
     resuming = starting_after is not None or bool(last_event_id and last_event_id.strip())
     after = resume_point(last_event_id, starting_after) if resuming else NOTHING_SENT
     return _event_stream(gateway, response_events(gateway, record, after), {})

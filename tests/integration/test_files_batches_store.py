@@ -23,7 +23,12 @@ from genq.store.batches import BatchStore, DuplicateKey
 from genq.store.files import FileStore
 from genq.store.jobs import NewJob
 from genq.store.migrate import upgrade_database
-from genq.store.retention import purge_batches_and_files, purge_expired
+from genq.store.retention import (
+    BATCH_NOT_FINISHED,
+    delete_finished_job,
+    purge_batches_and_files,
+    purge_expired,
+)
 from genq.store.tables import webhook_deliveries, webhook_events
 from genq.store.webhook_endpoints import add_endpoint
 from producers.gateway.batch_files import OutputFile
@@ -375,6 +380,30 @@ def test_retention_keeps_line_jobs_with_their_batch_then_purges_them_together(
         assert conn.execute(select(func.count()).select_from(webhook_deliveries)).scalar() == 0
     assert batches.get(active, None) is not None
     assert files.get(other_source.id, None) is not None
+
+
+def test_a_line_job_is_deleted_only_once_its_batch_is_final(
+    stores: tuple[FileStore, BatchStore],
+) -> None:
+    """Deleting a finished line's job while its batch runs would leave the batch's output
+    without that line: it is a conflict with a stable code until the batch is final."""
+    _, batches = stores
+    engine = batches.engine
+    jobs = JobStore(engine)
+    batch_id = _batch(batches)
+    records = batches.add_lines(batch_id, [(1, "one", _new_job()), (2, "two", _new_job())])
+    assert records is not None and batches.move(batch_id, ["validating"], "in_progress")
+    done = records[0].id
+    jobs.start(done, "w", lease_seconds=30)
+    jobs.transition(done, JobStatus.SUCCEEDED, values={"result": {"text": "hi"}})
+    with pytest.raises(Conflict) as refused:
+        delete_finished_job(engine, done, "acme")
+    assert refused.value.details[0]["code"] == BATCH_NOT_FINISHED
+    assert refused.value.details[0]["batch_id"] == batch_id
+    assert jobs.get(done) is not None
+    jobs.transition(records[1].id, JobStatus.CANCELLED)
+    assert batches.move(batch_id, ["in_progress"], "completed") is not None
+    assert delete_finished_job(engine, done, "acme") and jobs.get(done) is None
 
 
 def test_a_pass_queues_for_its_budget_then_the_next_resumes(

@@ -252,6 +252,9 @@ BAD_LINES: list[tuple[str, list[Any], str, str | None]] = [
     ("body_fails_validation", [chat_line("a"), chat_line("b", temperature=7)],
      "invalid_request", "body.temperature"),
     ("body_asks_what_genq_cannot_do", [chat_line("a", n=2)], "unsupported_parameter", "body.n"),
+    # A line's job marked as a response could be deleted (DELETE /v1/responses) mid-batch.
+    ("body_takes_genqs_own_metadata_key", [chat_line("a", metadata={"genq_response": ""})],
+     "unsupported_parameter", "body.metadata"),
 ]  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,14 @@ import pytest
 from openai import OpenAI
 
 from tests.fakes.runtime_server import FakeRuntime, Fault
+from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.integration.conftest import Stack
-from tests.integration.gateway.conftest import ADMIN_KEY, Gateway, run_openai_example
+from tests.integration.gateway.conftest import (
+    ADMIN_KEY,
+    Gateway,
+    GatewayStarter,
+    run_openai_example,
+)
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -21,6 +28,13 @@ pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "openai_responses.py"
 TEXT = "Hello, world!"  # the fake runtime's default tokens
 SLOW = [f"t{i} " for i in range(400)]
+RESPONSE_EVENTS = [
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+    "response.cancelled",
+]
+OTHER_SECRET = "whsec_" + "A" * 43 + "="
 
 
 def sdk(gateway: Gateway, key: str, **options: Any) -> OpenAI:
@@ -229,6 +243,114 @@ def test_a_stream_resumes_after_a_disconnect_without_gap_or_repeat(
     assert [(e.sequence_number, e.type) for e in again] == [
         (e.sequence_number, e.type) for e in first + rest
     ]
+
+
+def test_in_progress_is_sent_when_the_job_starts_not_at_its_first_token(
+    served: tuple[Gateway, str], fake_runtime: FakeRuntime
+) -> None:
+    gateway, key = served
+    fake_runtime.configure(job_delay_seconds=5.0)  # a long prefill: running, no token yet
+    client = sdk(gateway, key)
+    stream = client.responses.create(model="fake-model", input="Hi", background=True, stream=True)
+    seen: list[Any] = []
+    for event in stream:
+        seen.append(event)
+        if event.type == "response.in_progress":
+            break
+    tokens_then = fake_runtime.stats()["tokens_sent"]
+    status_then = client.responses.retrieve(seen[0].response.id).status
+    stream.close()
+    assert [e.type for e in seen] == [
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+    ]
+    assert (tokens_then, status_then) == (0, "in_progress")
+    assert seen[2].response.status == "in_progress" and seen[2].response.output == []
+    # The numbering is the stream's, whenever it is read: the same events again, in order.
+    assert status_becomes(client, seen[0].response.id, "completed", timeout=30)
+    again = list(client.responses.retrieve(seen[0].response.id, stream=True))
+    assert [e.type for e in again[:4]] == [
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+        "response.output_item.added",
+    ]
+    assert [e.sequence_number for e in again] == list(range(len(again)))
+
+
+def test_retrieve_shows_the_text_so_far_while_in_progress(
+    served: tuple[Gateway, str], fake_runtime: FakeRuntime
+) -> None:
+    gateway, key = served
+    fake_runtime.configure(tokens=SLOW, token_delay_seconds=0.05)
+    client = sdk(gateway, key)
+    created = client.responses.create(model="fake-model", input="Go on.", background=True)
+    seen = ""
+    stream = client.responses.retrieve(created.id, stream=True)
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            seen += event.delta
+            if seen.count(" ") >= 3:
+                break
+    stream.close()
+    partial = client.responses.retrieve(created.id)
+    assert (partial.status, partial.usage) == ("in_progress", None)
+    assert [(o.type, o.status) for o in partial.output] == [("message", "in_progress")]
+    assert partial.output_text.startswith(seen) and len(partial.output_text) >= len(seen)
+    assert eventually(
+        lambda: len(client.responses.retrieve(created.id).output_text) > len(partial.output_text),
+        15,
+    )
+    cancelled = client.responses.cancel(created.id)
+    assert cancelled.status == "cancelled" and cancelled.output_text.startswith(partial.output_text)
+
+
+def test_response_webhooks_are_openais_events_signed_like_genqs(
+    stack: Stack, start_gateway: GatewayStarter, fake_runtime: FakeRuntime
+) -> None:
+    stack.env.update(
+        {"GENQ_WEBHOOK_ALLOW": "127.0.0.1/32", "GENQ_WEBHOOK_RETRY_SCHEDULE_SECONDS": "0"}
+    )
+    gateway = start_gateway()
+    with WebhookReceiver() as receiver:
+        added = gateway.client(ADMIN_KEY).post(
+            "/v1/admin/webhooks/endpoints",
+            json={"tenant": "acme", "url": receiver.url(), "events": RESPONSE_EVENTS},
+        )
+        assert added.status_code == 201, added.text
+        secret = added.json()["secret"]
+        client = sdk(gateway, gateway.key("acme"))
+        never_ran = client.responses.create(model="fake-model", input="Hi", background=True)
+        assert client.responses.cancel(never_ran.id).status == "cancelled"  # no worker yet
+        stack.worker()
+        stack.ops_worker()
+        fake_runtime.configure(context_tokens=4)  # a longer prompt is refused: failed
+        completed = client.responses.create(model="fake-model", input="Hi")
+        incomplete = client.responses.create(model="fake-model", input="Hi", max_output_tokens=2)
+        failed = client.responses.create(
+            model="fake-model", input="one two three four five", background=True
+        )
+        assert status_becomes(client, failed.id, "failed")
+        hits = receiver.wait_for(4)
+        # The official SDK checks the Standard Webhooks signature and reads OpenAI's event.
+        unwrapping = OpenAI(api_key="unused", webhook_secret=secret).webhooks
+        events = {}
+        for hit in hits:
+            event = unwrapping.unwrap(hit.body.decode(), hit.headers)
+            assert (event.id, event.object) == (hit.webhook_id, "event")
+            assert abs(event.created_at - time.time()) < 120
+            events[event.type] = event.data.id
+        assert events == {
+            "response.cancelled": never_ran.id,
+            "response.completed": completed.id,
+            "response.incomplete": incomplete.id,
+            "response.failed": failed.id,
+        }
+        with pytest.raises(openai.InvalidWebhookSignatureError):
+            OpenAI(api_key="unused", webhook_secret=OTHER_SECRET).webhooks.unwrap(
+                hits[0].body.decode(), hits[0].headers
+            )
 
 
 def test_max_output_tokens_ends_incomplete(served: tuple[Gateway, str]) -> None:
