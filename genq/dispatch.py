@@ -10,6 +10,7 @@ from genq import constants as c
 from genq.fleet.backlog import Waiting
 from genq.fleet.config import fleet_dispatch
 from genq.fleet.dispatcher import Dispatcher, dispatcher_for
+from genq.fleet.fairness import estimate_cost
 from genq.settings import Settings
 from schemas import BrokerUnavailable, JobKind, JobRecord, celery_priority
 
@@ -155,24 +156,10 @@ def send_record(
         producer=producer,
         declare=declare,
         model=record.model,
-        estimate=token_estimate(record.request, settings.default_max_tokens),
+        estimate=estimate_cost(record.request, settings),
         session=session_key(record.request),
         deadline=record.deadline.timestamp() if record.deadline is not None else None,
     )
-
-
-def token_estimate(request: Any, default_max_tokens: int) -> float:
-    """Tokens a job is expected to cost before it runs: its prompt (about four characters a
-    token) plus the most it may generate."""
-    if not isinstance(request, dict):
-        return float(default_max_tokens)
-    text = request.get("prompt") or request.get("input") or ""
-    for message in request.get("messages") or []:
-        if isinstance(message, dict):
-            text = f"{text}{message.get('content') or ''}"
-    prompt = len(str(text)) / 4
-    limit = request.get("max_tokens")
-    return prompt + float(limit if isinstance(limit, int) and limit > 0 else default_max_tokens)
 
 
 def session_key(request: Any) -> str | None:
