@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-from genq.store.errors import StoreUnavailable, unavailable_instead
+from genq.store.errors import StorePool, StoreUnavailable, unavailable_instead
 from genq.store.sqlite_writer_lock import WriterLockConnection
 from genq.store.tables import metadata
 
@@ -104,10 +104,13 @@ def build_engine(url: str, *, wal_autocheckpoint: bool = True) -> Engine:
 def _build_engine(url: str, *, wal_autocheckpoint: bool) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        on_disk = bool(parsed.database) and parsed.database != ":memory:"
+        if on_disk:
+            Path(str(parsed.database)).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
+            # In memory, SQLAlchemy's default pool (one connection per thread) has no timeout.
+            **({"poolclass": StorePool} if on_disk else {}),
             connect_args={
                 "check_same_thread": False,
                 "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
@@ -128,7 +131,7 @@ def _build_engine(url: str, *, wal_autocheckpoint: bool) -> Engine:
                 dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(url, poolclass=StorePool, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
 def create_schema(engine: Engine) -> None:

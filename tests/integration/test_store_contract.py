@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from genq.store import (
     Deliveries,
@@ -25,6 +25,7 @@ from genq.store import (
 )
 from genq.store.api_keys import find_live_key, list_keys
 from genq.store.dead_letters import DeadLetterRow
+from genq.store.errors import StorePool
 from genq.store.metrics import read_metrics
 from genq.store.migrate import current_revision, upgrade_database
 from genq.store.outbox import claim_replies
@@ -363,6 +364,26 @@ def unreachable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobS
         engine = build_engine(f"postgresql+psycopg://genq:hunter2@127.0.0.1:{free_port()}/genq")
     yield JobStore(engine)
     engine.dispose()
+
+
+def test_no_free_connection_is_the_stores_own_retryable_error(store: JobStore) -> None:
+    """A pool with every connection in use past its timeout: SQLAlchemy raises that at the
+    pool, where its ``handle_error`` hook never sees it; the store's pool turns it into
+    ``StoreUnavailable`` too."""
+    assert isinstance(store.engine.pool, StorePool)
+    small = create_engine(
+        store.engine.url, poolclass=StorePool, pool_size=1, max_overflow=0, pool_timeout=0.2
+    )
+    try:
+        crowded = JobStore(small)
+        # The only connection held, then a read that needs one.
+        with small.connect(), pytest.raises(StoreUnavailable) as failed:
+            crowded.get(str(uuid.uuid4()))
+        assert failed.value.retryable and failed.value.code is ErrorCode.INTERNAL
+        assert failed.value.__cause__ is not None
+        assert crowded.get(str(uuid.uuid4())) is None  # free again: it answers
+    finally:
+        small.dispose()
 
 
 def test_a_database_it_cannot_reach_is_the_stores_own_retryable_error(
