@@ -61,6 +61,9 @@ class StorePool(QueuePool):
     ``pool_timeout`` seconds: a store that cannot keep up) raises ``StoreUnavailable``. The
     pool raises it before any DBAPI call, so ``handle_error`` does not see it."""
 
+    # Log as the pool it extends (SQLAlchemy's own logger, quiet unless asked), not as genq.*.
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.QueuePool"
+
     def connect(self) -> PoolProxiedConnection:
         try:
             return super().connect()
