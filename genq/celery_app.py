@@ -117,6 +117,10 @@ def _amqp_options(settings: Settings) -> dict[str, Any]:
         "task_default_priority": PRIORITY_MAX - 4,
         "task_queue_max_priority": None if settings.rabbitmq_quorum else PRIORITY_MAX + 1,
         "task_default_queue_type": "quorum" if settings.rabbitmq_quorum else "classic",
+        # A channel error (RabbitMQ's consumer_timeout closes the channel of a delivery
+        # unacked for too long: celery#6760) reconnects the consumer instead of stopping the
+        # worker; the redelivered message of a job still running is skipped (its lease is live).
+        "broker_channel_error_retry": True,
         # Celery's prefetch-disabling applies to Redis only (it warns elsewhere); on RabbitMQ
         # prefetch = slots with late acks already keeps nothing waiting inside a busy worker.
         "worker_disable_prefetch": False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from celery import Celery
@@ -124,6 +125,10 @@ def publish_job(
         options["declare"] = []
     if countdown:
         options["countdown"] = countdown
+        if settings.broker_is_amqp and settings.rabbitmq_quorum:
+            # Celery's native delayed delivery (quorum queues) counts whole seconds and
+            # refuses a delay that rounds down to 0.
+            options["countdown"] = max(1, math.ceil(countdown))
     if producer is not None:  # one connection for a whole batch
         options["producer"] = producer
     try:
