@@ -29,6 +29,8 @@ LISTEN_PORT_SETTING = {
     "flower": "flower_port",
     "metrics": "metrics_port",
 }
+# Services that are not genq's and publish a port: theirs, on the host's loopback by default.
+OTHER_PUBLISHED_PORTS = {"rabbitmq": 15672}  # the management UI
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 
 
@@ -156,6 +158,10 @@ def test_published_ports_are_the_ports_services_listen_on(
     for name, service in services.items():
         for mapping in service.get("ports", []):
             container_port = int(str(mapping).rsplit(":", 1)[-1])
+            if name in OTHER_PUBLISHED_PORTS:
+                assert container_port == OTHER_PUBLISHED_PORTS[name], f"{name}: {mapping}"
+                assert str(mapping).startswith("127.0.0.1:"), f"{name} is published beyond loopback"
+                continue
             setting = LISTEN_PORT_SETTING.get(name)
             assert setting, f"{name} publishes {mapping} but listens on no known setting"
             settings = settings_from_env(_environment(service))
@@ -217,3 +223,20 @@ def test_redis_keeps_an_append_only_file(services: dict[str, dict[str, Any]]) ->
     command = _command(services["redis"])
     assert command[command.index("--appendonly") + 1] == "yes"
     assert any(str(v).endswith(":/data") for v in services["redis"]["volumes"])
+
+
+def test_rabbitmq_is_the_broker_and_its_consumer_timeout_covers_the_longest_job(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The server-wide consumer_timeout compose ships (RabbitMQ < 3.12 has no other) is what
+    genq is told, and no shorter than the longest job genq lets run."""
+    settings = settings_from_env(_environment(services["worker"]))
+    assert settings.broker_is_amqp and "@rabbitmq:5672/" in settings.effective_broker_url
+    conf = (REPO / "deploy" / "rabbitmq" / "genq.conf").read_text()
+    match = re.search(r"^consumer_timeout\s*=\s*(\d+)\s*$", conf, re.MULTILINE)
+    assert match, "deploy/rabbitmq/genq.conf sets no consumer_timeout"
+    timeout_ms = int(match[1])
+    assert settings.rabbitmq_consumer_timeout_seconds * 1000 == timeout_ms
+    assert timeout_ms >= settings.visibility_timeout_seconds * 1000
+    mounts = [str(v) for v in services["rabbitmq"]["volumes"]]
+    assert "./deploy/rabbitmq/genq.conf:/etc/rabbitmq/conf.d/90-genq.conf:ro" in mounts
