@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup of a fresh Debian/Ubuntu machine for genq: the OS servers the tests and
-# `genq up` start (redis-server, PostgreSQL), a C++ toolchain for llama-cpp-python, Chromium
-# (the Flower test screenshots its page) and genq itself with the dev and runtime extras. Each
+# `genq up` start (redis-server, PostgreSQL; the tests also rabbitmq-server), a C++ toolchain
+# for llama-cpp-python, Chromium (the Flower test screenshots its page) and genq itself with the dev and runtime extras. Each
 # step is skipped quietly when already done.
 #
 #   PYTHON=python3.12 scripts/install.sh     # interpreter to install into (default python3)
@@ -45,6 +45,10 @@ PY
 
 apt_packages=()
 command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
+# RabbitMQ, the broker beyond one machine: the tests run the broker-facing suites on it too
+# (on the machine's node when one answers on 5672, else on a private node they start).
+command -v rabbitmq-server >/dev/null 2>&1 || [[ -x /usr/sbin/rabbitmq-server ]] \
+    || apt_packages+=(rabbitmq-server)
 have_initdb || apt_packages+=(postgresql)
 command -v "$PYTHON" >/dev/null 2>&1 || apt_packages+=(python3 python3-pip python3-venv)
 if [[ " ${EXTRAS//,/ } " == *" dev "* ]] && ! command -v chromium >/dev/null 2>&1 \
