@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup of a fresh Debian/Ubuntu machine for genq: the OS servers the tests and
 # `genq up` start (redis-server, PostgreSQL; the tests also rabbitmq-server), a C++ toolchain
-# for llama-cpp-python, Chromium (the Flower test screenshots its page) and genq itself with the dev and runtime extras. Each
-# step is skipped quietly when already done.
+# for llama-cpp-python, Chromium (the Flower test screenshots its page) and genq itself with
+# the dev and runtime extras. Each step is skipped quietly when already done.
 #
 #   PYTHON=python3.12 scripts/install.sh     # interpreter to install into (default python3)
 #   INSTALL_EXTRAS=dev scripts/install.sh    # extras (default dev,runtime)
