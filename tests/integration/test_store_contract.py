@@ -372,7 +372,7 @@ def test_no_free_connection_is_the_stores_own_retryable_error(store: JobStore) -
     ``StoreUnavailable`` too."""
     assert isinstance(store.engine.pool, StorePool)
     # It logs as SQLAlchemy's pool (quiet), not under genq's loggers (INFO in every process).
-    assert store.engine.pool.logger.name.startswith("sqlalchemy.pool.")
+    assert getattr(store.engine.pool.logger, "name", "").startswith("sqlalchemy.pool.")
     small = create_engine(
         store.engine.url, poolclass=StorePool, pool_size=1, max_overflow=0, pool_timeout=0.2
     )

@@ -82,6 +82,20 @@ def test_stop_leaves_no_child_behind(tmp_path: Path) -> None:
     assert not _alive(child_pid)
 
 
+def test_kill_leaves_no_child_alive_even_before_init_reaps_it(tmp_path: Path) -> None:
+    """What the ``start_genq`` teardown does: the whole group is dead when ``kill()`` returns
+    (an orphaned child may still be a zombie then, waiting for init: it holds nothing)."""
+    script = "sleep 300 & echo child=$!; wait"
+    process = ManagedProcess(["sh", "-c", script], log_path=tmp_path / "sh.log").start()
+    child_pid = int(process.wait_for_log("child=", timeout=10).split("=", 1)[1])
+    assert _alive(child_pid)
+
+    process.kill()
+
+    assert not process.running
+    assert not _alive(child_pid)
+
+
 def test_wait_for_log_reports_an_early_exit(tmp_path: Path) -> None:
     command = [sys.executable, "-c", "print('boom', flush=True); raise SystemExit(3)"]
     process = ManagedProcess(command, log_path=tmp_path / "exit.log").start()

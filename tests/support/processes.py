@@ -297,16 +297,27 @@ class EmbeddedRuntime(ManagedProcess):
 
 
 def _kill_group(process: subprocess.Popen[bytes], timeout: float = GROUP_EXIT_SECONDS) -> int:
-    """SIGKILL the process's whole group, reap it, and wait (bounded) for the rest to vanish."""
+    """SIGKILL the process's whole group, reap it, and wait (bounded) until no other member
+    of the group is alive."""
     pgid = process.pid  # start_new_session made it the group leader
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
     returncode = process.wait()
     deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            os.killpg(pgid, 0)
-            time.sleep(POLL_SECONDS / 5)
-    except (ProcessLookupError, PermissionError):
-        pass  # the group is gone
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS / 5)
     return returncode
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs. A zombie does not count: it has exited
+    (its files and sockets are closed) and only waits for init to reap it, which here can
+    take over a second after its parent (a Celery worker's pool processes) was killed."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        if int(group) == pgid and state not in ("Z", "X"):
+            return True
+    return False
