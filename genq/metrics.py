@@ -19,12 +19,14 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 import redis
+from kombu import Connection
 from prometheus_client import CollectorRegistry, generate_latest, make_asgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from genq import constants as c
 from genq.metrics_finished import FinishedJobs
+from genq.rabbitmq import queue_depths
 from genq.settings import Settings
 from genq.store import Engine, StoreUnavailable, build_engine
 from genq.store.metrics import read_metrics
@@ -94,6 +96,8 @@ class GenqCollector(Collector):
         lanes = list(self.settings.lanes)
         others = [c.WEBHOOK_QUEUE, c.MAINTENANCE_QUEUE, c.DEAD_LETTER_QUEUE]
         queues = [self.settings.queue_for(lane) for lane in lanes] + others
+        if self.settings.broker_is_amqp:
+            return self._rabbitmq_metrics(queues)
         priorities = range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)
         pipe = self.redis.pipeline(transaction=False)
         for queue in queues:
@@ -119,6 +123,21 @@ class GenqCollector(Collector):
         )
         unacked.add_metric([], float(lengths[-1]))
         return [depth, messages, unacked]
+
+    def _rabbitmq_metrics(self, queues: list[str]) -> list[Metric]:
+        """RabbitMQ: each queue's ready messages, all AMQP tells (its counts by priority and
+        of unacked messages are the management plugin's)."""
+        url = self.settings.effective_broker_url
+        try:
+            with Connection(url, connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS) as conn:
+                conn.ensure_connection(max_retries=1)
+                depths = queue_depths(conn, queues)
+        except Exception as exc:  # kombu and py-amqp raise many types: the broker is down
+            raise OSError(f"cannot read RabbitMQ ({exc.__class__.__name__})") from exc
+        messages = _gauge("genq_queue_messages", "Messages waiting in a broker queue", ["queue"])
+        for queue in queues:
+            messages.add_metric([queue], float(depths.get(queue, (0, 0))[0]))
+        return [messages]
 
     # -- the sweep (which beat leads it, which host swept: genq.sweep_records) ----------------
     def _sweep_metrics(self) -> list[Metric]:

@@ -22,6 +22,7 @@ from kombu import Connection, Exchange, Queue
 from genq import constants as c
 from genq.chunks import last_chunk
 from genq.dispatch import send_record
+from genq.metrics import build_registry, render_metrics
 from genq.rabbitmq import DEAD_LETTER_EXCHANGE, declare_topology
 from producers import GenqClient
 from producers.submission import new_job
@@ -254,3 +255,15 @@ def test_quorum_queues_run_jobs_and_retries(
     job = client.submit(CHAT).id
     done = client.wait(job, timeout=60)
     assert done.status is JobStatus.SUCCEEDED and done.attempts == 2
+
+
+def test_metrics_count_each_queues_messages(stack: Stack) -> None:
+    client = stack.client()
+    client.submit_many([CHAT] * 3)  # no worker: they wait in the lane
+    registry, collector = build_registry(stack.settings)
+    try:
+        text = render_metrics(registry).decode()
+    finally:
+        collector.close()
+    assert f'genq_queue_messages{{queue="{LANE}"}} 3.0' in text
+    assert 'genq_component_up{component="broker"} 1.0' in text
