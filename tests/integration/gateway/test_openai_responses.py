@@ -353,6 +353,25 @@ def test_response_webhooks_are_openais_events_signed_like_genqs(
             )
 
 
+def test_keep_alive_pings_between_events_do_not_break_the_sdk(
+    stack: Stack, start_gateway: GatewayStarter, fake_runtime: FakeRuntime
+) -> None:
+    """The SDK keeps the last ``id:`` and turns every later blank line into an event: a
+    usual ``: ping`` block between two events reached it as one with empty data (it raised
+    JSONDecodeError mid-stream on the embedded model, whose tokens are slower than the
+    pings)."""
+    gateway = start_gateway(gateway_sse_ping_seconds="0.1")
+    stack.worker()
+    fake_runtime.configure(tokens=["a ", "b ", "c ", "d "], token_delay_seconds=0.4)
+    client = sdk(gateway, gateway.key("acme"))
+    events = list(
+        client.responses.create(model="fake-model", input="Hi", background=True, stream=True)
+    )
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == "a b c d "  # type: ignore[union-attr]
+
+
 def test_max_output_tokens_ends_incomplete(served: tuple[Gateway, str]) -> None:
     gateway, key = served
     client = sdk(gateway, key)
