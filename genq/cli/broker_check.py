@@ -22,7 +22,10 @@ REASON_CHARS = 200
 
 
 def require_broker(settings: Settings) -> None:
-    """Raise ``BrokerUnavailable`` unless the broker answers a PING within a few seconds."""
+    """Raise ``BrokerUnavailable`` unless the broker answers a PING within a few seconds (and
+    Redis too, when RabbitMQ is the broker: genq needs both)."""
+    if settings.broker_is_amqp:
+        _require_rabbitmq(settings)
     client = redis.Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS,
@@ -34,6 +37,21 @@ def require_broker(settings: Settings) -> None:
         raise BrokerUnavailable(_message(settings, exc)) from exc
     finally:
         client.close()
+
+
+def _require_rabbitmq(settings: Settings) -> None:
+    from kombu import Connection  # only for a RabbitMQ broker
+
+    url = settings.effective_broker_url
+    try:
+        with Connection(url, connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:  # kombu and py-amqp raise many types
+        reason = " ".join(str(exc).split())[:REASON_CHARS] or exc.__class__.__name__
+        raise BrokerUnavailable(
+            f"cannot reach RabbitMQ at {redact_text(url)} ({redact_text(reason)}); is it "
+            "running? (set by GENQ_BROKER_URL)"
+        ) from exc
 
 
 def as_broker_unavailable(exc: BaseException, settings: Settings) -> BrokerUnavailable | None:

@@ -30,7 +30,7 @@ from schemas import BrokerUnavailable, JobRequest, JobStatus
 from schemas.validation import parse
 from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
-from tests.support import eventually
+from tests.support import eventually, free_port
 from tests.support.brokers import BrokerProbe
 from tests.support.environment import process_env
 from tests.support.rabbitmq import RabbitMQBroker, RabbitMQServer
@@ -267,3 +267,12 @@ def test_metrics_count_each_queues_messages(stack: Stack) -> None:
         collector.close()
     assert f'genq_queue_messages{{queue="{LANE}"}} 3.0' in text
     assert 'genq_component_up{component="broker"} 1.0' in text
+
+
+def test_a_command_says_at_once_when_rabbitmq_is_unreachable(stack: Stack) -> None:
+    stack.env["GENQ_BROKER_URL"] = f"amqp://guest:secret@127.0.0.1:{free_port()}/genq"
+    out = _genq(stack, "dlq", "requeue", "--all")
+    assert out.returncode != 0
+    error = json.loads(out.stderr.strip().splitlines()[-1])["error"]
+    assert error["code"] == "broker_unavailable" and "RabbitMQ" in error["message"]
+    assert "secret" not in out.stderr
