@@ -25,6 +25,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from genq import constants as c
+from genq.fleet.config import FleetConfigError
+from genq.fleet.status import FleetStatus
 from genq.metrics_finished import FinishedJobs
 from genq.rabbitmq import queue_depths
 from genq.settings import Settings
@@ -78,7 +80,8 @@ class GenqCollector(Collector):
             up.add_metric(["broker"], float(broker is not None))
             up.add_metric(["store"], float(store is not None))
             sweeps = self._safe(self._sweep_metrics)
-            return [up, *(broker or []), *(store or []), *(sweeps or [])]
+            fleet = self._safe(self._fleet_metrics)
+            return [up, *(broker or []), *(store or []), *(sweeps or []), *(fleet or [])]
 
     def close(self) -> None:
         self.redis.close()
@@ -160,6 +163,37 @@ class GenqCollector(Collector):
         if leader is not None:
             leading.add_metric([host_of(leader), leader], 1.0)
         return [total, last, leading]
+
+    # -- the runtime fleet (genq.fleet.status) -------------------------------------------------
+    def _fleet_metrics(self) -> list[Metric]:
+        status = FleetStatus(self.settings, self.redis)
+        try:
+            rows = status.endpoints(ask=False)  # a scrape never waits for a runtime
+        except FleetConfigError:
+            return []  # the processes using it say why
+        labels = ["endpoint"]
+        up = _gauge("genq_runtime_up", "1 while the endpoint is out of cooldown", labels)
+        slots = _gauge("genq_runtime_slots", "Requests the endpoint may run at once", labels)
+        in_flight = _gauge("genq_runtime_in_flight", "Slot leases held on the endpoint", labels)
+        errors = CounterMetricFamily(
+            "genq_runtime_errors", "Failed requests (connection errors, 5xx)", labels=labels
+        )
+        requests = CounterMetricFamily(
+            "genq_runtime_requests", "Requests that ended on the endpoint", labels=labels
+        )
+        ttft = _gauge("genq_runtime_ttft_seconds", "Time to first token (moving average)", labels)
+        for row in rows:
+            up.add_metric([row.name], float(row.state != "cooldown"))
+            slots.add_metric([row.name], float(row.slots))
+            in_flight.add_metric([row.name], float(row.in_flight))
+            errors.add_metric([row.name], float(row.errors))
+            requests.add_metric([row.name], float(row.requests))
+            if row.ttft_ms is not None:
+                ttft.add_metric([row.name], row.ttft_ms / 1000)
+        waiting = _gauge("genq_fleet_waiting", "Jobs waiting for a slot, per model", ["model"])
+        for model, count in status.waiting().items():
+            waiting.add_metric([model], float(count))
+        return [up, slots, in_flight, errors, requests, ttft, waiting]
 
     # -- store -------------------------------------------------------------------------------
     def _store_metrics(self) -> list[Metric]:

@@ -105,30 +105,38 @@ def _run_in_fleet(ctx: WorkerContext, fleet: FleetSide, job_id: str, slot: Slot 
             )
             outcome = _attempt(ctx, record, unavailable=reason)
             return outcome
-        notes = AttemptNotes()
         runtime = fleet.runtime(slot.endpoint)
         if runtime is None:
             outcome = _attempt(ctx, record, unavailable=f"endpoint {slot.endpoint} left the fleet")
             return outcome
-        outcome = _attempt(ctx, record, runtime=runtime, notes=notes)
-        fleet.report(
-            slot,
-            job_id=job_id,
-            tenant=record.tenant,
-            model=record.model,
-            notes=notes,
-            estimate=waiting.estimate if waiting is not None else 0.0,
-        )
+        started = record
+
+        def runtime_done(notes: AttemptNotes) -> None:
+            # The endpoint is free once its answer ended: give the slot back and let the next
+            # job go first, then report, then settle this one's result in the store.
+            fleet.release(slot)
+            fleet.report(
+                slot,
+                job_id=job_id,
+                tenant=started.tenant,
+                model=started.model,
+                notes=notes,
+                estimate=waiting.estimate if waiting is not None else 0.0,
+            )
+
+        outcome = _attempt(ctx, record, runtime=runtime, notes=AttemptNotes(on_done=runtime_done))
         return outcome
     finally:
-        if outcome in _FINISHED:
+        if outcome in _FINISHED or (outcome.startswith("skipped:") and outcome not in _LIVE):
             backlog.forget(job_id)
         if slot.endpoint != FORCED:
-            fleet.release(slot)
+            fleet.release(slot)  # a no-op once given back
 
 
 # Outcomes after which the fleet keeps nothing about the job.
 _FINISHED = frozenset({"succeeded", "failed", "cancelled", "dead_lettered", "expired", "unknown"})
+# Skipped deliveries of a job that may still run (or retry) elsewhere: its rank is kept.
+_LIVE = frozenset({"skipped:running", "skipped:lost-race"})
 
 
 def _not_started(ctx: WorkerContext, job_id: str) -> str:
@@ -186,7 +194,7 @@ def _attempt(
             raise TransientError(unavailable, code=ErrorCode.RUNTIME_UNAVAILABLE)
         request = parse(JobRequest, record.request)
         if record.kind is JobKind.EMBEDDING:
-            return _embed(ctx, record, request, writer, runtime)
+            return _embed(ctx, record, request, writer, runtime, notes)
         generation = _stream(ctx, record, request, writer, keeper, runtime, notes)
     except LeaseLost:
         log.warning("job %s: lease lost, leaving it to its new owner", record.id)
@@ -194,6 +202,7 @@ def _attempt(
     except GenqError as exc:
         if notes is not None:
             notes.error = exc
+            notes.done()
         if not keeper.cancelled.is_set():
             return _handle_error(ctx, record, exc, writer)
         generation = Generation(cancelled=True)  # cancelled: the error is moot
@@ -248,6 +257,8 @@ def _stream(
                 gen.parts.append(event.delta)
                 gen.chunks_seen += 1
                 writer.append(event.delta)
+                if notes is not None:
+                    notes.last_token = time.monotonic()
             if event.finish_reason:
                 gen.finish_reason = event.finish_reason
                 gen.usage = event.usage
@@ -260,6 +271,7 @@ def _stream(
         events.close()  # closing the response is what makes the runtime stop generating
     if notes is not None:
         notes.usage = _usage(gen)
+        notes.done()
     return gen
 
 
@@ -269,9 +281,13 @@ def _embed(
     request: JobRequest,
     writer: ChunkWriter,
     runtime: Runtime,
+    notes: AttemptNotes | None = None,
 ) -> str:
     inputs = [request.input] if isinstance(request.input, str) else list(request.input or [])
     embeddings = runtime.embed(inputs, record.model)
+    if notes is not None:
+        notes.usage = embeddings.usage.model_dump()
+        notes.done()
     _settle(
         ctx,
         record.id,

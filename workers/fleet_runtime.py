@@ -8,6 +8,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -54,8 +55,18 @@ class AttemptNotes:
 
     started: float = field(default_factory=time.monotonic)
     first_token: float | None = None
+    last_token: float | None = None  # the stream's end, before the settle (adaptive slots)
     usage: dict[str, int] | None = None
     error: GenqError | None = None
+    # Called once, as soon as the runtime's part of the attempt is over (``done``).
+    on_done: Callable[[AttemptNotes], None] | None = None
+    _done: bool = False
+
+    def done(self) -> None:
+        """The runtime answered (or failed): let ``on_done`` run, once."""
+        if not self._done and self.on_done is not None:
+            self._done = True
+            self.on_done(self)
 
     @property
     def ttft_seconds(self) -> float | None:
@@ -105,18 +116,24 @@ class FleetSide:
                 endpoint = self.dispatcher.fleet.by_name(name)
                 if endpoint is None:
                     return None
-                slots = endpoint.slots if isinstance(endpoint.slots, int) else 8
+                auto = self.settings.adaptive_max_slots
+                slots = endpoint.slots if isinstance(endpoint.slots, int) else auto
                 client = runtime_client_for(endpoint, self.settings, slots)
                 found = (client, build_runtime(endpoint.protocol, client))
                 self._runtimes[name] = found
             return found[1]
 
     def start(self) -> None:
-        """Start the keeper thread (renewals and the tick), once per process."""
+        """Start the keeper thread (renewals and the tick), once per process, and build each
+        endpoint's client now (an httpx client costs tens of milliseconds to build: not in the
+        gap between two jobs on an endpoint)."""
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="genq-fleet", daemon=True)
-                self._thread.start()
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="genq-fleet", daemon=True)
+            self._thread.start()
+        for endpoint in self.dispatcher.fleet.endpoints:
+            self.runtime(endpoint.name)
 
     def hold(self, slot: Slot) -> bool:
         """Take over the slot the dispatcher reserved for this job (renewing its lease now);
@@ -129,9 +146,10 @@ class FleetSide:
         return True
 
     def release(self, slot: Slot) -> None:
-        """Give the slot back and release the next job into it."""
+        """Give the slot back and release the next job into it (once; again is a no-op)."""
         with self._lock:
-            self._held.pop(slot.token, None)
+            if self._held.pop(slot.token, None) is None:
+                return
         try:
             self.dispatcher.give_back(slot.endpoint, slot.token)
         except Exception:  # the lease expires by itself; the tick pumps
@@ -167,7 +185,7 @@ class FleetSide:
                     estimate=estimate,
                     usage=notes.usage,
                     ttft_seconds=notes.ttft_seconds,
-                    duration_seconds=time.monotonic() - notes.started,
+                    duration_seconds=(notes.last_token or time.monotonic()) - notes.started,
                     status=notes.status,
                     in_flight_at_start=slot.in_flight,
                     limit_at_start=slot.slots,

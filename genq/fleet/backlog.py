@@ -94,10 +94,12 @@ redis.call('SADD', KEYS[6], payload['model'])
 return seq
 """
 
-# Take one job out of its backlog (1 if this caller got it), tidying the tenant/model sets.
-# KEYS: backlog, tenants, waiting. ARGV: job id, tenant, model.
+# Take one job out of its backlog (1 if this caller got it), tidying the tenant/model sets,
+# and record the slot it goes out with. KEYS: backlog, tenants, waiting, slot->job hash.
+# ARGV: job id, tenant, model, slot token ('' for none).
 _TAKE = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[4], ARGV[4], ARGV[1]) end
 if redis.call('ZCARD', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[2], ARGV[2])
   if redis.call('SCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
@@ -123,6 +125,22 @@ return #due
 """
 
 
+# Each waiting tenant's first job for a model, with its payload, in one round trip.
+# KEYS: tenants set, jobs hash. ARGV: the backlog key prefix for the model ("...:<model>:").
+_HEADS = """
+local out = {}
+for _, tenant in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local first = redis.call('ZRANGE', ARGV[1] .. tenant, 0, 0)
+  if first[1] then
+    table.insert(out, tenant)
+    table.insert(out, first[1])
+    table.insert(out, redis.call('HGET', KEYS[2], first[1]) or '')
+  end
+end
+return out
+"""
+
+
 class Backlog:
     """The per-model backlogs in Redis. Holds no connection of its own."""
 
@@ -131,6 +149,7 @@ class Backlog:
         self._enqueue = client.register_script(_ENQUEUE)
         self._take = client.register_script(_TAKE)
         self._promote = client.register_script(_PROMOTE)
+        self._heads = client.register_script(_HEADS)
 
     def enqueue(self, waiting: Waiting, *, countdown: float = 0.0) -> int:
         """Put a job in its backlog (or the delayed set for ``countdown`` seconds); returns its
@@ -170,33 +189,30 @@ class Backlog:
         return sorted(text(t) for t in self.client.smembers(keys.tenants(model)))
 
     def heads(self, model: str) -> list[Head]:
-        """Each waiting tenant's next job for ``model``."""
-        tenants = self.tenants(model)
-        if not tenants:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for tenant in tenants:
-            pipe.zrange(keys.backlog(model, tenant), 0, 0)
-        firsts = pipe.execute()
-        ids = [(t, text(first[0])) for t, first in zip(tenants, firsts, strict=True) if first]
-        if not ids:
-            return []
-        raws = self.client.hmget(keys.JOBS, [job_id for _, job_id in ids])
+        """Each waiting tenant's next job for ``model``, in tenant order."""
+        flat = self._heads(keys=[keys.tenants(model), keys.JOBS], args=[keys.backlog(model, "")])
         heads = []
-        for (tenant, job_id), raw in zip(ids, raws, strict=True):
-            if raw is None:  # forgotten meanwhile (finished): drop it from the backlog
+        for i in range(0, len(flat), 3):
+            tenant, job_id, raw = text(flat[i]), text(flat[i + 1]), flat[i + 2]
+            if not raw:  # forgotten meanwhile (finished): drop it from the backlog
                 self.take(model, tenant, job_id)
                 continue
             w = Waiting.from_json(raw)
             heads.append(Head(tenant, job_id, w.priority, w.seq, w.estimate, w))
-        return heads
+        return sorted(heads, key=lambda h: h.tenant)
 
-    def take(self, model: str, tenant: str, job_id: str) -> bool:
-        """Remove ``job_id`` from its backlog; True if this caller removed it (won the race)."""
+    def take(self, model: str, tenant: str, job_id: str, slot_token: str = "") -> bool:
+        """Remove ``job_id`` from its backlog; True if this caller removed it (won the race).
+        ``slot_token``: the slot it goes out with (recorded with it, for ``genq runtimes``)."""
         return bool(
             self._take(
-                keys=[keys.backlog(model, tenant), keys.tenants(model), keys.WAITING],
-                args=[job_id, tenant, model],
+                keys=[
+                    keys.backlog(model, tenant),
+                    keys.tenants(model),
+                    keys.WAITING,
+                    keys.SLOT_JOBS,
+                ],
+                args=[job_id, tenant, model, slot_token],
             )
         )
 

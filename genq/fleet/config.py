@@ -213,11 +213,14 @@ def fleet_dispatch(settings: Settings) -> bool:
 
 def fleet_concurrency(settings: Settings) -> int:
     """A worker's default concurrency: every slot of the fleet (an adaptive endpoint counts
-    its maximum), so a released job never waits in the broker for a free process."""
+    its maximum) and a quarter more, so a released job never waits in the broker for a free
+    process while the one that gave its slot back is still settling its job."""
     total = 0
     for endpoint in load_fleet(settings).endpoints:
         total += endpoint.slots if isinstance(endpoint.slots, int) else _adaptive_max(settings)
-    return max(1, total)
+    if not load_fleet(settings).declared:
+        return max(1, total)  # the one-endpoint fleet: GENQ_RUNTIME_SLOTS, as before
+    return total + max(1, (total + 3) // 4)
 
 
 def _adaptive_max(settings: Settings) -> int:

@@ -63,6 +63,7 @@ Picker = Callable[[str, Sequence[Head], Sequence[str]], int]
 
 AFFINITY_TTL_SECONDS = 600  # a session/prefix key sticks to its endpoint this long
 RELEASE_ROUNDS = 10_000  # one pump's bound on releases (a backlog drains over several)
+RACE_RETRIES = 5  # times a dispatcher picks again after another took its chosen job
 FORCED = ""  # the endpoint of a job released without a slot: no healthy endpoint serves it
 
 
@@ -165,13 +166,13 @@ class Dispatcher:
             self.pump([waiting.model])
 
     # -- out of it ---------------------------------------------------------------------------
-    def pump(self, models: Iterable[str] | None = None) -> int:
-        """Release every job that has a free slot now; how many went. Never raises for Redis
-        or broker trouble (what could not go stays in the backlog for the next pump)."""
+    def pump(self, models: Iterable[str] | None = None, limit: int = RELEASE_ROUNDS) -> int:
+        """Release up to ``limit`` jobs that have a free slot now; how many went. Never raises
+        for Redis or broker trouble (what could not go stays in the backlog for the next pump)."""
         released = 0
         try:
             order = list(models) if models is not None else self.backlog.models()
-            for _ in range(RELEASE_ROUNDS):
+            while released < limit:
                 progressed = False
                 for model in self._by_next_job(order):
                     if self.release_one(model):
@@ -200,6 +201,15 @@ class Dispatcher:
 
     def release_one(self, model: str) -> bool:
         """Release ``model``'s next job if an endpoint serving it has a free slot."""
+        for _ in range(RACE_RETRIES):
+            outcome = self._release_next(model)
+            if outcome is not None:
+                return outcome
+        return False
+
+    def _release_next(self, model: str) -> bool | None:
+        """True: released; False: nothing to release or no free slot; None: another
+        dispatcher took the chosen job first (try again)."""
         heads = self.backlog.heads(model)
         if not heads:
             return False
@@ -207,10 +217,9 @@ class Dispatcher:
         reservation = self.slots.reserve(self._candidates(model, head.waiting))
         if reservation is None:
             return False
-        if not self.backlog.take(model, head.tenant, head.job_id):
+        if not self.backlog.take(model, head.tenant, head.job_id, reservation.token):
             self.slots.release(reservation.endpoint, reservation.token)
-            return True  # another dispatcher took it: try again with the next
-        self.slots.bind(reservation.token, head.job_id)
+            return None  # another dispatcher took it: try again with the next
         slot = {
             "endpoint": reservation.endpoint,
             "token": reservation.token,
@@ -243,9 +252,10 @@ class Dispatcher:
         )
 
     def give_back(self, endpoint: str, token: str) -> None:
-        """A worker is done with a slot: free it and release what can go now."""
+        """A worker is done with a slot: free it and release the job that goes next into it
+        (one: any other free slot was filled when it freed, or is by the tick)."""
         self.slots.release(endpoint, token)
-        self.pump()
+        self.pump(limit=1)
 
     # -- the tick ----------------------------------------------------------------------------
     def tick(self) -> None:

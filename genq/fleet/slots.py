@@ -134,10 +134,6 @@ class SlotTable:
         cand = candidates[int(chosen[0]) - 1]
         return Reservation(cand.name, token, int(chosen[1]), cand.slots)
 
-    def bind(self, token: str, job_id: str) -> None:
-        """Record which job a slot is held for (what ``genq runtimes`` shows)."""
-        self.client.hset(keys.SLOT_JOBS, token, job_id)
-
     def renew(self, endpoint: str, token: str, slots: int) -> bool:
         """Extend a held slot's lease (or take one again if it lapsed and one is free)."""
         return bool(

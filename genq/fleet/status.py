@@ -92,12 +92,12 @@ class FleetStatus:
     def fleet(self) -> Fleet:
         return load_fleet(self.settings)
 
-    def discovered(self) -> dict[str, list[str]]:
-        """The endpoints' discovered model lists; ones nobody discovered yet are asked now (at
-        most every few seconds each, with a short timeout)."""
+    def discovered(self, *, ask: bool = True) -> dict[str, list[str]]:
+        """The endpoints' discovered model lists; with ``ask``, ones nobody discovered yet are
+        asked now (at most every few seconds each, with a short timeout)."""
         fleet = self.fleet
         found = read_discovered(self.client, fleet)
-        for endpoint in fleet.endpoints:
+        for endpoint in fleet.endpoints if ask else ():
             if not endpoint.discovers or endpoint.name in found:
                 continue
             with self._lock:
@@ -120,9 +120,10 @@ class FleetStatus:
         discovered = self.discovered()
         return any(model_matches(model, fleet.models_of(e, discovered)) for e in fleet.endpoints)
 
-    def endpoints(self) -> list[EndpointStatus]:
+    def endpoints(self, *, ask: bool = True) -> list[EndpointStatus]:
+        """Each endpoint's row (``ask``: see ``discovered``)."""
         fleet = self.fleet
-        discovered = self.discovered()
+        discovered = self.discovered(ask=ask)
         names = [e.name for e in fleet.endpoints]
         in_flight = self.slots.in_flight(names)
         states = self.health.states(names)

@@ -159,7 +159,8 @@ class FakeRuntime:
         self.slots: int | None = None
         self.in_flight = self.max_in_flight = self.waited_inside = 0
         self.free_slot = threading.Condition(self.lock)
-        # Keep each job request's arrival (unix time, model, prompt) in ``request_log``.
+        # Keep each job request's arrival and end (unix times "t", "end"), model and prompt in
+        # ``request_log``.
         self.record_requests = False
         self.request_log: list[dict[str, Any]] = []
         self.requests_seen = self.disconnects = self.tokens_sent = self.connections = 0
@@ -278,6 +279,7 @@ class FakeRuntime:
                     self.free_slot.wait(0.5)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            entry: dict[str, Any] = {}
             if self.record_requests:
                 entry = {"t": time.time(), "model": body.get("model"), "prompt": prompt_text(body)}
                 self.request_log.append(entry)
@@ -286,6 +288,8 @@ class FakeRuntime:
         finally:
             with self.lock:
                 self.in_flight -= 1
+                if entry:
+                    entry["end"] = time.time()
                 self.free_slot.notify()
 
     def job_delay(self) -> float:

@@ -128,15 +128,20 @@ def test_fleet_routes_by_model_within_slots_in_priority_then_submission_order(
             arrivals[index] = entry["t"]
     assert len(arrivals) == 300
 
-    # Start order per model: priority descending, then submission. Jobs released at the same
-    # moment race through the broker to the workers, so a job may start after a few that rank
-    # below it, never more than the model's slots.
+    # Start order per model: priority descending, then submission order (within a tenant:
+    # fair share may interleave tenants at equal priority). Jobs released at the same moment
+    # race through the broker to the workers, so a job may start after a few that should have
+    # gone first, never more than the model's slots.
     for model in models:
         window = sum(slots for slots, served in ENDPOINTS.values() if model in served)
         jobs = [i for i, (m, _, _) in enumerate(plan) if m == model and ids[i] not in early]
-        rank = {i: (-plan[i][1], i) for i in jobs}
+
+        def before(k: int, j: int) -> bool:
+            (_, pk, tk), (_, pj, tj) = plan[k], plan[j]
+            return pk > pj or (pk == pj and tk == tj and k < j)
+
         for j in jobs:
-            overtaken = [k for k in jobs if rank[k] < rank[j] and arrivals[k] > arrivals[j]]
+            overtaken = [k for k in jobs if before(k, j) and arrivals[k] > arrivals[j]]
             assert len(overtaken) <= window, (model, j, plan[j], len(overtaken))
 
 

@@ -28,6 +28,10 @@ def two_fakes() -> Iterator[tuple[FakeRuntime, FakeRuntime]]:
         yield a, b
 
 
+def job(model: str) -> dict[str, object]:
+    return {"model": model, "kind": "completion", "prompt": "hi"}
+
+
 def declare(stack: Stack, tmp_path: Path, a: FakeRuntime, b: FakeRuntime) -> None:
     path = tmp_path / "runtimes.yaml"
     path.write_text(
@@ -54,14 +58,14 @@ def test_models_come_from_the_fleet_and_unknown_ones_are_refused_at_submit(
     assert listed["object"] == "list"
     assert [m["id"] for m in listed["data"]] == ["alpha", "beta", "gamma"]
 
-    refused = client.post("/v1/jobs", json={"model": "nope", "kind": "completion", "prompt": "hi"})
+    refused = client.post("/v1/jobs", json=job("nope"))
     assert refused.status_code == 404, refused.text
     error = refused.json()["error"]
     assert error["code"] == "model_not_found"
     assert error["details"][0]["models"] == ["alpha", "beta", "gamma"]
 
     stack.worker("--concurrency", "3")
-    accepted = client.post("/v1/jobs", json={"model": "gamma", "kind": "completion", "prompt": "hi", "max_tokens": 4})
+    accepted = client.post("/v1/jobs", json=job("gamma") | {"max_tokens": 4})
     assert accepted.status_code == 201, accepted.text
     job_id = accepted.json()["id"]
     done = client.get(f"/v1/jobs/{job_id}/wait", params={"timeout": 30}).json()
@@ -109,7 +113,7 @@ def test_a_dead_endpoint_goes_into_cooldown_and_its_jobs_follow_the_retry_rules(
     stack.worker("--concurrency", "3")
     a.stop()  # nothing listens there any more: a refused connection puts it in cooldown
 
-    job_id = client.post("/v1/jobs", json={"model": "alpha", "kind": "completion", "prompt": "hi"}).json()["id"]
+    job_id = client.post("/v1/jobs", json=job("alpha")).json()["id"]
     # GENQ_RUNTIME_WAIT_SECONDS=1 (FAST_TIMINGS): with no healthy endpoint for its model the
     # job waits that long per attempt, then the attempt fails; retries run out.
     done = client.get(f"/v1/jobs/{job_id}/wait", params={"timeout": 60}).json()
@@ -125,9 +129,13 @@ def test_a_dead_endpoint_goes_into_cooldown_and_its_jobs_follow_the_retry_rules(
         for r in gateway.client(ADMIN_KEY).get("/v1/admin/runtimes").json()["endpoints"]
     }
     assert rows["a"]["state"] == "cooldown" and rows["a"]["errors"] >= 1
+    metrics = gateway.client(ADMIN_KEY).get("/metrics").text
+    assert 'genq_runtime_up{endpoint="a"} 0.0' in metrics
+    assert 'genq_runtime_up{endpoint="b"} 1.0' in metrics
+    assert 'genq_runtime_slots{endpoint="a"} 2.0' in metrics
 
     # b is untouched: its jobs run.
-    other = client.post("/v1/jobs", json={"model": "beta", "kind": "completion", "prompt": "hi"}).json()["id"]
+    other = client.post("/v1/jobs", json=job("beta")).json()["id"]
     assert client.get(f"/v1/jobs/{other}/wait", params={"timeout": 30}).json()["status"] == (
         "succeeded"
     )
