@@ -12,7 +12,17 @@ from pathlib import Path
 
 from benchmarks.stores import STORES
 
-SUITES = ("core", "gateway", "e2e", "webhooks", "openai_door", "batches", "fleet", "fleet_fair", "brokers")
+SUITES = (
+    "core",
+    "gateway",
+    "e2e",
+    "webhooks",
+    "openai_door",
+    "batches",
+    "fleet",
+    "fleet_fair",
+    "brokers",
+)
 
 
 def main(argv: list[str]) -> None:
