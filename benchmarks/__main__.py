@@ -22,6 +22,7 @@ SUITES = (
     "fleet",
     "fleet_fair",
     "brokers",
+    "hosts",
 )
 
 
