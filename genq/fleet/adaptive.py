@@ -12,8 +12,9 @@ per generated token after it (TPOT, the inverse of the request's tokens/s).
   ``gradient = min(ref_tpot / tpot, (ref_ttft + slack) / (ttft + slack))``, at most 1. TTFT
   gets an absolute slack so that milliseconds of noise on a fast first token do not count.
 - Gradient at least ``TOLERANCE``: the requests still run as fast as alone; add one slot
-  (after ``hold`` windows, if it has just backed off). Below: the runtime is past its true
-  parallelism, so shrink to ``round(limit * gradient)`` (at least one less): if throughput
+  (after ``hold`` windows, if it has just backed off). Below, two windows in a row (or one
+  below ``SEVERE``: a busy machine makes one window slow now and then): the runtime is past its
+  true parallelism, so shrink to ``round(limit * gradient)`` (at least one less): if throughput
   saturates at N slots, each request runs N/limit as fast, so this lands on N in one step.
   Then hold ``HOLD_WINDOWS`` windows before probing upwards again.
 - A 429 or 503 from the runtime halves the limit at once (AIMD's multiplicative decrease).
@@ -41,6 +42,7 @@ from genq import constants as c
 
 KEY_PREFIX = f"{c.REDIS_KEY_PREFIX}adaptive:"  # + endpoint: its controller, as JSON
 TOLERANCE = 0.9
+SEVERE = 0.7  # a window this degraded shrinks the limit at once; milder ones need two in a row
 MIN_WINDOW = 4
 HOLD_WINDOWS = 2
 TTFT_SLACK_SECONDS = 0.25
@@ -79,6 +81,7 @@ class Controller:
     ref_tpot: float | None = None
     ref_ttft: float | None = None
     hold: int = 0
+    strikes: int = 0  # degraded windows in a row
     tpots: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
     history: list[int] = field(default_factory=list)
@@ -104,21 +107,24 @@ class Controller:
             self.ref_tpot, self.ref_ttft = tpot, ttft
         grad = gradient(self.ref_tpot, self.ref_ttft, tpot, ttft)
         if grad >= TOLERANCE:
+            self.strikes = 0
             self.ref_tpot = _towards(self.ref_tpot, tpot)
             self.ref_ttft = _towards(self.ref_ttft, ttft)
             if self.hold > 0:
                 self.hold -= 1
             else:
                 self.limit = min(self.max_limit, self.limit + 1)
-        else:
+        elif grad < SEVERE or self.strikes >= 1:
             self.limit = max(1, min(self.limit - 1, round(self.limit * grad)))
-            self.hold = HOLD_WINDOWS
+            self.hold, self.strikes = HOLD_WINDOWS, 0
+        else:
+            self.strikes += 1  # one mildly slow window may be the machine: look again
         self._remember()
 
     def overloaded(self) -> None:
         """The runtime refused work (429/503): halve the limit and hold."""
         self.limit = max(1, self.limit // 2)
-        self.hold = HOLD_WINDOWS
+        self.hold, self.strikes = HOLD_WINDOWS, 0
         self.tpots, self.ttfts = [], []
         self._remember()
 

@@ -133,3 +133,29 @@ def test_shared_in_redis(redis_url: str) -> None:
     assert AdaptiveSlots(client, "ep", max_limit=8).controller().history  # another process sees it
     slots.overloaded()
     assert slots.limit() <= 2
+
+
+def window(controller: Controller, slowdown: float) -> None:
+    """One window of requests at the controller's limit, ``slowdown`` times slower than alone."""
+    for _ in range(controller.window_size()):
+        tpot = TOKEN_SECONDS * slowdown
+        sample = Sample(controller.limit, controller.limit, tpot, TOKENS, tpot * TOKENS)
+        controller.observe(sample)
+
+
+def test_one_mildly_slow_window_is_not_enough_two_are_one_severe_is() -> None:
+    controller = Controller(max_limit=8)
+    for _ in range(4):
+        window(controller, 1.0)
+    assert controller.limit == 5
+    window(controller, 1.2)  # g = 0.83: could be the machine
+    assert controller.limit == 5
+    window(controller, 1.0)  # it was
+    window(controller, 1.2)
+    assert controller.limit == 6  # the strike was forgotten; the fast window raised it
+    window(controller, 1.2)
+    window(controller, 1.2)  # two in a row: shrink to round(6 * 0.83)
+    assert controller.limit == 5
+    controller = Controller(max_limit=8, limit=6, ref_tpot=TOKEN_SECONDS, ref_ttft=TOKEN_SECONDS)
+    window(controller, 2.0)  # g = 0.5: at once
+    assert controller.limit == 3
