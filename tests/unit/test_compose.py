@@ -215,8 +215,16 @@ def test_llm_workers_scale_and_match_runtime_slots(services: dict[str, dict[str,
     assert int(worker["deploy"]["replicas"]) >= 1
     assert "--concurrency" not in _command(worker)  # defaults to GENQ_RUNTIME_SLOTS
     slots = _environment(worker)["GENQ_RUNTIME_SLOTS"]
-    assert _environment(services["ollama"])["OLLAMA_NUM_PARALLEL"] == slots
+    parallel = _environment(services["ollama"])["OLLAMA_NUM_PARALLEL"]
+    assert int(parallel) == int(worker["deploy"]["replicas"]) * int(slots)
     assert _command(services["ollama-pull"]) == ["pull", _environment(worker)["GENQ_DEFAULT_MODEL"]]
+
+
+def test_genq_processes_run_on_two_or_more_replicas(services: dict[str, dict[str, Any]]) -> None:
+    """No single point of failure among genq's own processes (issue 14)."""
+    for name in ("gateway", "worker", "ops-worker", "beat"):
+        assert int(services[name]["deploy"]["replicas"]) >= 2, name
+    assert "GENQ_HOSTNAME" not in _environment(services["worker"])  # each container its own
 
 
 def test_redis_keeps_an_append_only_file(services: dict[str, dict[str, Any]]) -> None:
