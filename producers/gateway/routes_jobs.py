@@ -97,7 +97,7 @@ def record_response(record: JobRecord, status_code: int = 200, **headers: str) -
     openapi_extra=SUBMIT_BODY,
     responses={
         200: {"model": JobRecord, "description": "A replay of an Idempotency-Key: the same job."},
-        **error_responses(400, 409, 413, 415, 503),
+        **error_responses(400, 404, 409, 413, 415, 503),
     },
 )
 async def submit(

@@ -9,11 +9,15 @@ import anyio
 from fastapi import APIRouter, Depends, Request
 
 from producers.gateway.auth import require_admin
+from producers.gateway.errors import error_responses
 from producers.gateway.served_models import FleetModels
 from producers.gateway.state import Gateway, gateway_of
 
 router = APIRouter(
-    prefix="/v1/admin/runtimes", tags=["admin"], dependencies=[Depends(require_admin)]
+    prefix="/v1/admin/runtimes",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=error_responses(401, 403),
 )
 
 
