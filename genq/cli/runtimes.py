@@ -10,7 +10,7 @@ import typer
 
 from genq.cli.failure import fail
 from genq.settings import Settings
-from schemas import BrokerUnavailable, InvalidRequest
+from schemas import BrokerUnavailable
 
 __all__ = ["runtimes_app"]
 
@@ -37,7 +37,7 @@ def runtimes(
         rows = status.endpoints()
         waiting = status.waiting()
     except FleetConfigError as exc:
-        fail(InvalidRequest(str(exc)))
+        fail(exc)
     except redis.RedisError:
         fail(BrokerUnavailable(f"cannot read Redis at {redact_text(settings.redis_url)}"))
     finally:

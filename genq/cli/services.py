@@ -77,10 +77,12 @@ def gateway(
     """Serve the HTTP gateway (submit, poll, wait, stream, cancel) with uvicorn."""
     import uvicorn
 
+    from genq.fleet.config import load_fleet
     from genq.logs import configure_logging
 
     settings = Settings()
     configure_logging(settings)
+    load_fleet(settings)  # a runtimes file that cannot be used: say so now, in one line
     uvicorn.run(
         "producers.gateway.app:gateway_from_environment",
         factory=True,

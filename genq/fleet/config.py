@@ -24,11 +24,12 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from genq.settings import Settings
+from schemas import InvalidRequest
 
 __all__ = [
     "ANY_MODEL",
@@ -46,8 +47,9 @@ ANY_MODEL = "*"  # in an endpoint's models: it takes any model (the one-endpoint
 DEFAULT_ENDPOINT = "default"
 
 
-class FleetConfigError(ValueError):
-    """The fleet's declaration cannot be used; the message says where and why."""
+class FleetConfigError(InvalidRequest):
+    """The fleet's declaration cannot be used; the message says where and why
+    (``invalid_request``: the CLI prints it in the error shape, exit code 2)."""
 
 
 class Endpoint(BaseModel):
@@ -59,7 +61,7 @@ class Endpoint(BaseModel):
     kind: Literal["openai", "ollama", "embedded"] = "openai"
     url: str | None = None
     models: tuple[str, ...] | None = None  # None: discovered from the runtime's model list
-    slots: int | Literal["auto"] = 1
+    slots: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = 1
     weight: float = Field(default=1.0, gt=0)
     # The environment variable holding this endpoint's API key (never the key itself).
     api_key_env: str | None = None
