@@ -44,7 +44,7 @@ MAX_SLOTS = 8
 KNEE_TOKENS = 24
 KNEE_TOKEN_SECONDS = 0.05
 AUTO_JOBS = 160
-AUTO_RUNS = 2
+AUTO_RUNS = 3
 
 
 def chat(model: str, tokens: int, i: int) -> dict[str, Any]:

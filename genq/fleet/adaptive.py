@@ -8,7 +8,8 @@ per generated token after it (TPOT, the inverse of the request's tokens/s).
   ``max(MIN_WINDOW, 2 * limit)`` requests that started while the endpoint ran at its limit
   (in flight at start = limit, so an idle endpoint teaches nothing) under the current limit.
 - The window's medians are compared with a no-load reference (the best window seen so far,
-  creeping towards later healthy windows so a slower machine is not held to an old record):
+  creeping towards later healthy windows, and taken afresh by a slow window at one slot, so a
+  machine that got slower is not held to an old record):
   ``gradient = min(ref_tpot / tpot, (ref_ttft + slack) / (ttft + slack))``, at most 1. TTFT
   gets an absolute slack so that milliseconds of noise on a fast first token do not count.
 - Gradient at least ``TOLERANCE``: the requests still run as fast as alone; add one slot
@@ -106,6 +107,10 @@ class Controller:
         if self.ref_tpot is None or self.ref_ttft is None:
             self.ref_tpot, self.ref_ttft = tpot, ttft
         grad = gradient(self.ref_tpot, self.ref_ttft, tpot, ttft)
+        if grad < TOLERANCE and self.limit == 1:
+            # One request alone is the no-load case by definition: the machine (or the model)
+            # got slower since the reference was taken. Start from what it does now.
+            self.ref_tpot, self.ref_ttft, grad = tpot, ttft, 1.0
         if grad >= TOLERANCE:
             self.strikes = 0
             self.ref_tpot = _towards(self.ref_tpot, tpot)

@@ -159,3 +159,13 @@ def test_one_mildly_slow_window_is_not_enough_two_are_one_severe_is() -> None:
     controller = Controller(max_limit=8, limit=6, ref_tpot=TOKEN_SECONDS, ref_ttft=TOKEN_SECONDS)
     window(controller, 2.0)  # g = 0.5: at once
     assert controller.limit == 3
+
+
+def test_a_machine_that_got_slower_is_not_held_to_its_old_record() -> None:
+    controller = Controller(max_limit=8, limit=3, ref_tpot=TOKEN_SECONDS, ref_ttft=TOKEN_SECONDS)
+    for _ in range(6):  # everything 40 % slower from now on, at any concurrency
+        window(controller, 1.4)
+    assert controller.limit == 1
+    window(controller, 1.4)  # alone, and as slow: that is the new no-load speed
+    window(controller, 1.4)
+    assert controller.limit == 3  # climbing again
