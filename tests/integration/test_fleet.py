@@ -19,7 +19,7 @@ import redis
 from genq.fleet import keys
 from schemas import JobStatus
 from tests.fakes.runtime_server import FakeRuntime
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, both_brokers
 from tests.support import eventually
 
 # Three endpoints: "solo" (1 slot) alone serves m-solo; "pair" (2 slots) and "quad" (4 slots)
@@ -143,6 +143,26 @@ def test_fleet_routes_by_model_within_slots_in_priority_then_submission_order(
         for j in jobs:
             overtaken = [k for k in jobs if before(k, j) and arrivals[k] > arrivals[j]]
             assert len(overtaken) <= window, (model, j, plan[j], len(overtaken))
+
+
+@both_brokers
+def test_the_start_order_is_made_in_genq_the_same_on_both_brokers(
+    stack: Stack, fakes: dict[str, FakeRuntime], tmp_path: Path, broker: str
+) -> None:
+    """One slot: jobs start exactly in priority-then-submission order, whatever the broker's
+    own order would be (on Redis a list per priority step, on RabbitMQ a priority queue)."""
+    solo = fakes["solo"]
+    use_fleet(stack, fleet_file(tmp_path, {"solo": solo}))
+    client = stack.client()
+    first = client.submit(chat("job first", "m-solo", 0)).id  # takes the slot at once
+    priorities = [(i * 7) % 10 for i in range(30)]
+    ids = [client.submit(chat(f"job {i}", "m-solo", p)).id for i, p in enumerate(priorities)]
+    stack.worker("--concurrency", "2")
+    records = [client.wait(i, timeout=120) for i in [first, *ids]]
+    assert {r.status for r in records} == {JobStatus.SUCCEEDED}
+    started = [e["prompt"] for e in solo.stats()["request_log"]]
+    expected = sorted(range(30), key=lambda i: (-priorities[i], i))
+    assert started == ["job first", *(f"job {i}" for i in expected)], (broker, started)
 
 
 def test_a_shared_model_survives_losing_one_endpoint_nothing_lost_or_doubled(
