@@ -34,8 +34,9 @@ CONCURRENCY = 2
 CHAT = {"messages": [{"role": "user", "content": "ping"}]}
 
 
-def fake_runtime(tmp: Path) -> tuple[ManagedProcess, str]:
-    """The instant fake runtime as a separate process (so it does not share our GIL)."""
+def fake_runtime(tmp: Path, name: str = "fake") -> tuple[ManagedProcess, str]:
+    """The instant fake runtime as a separate process (so it does not share our GIL); its
+    output goes to ``<tmp>/<name>.log``."""
     port = free_port()
     fake = ManagedProcess(
         [
@@ -47,7 +48,7 @@ def fake_runtime(tmp: Path) -> tuple[ManagedProcess, str]:
             "--mode",
             "instant",
         ],
-        log_path=tmp / "fake.log",
+        log_path=tmp / f"{name}.log",
     )
     fake.start()
     url = f"http://127.0.0.1:{port}"

@@ -17,7 +17,6 @@ Run: ``python -m benchmarks fleet`` (``make bench`` runs it with the others).
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,10 +24,11 @@ from typing import Any
 
 import httpx
 
+from benchmarks.core import fake_runtime
 from benchmarks.stats import median
 from genq.settings import Settings
 from producers import GenqClient
-from tests.support import GenqProcess, ManagedProcess, RedisServer, free_port
+from tests.support import GenqProcess, RedisServer
 
 ROUNDS = 3
 TOKEN_DELAY = 0.02  # 50 tokens/s
@@ -41,22 +41,6 @@ ENDPOINTS = ("e1", "e2", "e3", "e4")
 # The model a round's jobs ask for picks how many endpoints serve it.
 MODEL_FOR = {1: "m1", 2: "m2", 4: "m4"}
 SERVES = {"e1": ["m1", "m2", "m4"], "e2": ["m2", "m4"], "e3": ["m4"], "e4": ["m4"]}
-
-
-def _fake(tmp: Path, name: str) -> tuple[ManagedProcess, str]:
-    port = free_port()
-    process = ManagedProcess(
-        [sys.executable, "-m", "tests.fakes.runtime_server", "--port", str(port)],
-        log_path=tmp / f"fake-{name}.log",
-    ).start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(f"{url}/v1/models", timeout=0.5)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    return process, url
 
 
 def _configure(url: str, tokens: int, models: list[str]) -> None:
@@ -125,7 +109,7 @@ def _busy_share(logs: list[list[dict[str, Any]]]) -> float:
 
 
 def run(tmp: Path) -> dict[str, Any]:
-    fakes = {name: _fake(tmp, name) for name in ENDPOINTS}
+    fakes = {name: fake_runtime(tmp, f"fake-{name}") for name in ENDPOINTS}
     urls = {name: url for name, (_, url) in fakes.items()}
     fleet = tmp / "runtimes.toml"
     fleet.write_text(
