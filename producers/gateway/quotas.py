@@ -91,8 +91,18 @@ class QueuedGauge:
         # tenant -> (count read from the store, when (monotonic), accepted since)
         self._counts: dict[str, tuple[int, float, int]] = {}
 
+    def count(self, tenant: str) -> int:
+        """The store's count (what a subclass caps instead: ``routes_openai.ModelQueue``)."""
+        return self.store.count_queued(tenant)
+
+    def refusal(self, tenant: str, queued: int) -> str:
+        return (
+            f"tenant {tenant!r} already has {queued} queued jobs (limit {self.cap}); "
+            "wait for some to start before submitting more"
+        )
+
     def _recount(self, tenant: str) -> int:
-        queued = self.store.count_queued(tenant)
+        queued = self.count(tenant)
         with self._lock:
             self._counts[tenant] = (queued, time.monotonic(), 0)
         return queued
@@ -111,8 +121,7 @@ class QueuedGauge:
             queued = self._recount(tenant)
         if queued >= self.cap:
             raise RateLimited(
-                f"tenant {tenant!r} already has {queued} queued jobs (limit {self.cap}); "
-                "wait for some to start before submitting more",
+                self.refusal(tenant, queued),
                 code=ErrorCode.QUEUE_FULL,
                 retry_after_seconds=c.GATEWAY_QUEUE_FULL_RETRY_AFTER_SECONDS,
             )
