@@ -20,7 +20,6 @@ the machine's on 127.0.0.1:5672 when it answers (a vhost of the run's own), else
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,55 +27,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
 from kombu import Connection, Consumer, Exchange, Queue
 
+from benchmarks import raw_celery
+from benchmarks.core import CONCURRENCY, _raw_worker, _wait_all_terminal, fake_runtime
 from benchmarks.stats import median
 from benchmarks.stores import BenchStore
 from genq.store import utcnow
 from producers import GenqClient
 from schemas import JobStatus
-from tests.support import GenqProcess, ManagedProcess, RedisServer
+from tests.support import GenqProcess, RedisServer
 from tests.support.environment import settings_from_env
 from tests.support.rabbitmq import RabbitMQBroker, RabbitMQServer, machine_broker
 
 ROUND_TRIPS = 100
 THROUGHPUT_JOBS = 1000
 ROUNDS = 3
-CONCURRENCY = 2
 QUEUED_AHEAD = 50
 DESIGN_TRIES = 5
 CHAT = {"messages": [{"role": "user", "content": "ping"}]}
-
-
-# The raw Celery app a benchmark worker runs (``celery -A benchmarks.brokers:raw_app``): a no-op
-# task, configured like genq (acks late, prefetch 1, JSON), with publisher confirms on AMQP.
-def _raw_app(broker_url: str, backend_url: str) -> Celery:
-    app = Celery("raw", broker=broker_url, backend=backend_url, set_as_current=False)
-    amqp = broker_url.startswith("amqp")
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        result_serializer="json",
-        task_acks_late=True,
-        worker_prefetch_multiplier=1,
-        worker_disable_prefetch=not amqp,
-        worker_hijack_root_logger=False,
-        broker_transport_options={"confirm_publish": True} if amqp else {},
-    )
-    app.task(name="raw.noop")(_noop)
-    return app
-
-
-def _noop() -> None:
-    """The raw task: nothing at all."""
-
-
-raw_app = (
-    _raw_app(os.environ["BENCH_BROKER_URL"], os.environ["BENCH_BACKEND_URL"])
-    if os.environ.get("BENCH_BROKER_URL")
-    else None
-)
 
 
 @contextmanager
@@ -89,39 +58,10 @@ def rabbitmq(tmp: Path) -> Iterator[RabbitMQBroker]:
         yield server.broker
 
 
-def _raw_worker(tmp: Path, broker_url: str, backend_url: str, name: str) -> ManagedProcess:
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "benchmarks.brokers:raw_app",
-        "worker",
-        "-c",
-        str(CONCURRENCY),
-        "-P",
-        "prefork",
-        "--without-gossip",
-        "--without-mingle",
-        "--loglevel",
-        "WARNING",
-    ]
-    env = {**os.environ, "BENCH_BROKER_URL": broker_url, "BENCH_BACKEND_URL": backend_url}
-    return ManagedProcess(argv, log_path=tmp / f"{name}.log", env=env).start()
-
-
-def _wait_terminal(client: GenqClient, ids: list[str], timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while client.store.count_finished(ids) < len(ids):
-        if time.monotonic() > deadline:
-            raise TimeoutError("jobs unfinished")
-        time.sleep(0.05)
-
-
 def _genq_rate(client: GenqClient) -> float:
     t0 = time.perf_counter()
     ids = [r.id for r in client.submit_many([CHAT] * THROUGHPUT_JOBS)]
-    _wait_terminal(client, ids)
+    _wait_all_terminal(client, ids)
     return THROUGHPUT_JOBS / (time.perf_counter() - t0)
 
 
@@ -140,7 +80,7 @@ def _priority_position(client: GenqClient) -> int:
     queued_at = utcnow()  # submit returned: the message is on the broker
     done = client.wait(urgent.id, timeout=120)
     assert done.status is JobStatus.SUCCEEDED and done.started_at is not None
-    _wait_terminal(client, low)
+    _wait_all_terminal(client, low)
     ahead = 0
     for job_id in low:
         started = client.get(job_id).started_at
@@ -168,8 +108,9 @@ def measure_broker(
     worker = GenqProcess(
         ["worker", "--concurrency", str(CONCURRENCY)], env, tmp / f"worker-{kind}.log"
     ).start()
-    raw = _raw_worker(tmp, raw_broker, backend, f"raw-{kind}")
-    noop = _raw_app(raw_broker, backend).tasks["raw.noop"]
+    raw = _raw_worker(tmp, raw_broker, f"raw-{kind}", backend=backend)
+    os.environ.update(BENCH_REDIS_URL=raw_broker, BENCH_BACKEND_URL=backend)
+    noop = raw_celery.make_app().tasks["raw.noop"]
     client = GenqClient(settings_from_env(env))
     try:
         noop.delay().get(timeout=60)
@@ -263,8 +204,6 @@ def queue_design(url: str) -> dict[str, Any]:
 
 def main(store: str = "postgres") -> dict[str, Any]:
     """Always on PostgreSQL (the store beyond one machine), whatever ``--store`` says."""
-    from benchmarks.core import fake_runtime
-
     if store != "postgres":
         print("(brokers runs on PostgreSQL whatever --store says)")
 

@@ -87,7 +87,10 @@ def _wait_all_terminal(client: GenqClient, ids: list[str], timeout: float = 600)
         time.sleep(0.1)
 
 
-def _raw_worker(tmp: Path, url: str, name: str, *extra: str) -> ManagedProcess:
+def _raw_worker(
+    tmp: Path, url: str, name: str, *extra: str, backend: str | None = None
+) -> ManagedProcess:
+    """A raw Celery worker on broker ``url`` (results in ``backend``, default the broker)."""
     argv = [
         sys.executable,
         "-m",
@@ -105,7 +108,11 @@ def _raw_worker(tmp: Path, url: str, name: str, *extra: str) -> ManagedProcess:
         "WARNING",
         *extra,
     ]
-    env = {**os.environ, "BENCH_REDIS_URL": url}
+    env = {
+        **os.environ,
+        "BENCH_REDIS_URL": url,
+        **({"BENCH_BACKEND_URL": backend} if backend else {}),
+    }
     return ManagedProcess(argv, log_path=tmp / f"{name}.log", env=env).start()
 
 

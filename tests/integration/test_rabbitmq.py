@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -30,9 +28,9 @@ from schemas import BrokerUnavailable, JobRequest, JobStatus
 from schemas.validation import parse
 from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
+from tests.integration.test_dead_letters import genq
 from tests.support import eventually, free_port
 from tests.support.brokers import BrokerProbe
-from tests.support.environment import process_env
 from tests.support.rabbitmq import RabbitMQBroker, RabbitMQServer
 
 pytestmark = [
@@ -56,16 +54,6 @@ def _queues(broker: RabbitMQBroker, vhost: str) -> dict[str, dict[str, object]]:
     return {
         row["name"]: {"type": row["type"], **{a[0]: a[2] for a in row["arguments"]}} for row in rows
     }
-
-
-def _genq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "genq", *args],
-        env=process_env(stack.env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_queues_are_priority_queues_with_a_dead_letter_exchange(
@@ -160,12 +148,12 @@ def test_queue_declared_with_other_arguments_is_upgraded_keeping_its_messages(
     refused = stack.start_genq(["worker"], stack.env, name="refused")
     assert eventually(lambda: not refused.running, timeout=60)
     assert "genq broker upgrade" in refused.log_text()
-    out = _genq(stack, "broker", "upgrade")
+    out = genq(stack, "broker", "upgrade")
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert {"queue": LANE, "moved": 3} in lines
     assert _queues(rabbitmq_broker, _vhost(stack))[LANE]["x-max-priority"] == 10
-    assert _genq(stack, "broker", "upgrade").stdout == ""  # nothing left to upgrade
+    assert genq(stack, "broker", "upgrade").stdout == ""  # nothing left to upgrade
     stack.worker()
     for record in records:
         assert client.wait(record.id, timeout=30).status is JobStatus.SUCCEEDED
@@ -271,7 +259,7 @@ def test_metrics_count_each_queues_messages(stack: Stack) -> None:
 
 def test_a_command_says_at_once_when_rabbitmq_is_unreachable(stack: Stack) -> None:
     stack.env["GENQ_BROKER_URL"] = f"amqp://guest:secret@127.0.0.1:{free_port()}/genq"
-    out = _genq(stack, "dlq", "requeue", "--all")
+    out = genq(stack, "dlq", "requeue", "--all")
     assert out.returncode != 0
     error = json.loads(out.stderr.strip().splitlines()[-1])["error"]
     assert error["code"] == "broker_unavailable" and "RabbitMQ" in error["message"]
