@@ -19,7 +19,6 @@ from pydantic_settings import (
 from genq import constants as c
 from genq.stack_file import StackFileSource
 
-
 # Broker URL schemes kombu serves over AMQP 0-9-1 (RabbitMQ).
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 
