@@ -13,18 +13,24 @@ httpx:
     ``BIG_LINES``-line upload and batch queued (target <= 200 MB).
   * then, on a one-slot stack whose runtime takes ``LINE_SECONDS`` a line, while a
     ``LINES``-line batch runs: an interactive ``chat.completions.create(stream=True)``'s time
-    to its first token, ``TRIES`` times (target: p95 at most one line plus 50 ms).
+    to its first token, ``TRIES`` times (target: p95 at most one line plus 50 ms), side by
+    side with the same request on an idle one-slot stack (tries alternate), and where the
+    busy stack's time went (the rest of the running line, the worker's gap, the path).
 Run: ``python -m benchmarks batches`` (``make bench`` runs it with the rest).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +39,10 @@ from openai import OpenAI
 
 from benchmarks.core import fake_runtime
 from benchmarks.e2e import UNLIMITED, _api_key, _wait_http, stack_env
-from benchmarks.openai_door import first_token_ms
-from benchmarks.stats import peak_rss_mb, percentile
+from benchmarks.stats import median, peak_rss_mb, percentile
+from genq.settings import Settings
+from genq.store import JobStore, build_engine
+from genq.store.batches import BatchStore
 from tests.support import GenqProcess, RedisServer, free_port
 
 LINES = 10_000
@@ -183,21 +191,24 @@ def run(tmp: Path) -> dict[str, Any]:
     }
 
 
-def interactive_wait(tmp: Path) -> dict[str, Any]:
-    """Time to first token of interactive requests while a batch runs on one slot."""
-    with RedisServer(tmp / "redis-1slot") as redis_server:
+@contextmanager
+def one_slot_stack(tmp: Path) -> Iterator[tuple[OpenAI, str]]:
+    """A gateway, a one-slot worker and beat over their own Redis, store and fake runtime
+    (``LINE_TOKENS`` tokens, ``LINE_SECONDS`` a request); the SDK client and the store URL."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    with RedisServer(tmp / "redis") as redis_server:
         fake, fake_url = fake_runtime(tmp)
         tokens = {"tokens": ["x "] * LINE_TOKENS, "token_delay_seconds": LINE_SECONDS / LINE_TOKENS}
         httpx.post(f"{fake_url}/_fake/config", json=tokens).raise_for_status()
         gateway_port = free_port()
         env = stack_env(
-            redis_server.url, tmp / "data-1slot", fake_url, MODEL, gateway_port, runtime_slots="1"
+            redis_server.url, tmp / "data", fake_url, MODEL, gateway_port, runtime_slots="1"
         )
         key = _api_key(env)
         processes = [
-            GenqProcess(["gateway"], env, tmp / "gateway-1slot.log"),
-            GenqProcess(["worker", "--concurrency", "1"], env, tmp / "worker-1slot.log"),
-            GenqProcess(["beat"], env, tmp / "beat-1slot.log"),
+            GenqProcess(["gateway"], env, tmp / "gateway.log"),
+            GenqProcess(["worker", "--concurrency", "1"], env, tmp / "worker.log"),
+            GenqProcess(["beat"], env, tmp / "beat.log"),
         ]
         try:
             for process in processes:
@@ -205,29 +216,102 @@ def interactive_wait(tmp: Path) -> dict[str, Any]:
             url = f"http://127.0.0.1:{gateway_port}"
             _wait_http(f"{url}/healthz", processes[0])
             client = OpenAI(base_url=f"{url}/v1", api_key=key, timeout=600, max_retries=0)
-            upload = client.files.create(
-                file=("busy.jsonl", batch_file(LINES, "w", max_tokens=64)), purpose="batch"
-            )
-            batch = client.batches.create(
-                input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
-            )
-            time.sleep(2 * LINE_SECONDS)  # lines are running
-            waits = []
-            for _ in range(TRIES):
-                time.sleep(random.uniform(0, LINE_SECONDS))  # land anywhere in a line
-                waits.append(first_token_ms(client))
-            running = client.batches.retrieve(batch.id)
-            client.batches.cancel(batch.id)
+            yield client, Settings(**{k[5:].lower(): v for k, v in env.items()}).store_url
         finally:
             for process in processes:
                 process.stop()
             fake.stop()
+
+
+def timed_request(client: OpenAI) -> tuple[str, float]:
+    """One interactive streamed chat completion: its job id and ms to its first text."""
+    started = time.perf_counter()
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "ping"}], stream=True
+    )
+    first: float | None = None
+    for chunk in raw.parse():
+        if first is None and chunk.choices and chunk.choices[0].delta.content:
+            first = (time.perf_counter() - started) * 1000
+    if first is None:
+        raise RuntimeError("the stream ended without text")
+    return raw.headers["x-genq-job-id"], first
+
+
+def where_the_time_went(
+    store_url: str, batch_id: str, tries: list[tuple[str, float]]
+) -> dict[str, float]:
+    """Medians, from the store, of what each try waited for: the rest of the batch line
+    running when it arrived, the worker's gap between that line's end and its start, the
+    line's own length, and the request's path (its time to first token minus its time in
+    genq between being stored and the runtime's first token)."""
+    engine = build_engine(store_url)
+    records, after = [], 0
+    while page := BatchStore(engine).lines(batch_id, after_line=after, limit=500):
+        records += [line.record for line in page if line.record and line.record.finished_at]
+        after = page[-1].line
+    ended = sorted(records, key=lambda record: record.finished_at or record.created_at)
+    parts: dict[str, list[float]] = {"line_left": [], "gap": [], "line": [], "path": []}
+
+    def ms(start: datetime | None, end: datetime | None) -> float:
+        assert start is not None and end is not None
+        return (end - start).total_seconds() * 1000
+
+    for job_id, first_ms in tries:
+        job = JobStore(engine).get(job_id)
+        assert job is not None and job.started_at is not None
+        parts["path"].append(first_ms - ms(job.created_at, job.first_token_at))
+        before = [line for line in ended if line.finished_at <= job.started_at]  # type: ignore[operator]
+        if before:
+            line = before[-1]
+            parts["line_left"].append(max(0.0, ms(job.created_at, line.finished_at)))
+            parts["gap"].append(ms(line.finished_at, job.started_at))
+            parts["line"].append(ms(line.started_at, line.finished_at))
+    engine.dispose()
+    return {name: median(values) for name, values in parts.items() if values}
+
+
+def interactive_wait(tmp: Path) -> dict[str, Any]:
+    """Time to first token of interactive requests on a one-slot stack while a batch runs,
+    side by side with the same requests on an idle one-slot stack (tries alternate)."""
+    with (
+        one_slot_stack(tmp / "busy") as (busy, busy_store),
+        one_slot_stack(tmp / "idle") as (
+            idle,
+            _idle_store,
+        ),
+    ):
+        for _ in range(3):  # both paths warm
+            timed_request(busy)
+            timed_request(idle)
+        upload = busy.files.create(
+            file=("busy.jsonl", batch_file(LINES, "w", max_tokens=64)), purpose="batch"
+        )
+        batch = busy.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        while busy.batches.retrieve(batch.id).status == "validating":
+            time.sleep(0.5)  # its lines are queued (and running)
+        load = os.getloadavg()[0]
+        busy_tries, idle_waits = [], []
+        for _ in range(TRIES):
+            time.sleep(random.uniform(0, LINE_SECONDS))  # land anywhere in a line
+            busy_tries.append(timed_request(busy))
+            time.sleep(random.uniform(0, LINE_SECONDS))
+            idle_waits.append(timed_request(idle)[1])
+        running = busy.batches.retrieve(batch.id)
+        busy.batches.cancel(batch.id)
     counts = running.request_counts
+    waits = [first for _job, first in busy_tries]
     return {
         "line_ms": LINE_SECONDS * 1000,
+        "load": load,
         "lines_done_meanwhile": counts.completed if counts else 0,
         "p50_ms": percentile(waits, 50),
         "p95_ms": percentile(waits, 95),
+        "idle_p50_ms": percentile(idle_waits, 50),
+        "idle_p95_ms": percentile(idle_waits, 95),
+        "medians_ms": where_the_time_went(busy_store, batch.id, busy_tries),
     }
 
 
@@ -243,10 +327,13 @@ def report(results: dict[str, Any]) -> None:
         f"(target >= {TARGET_RATIO})"
     )
     wait = results["interactive"]
+    parts = ", ".join(f"{name} {value:.0f}" for name, value in wait["medians_ms"].items())
     print(
         f"interactive time to first token while a batch runs on one slot ({wait['line_ms']:.0f} "
-        f"ms a line, {TRIES} tries): p50 {wait['p50_ms']:.0f} ms, p95 {wait['p95_ms']:.0f} ms "
-        f"(target <= {wait['line_ms'] + TARGET_ADDED_MS:.0f} ms); batch lines done meanwhile "
+        f"ms a line, {TRIES} tries, load {wait['load']:.1f}): p50 {wait['p50_ms']:.0f} ms, p95 "
+        f"{wait['p95_ms']:.0f} ms (target <= {wait['line_ms'] + TARGET_ADDED_MS:.0f} ms); on an "
+        f"idle one-slot stack side by side p50 {wait['idle_p50_ms']:.0f} ms, p95 "
+        f"{wait['idle_p95_ms']:.0f} ms; medians (ms): {parts}; batch lines done meanwhile "
         f"{wait['lines_done_meanwhile']}"
     )
     print(
