@@ -63,10 +63,15 @@ def ensure_cold_sigterm() -> None:
     takes (an LLM job can take hours). The cold one, with genq's ``worker_soft_shutdown_timeout``
     set, first gives running jobs that grace period to finish (Celery's "soft shutdown"), then
     cancels them, and ``run_worker`` hands them back to the queue. billiard reads
-    ``REMAP_SIGTERM`` once, when first imported, so this re-executes the process (``python -m
-    genq`` with the same arguments) with it set; in the new process it returns at once.
+    ``REMAP_SIGTERM`` once, when first imported: if it read it unset, this re-executes the
+    process (``python -m genq`` with the same arguments) with it set; in the new process it
+    returns at once. ``genq worker`` sets it before anything imports billiard (see
+    ``genq.cli.services``), so it never pays the second start.
     """
-    if os.environ.get("REMAP_SIGTERM") == "SIGQUIT":
+    # What Celery's worker read from billiard: it installs the SIGTERM handler by it.
+    from celery.apps import worker as celery_worker
+
+    if celery_worker.REMAP_SIGTERM == "SIGQUIT":
         return
     os.environ["REMAP_SIGTERM"] = "SIGQUIT"
     sys.stdout.flush()

@@ -3,6 +3,8 @@ and ``metrics``. Each reads settings here and runs in the foreground until stopp
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated
 
 import typer
@@ -27,6 +29,10 @@ def worker(
     loglevel: Annotated[str | None, typer.Option(help="default: GENQ_LOG_LEVEL")] = None,
 ) -> None:
     """Run a worker. An LLM worker's concurrency equals its runtime's parallel slots."""
+    if "billiard.common" not in sys.modules:
+        # billiard reads it once, when first imported (workers.main imports it): set now,
+        # SIGTERM starts the cold shutdown without ensure_cold_sigterm re-executing genq.
+        os.environ["REMAP_SIGTERM"] = "SIGQUIT"
     from workers.main import ensure_cold_sigterm, run_worker, worker_queues
 
     ensure_cold_sigterm()
