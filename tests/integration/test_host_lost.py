@@ -52,6 +52,8 @@ SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 TERMINAL = [s.value for s in JobStatus if s.terminal]
 # Whole runs of 500 jobs through kills and restarts on a shared 2-core machine.
 RUN_SECONDS = 300.0
+# Does a run's fault: when (unix time), and figures to print.
+Fault = Callable[[], tuple[float, dict[str, object]]]
 
 
 @pytest.fixture
@@ -240,6 +242,40 @@ def test_a_host_killed_mid_run_then_redis_restarted(
             return host, host.gateway()
 
         client = GenqClient(settings)
+        store = client.store.engine
+
+        def run(name: str, urls: list[str], ready: Callable[[], bool], fault: Fault) -> None:
+            """500 jobs through ``urls``; ``fault`` once 100 are done and ``ready()``."""
+            queue = f"hosts.replies.{uuid.uuid4().hex[:8]}"
+            body = {
+                "messages": [{"role": "user", "content": "a host is lost"}],
+                "reply_to": queue,
+                "webhook_url": receiver.url(),
+            }
+            submitter = Submitter(urls, key, body)
+            requests_before = runtime.stats()["requests_seen"]
+            pending = submitter.submit_all(name, JOBS)
+            ids_so_far = _ids_once_submitted_or(pending, client)
+            assert eventually(
+                lambda: _finished(store, ids_so_far()) >= 100 and ready(),
+                timeout=RUN_SECONDS,
+                interval=0.25,
+            ), f"{name}: never ready for its fault"
+            fault_at, figures = fault()
+            ids = [job.result(timeout=RUN_SECONDS) for job in pending]
+            figures["gateway_failovers"] = submitter.failovers
+            submitter.close()
+            _check_run(
+                f"{broker}:{name}",
+                ids,
+                client,
+                receiver,
+                queue,
+                runtime,
+                (fault_at, requests_before),
+                **figures,
+            )
+
         try:
             host_a, url_a = start_host("host-a")
             _host_b, url_b = start_host("host-b")
@@ -247,64 +283,26 @@ def test_a_host_killed_mid_run_then_redis_restarted(
             _row, key = ApiKeyStore(engine).create("acme")
             engine.dispose()
 
-            # Run 1: host A is lost mid-run.
-            queue = f"hosts.replies.{uuid.uuid4().hex[:8]}"
-            body = {
-                "messages": [{"role": "user", "content": "a host is lost"}],
-                "reply_to": queue,
-                "webhook_url": receiver.url(),
-            }
-            submitter = Submitter([url_a, url_b], key, body)
-            requests_before = runtime.stats()["requests_seen"]
-            store = client.store.engine
-            pending = submitter.submit_all("run1", JOBS)
-            ids_so_far = _ids_once_submitted_or(pending, client)
-            assert eventually(
-                lambda: _finished(store, ids_so_far()) >= 100 and _running_on(store, "host-a") > 0,
-                timeout=RUN_SECONDS,
-                interval=0.25,
-            ), "host A never ran a job"
-            running_on_a = _running_on(store, "host-a")
-            killed_at = host_a.kill()
-            ids = [job.result(timeout=RUN_SECONDS) for job in pending]
-            _check_run(
-                f"{broker}:host-a-killed",
-                ids,
-                client,
-                receiver,
-                queue,
-                runtime,
-                (killed_at, requests_before),
-                running_on_a_at_kill=running_on_a,
-                gateway_failovers=submitter.failovers,
-            )
-            submitter.close()
+            def kill_host_a() -> tuple[float, dict[str, object]]:
+                running = _running_on(store, "host-a")
+                return host_a.kill(), {"running_on_a_at_kill": running}
 
+            def restart_redis() -> tuple[float, dict[str, object]]:
+                at = time.time()
+                redis_server.kill()
+                redis_server.start()  # from its AOF, on the same port
+                return at, {}
+
+            # Run 1: host A is lost mid-run, while it runs jobs.
+            run(
+                "host-a-killed",
+                [url_a, url_b],
+                lambda: _running_on(store, "host-a") > 0,
+                kill_host_a,
+            )
             # Run 2: host A is back (a replaced machine); Redis is killed and restarted.
-            host_a, url_a = start_host("host-a")
-            queue = f"hosts.replies.{uuid.uuid4().hex[:8]}"
-            submitter = Submitter([url_a, url_b], key, {**body, "reply_to": queue})
-            requests_before = runtime.stats()["requests_seen"]
-            pending = submitter.submit_all("run2", JOBS)
-            ids_so_far = _ids_once_submitted_or(pending, client)
-            assert eventually(
-                lambda: _finished(store, ids_so_far()) >= 100, timeout=RUN_SECONDS, interval=0.25
-            )
-            killed_at = time.time()
-            redis_server.kill()
-            redis_server.start()  # from its AOF, on the same port
-            ids = [job.result(timeout=RUN_SECONDS) for job in pending]
-            _check_run(
-                f"{broker}:redis-restarted",
-                ids,
-                client,
-                receiver,
-                queue,
-                runtime,
-                (killed_at, requests_before),
-                gateway_failovers=submitter.failovers,
-            )
-            submitter.close()
+            _host_a, url_a = start_host("host-a")
+            run("redis-restarted", [url_a, url_b], lambda: True, restart_redis)
         finally:
             client.close()
             for host in hosts:
