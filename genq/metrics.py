@@ -133,7 +133,6 @@ class GenqCollector(Collector):
         url = self.settings.effective_broker_url
         try:
             with Connection(url, connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS) as conn:
-                conn.ensure_connection(max_retries=1)
                 depths = queue_depths(conn, queues)
         except Exception as exc:  # kombu and py-amqp raise many types: the broker is down
             raise OSError(f"cannot read RabbitMQ ({exc.__class__.__name__})") from exc

@@ -43,6 +43,7 @@ __all__ = [
     "consumer_timeout_warning",
     "dead_letter_queue",
     "declare_topology",
+    "ping",
     "prepare_worker_broker",
     "queue_arguments",
     "queue_depths",
@@ -312,3 +313,10 @@ def prepare_worker_broker(app: Any, settings: Settings) -> None:
         warning = consumer_timeout_warning(settings, broker_version(connection))
     if warning:
         log.warning(warning)
+
+
+def ping(url: str, timeout_seconds: float) -> None:
+    """Connect to RabbitMQ at ``url`` once (an AMQP handshake); raises what kombu raises when
+    it does not answer within ``timeout_seconds``."""
+    with Connection(url, connect_timeout=timeout_seconds) as connection:
+        connection.ensure_connection(max_retries=1)

@@ -40,12 +40,11 @@ def require_broker(settings: Settings) -> None:
 
 
 def _require_rabbitmq(settings: Settings) -> None:
-    from kombu import Connection  # only for a RabbitMQ broker
+    from genq import rabbitmq  # kombu: only for a RabbitMQ broker
 
     url = settings.effective_broker_url
     try:
-        with Connection(url, connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS) as conn:
-            conn.ensure_connection(max_retries=1)
+        rabbitmq.ping(url, c.REDIS_CONNECT_TIMEOUT_SECONDS)
     except Exception as exc:  # kombu and py-amqp raise many types
         reason = " ".join(str(exc).split())[:REASON_CHARS] or exc.__class__.__name__
         raise BrokerUnavailable(

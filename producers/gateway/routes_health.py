@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from genq import constants as c
+from genq import rabbitmq
 from producers.gateway.state import Gateway, gateway_of
 
 router = APIRouter(tags=["health"])
@@ -58,11 +59,23 @@ async def _bounded(probe: Awaitable[Check]) -> Check:
 
 
 async def _broker(gateway: Gateway) -> Check:
+    """Redis, and RabbitMQ when it is the broker (genq needs both then)."""
+    amqp = gateway.settings.broker_is_amqp
+    if amqp:
+        url, timeout = gateway.settings.effective_broker_url, c.RUNTIME_HEALTH_TIMEOUT_SECONDS
+        try:
+            await run_in_threadpool(rabbitmq.ping, url, timeout)
+        except Exception as exc:  # any failure means not ready; say which
+            return Check(
+                ok=False, detail=f"broker (rabbitmq) unreachable: {exc.__class__.__name__}"
+            )
     try:
         await gateway.redis.ping()
     except Exception as exc:  # any failure means not ready; say which
         return Check(ok=False, detail=f"broker (redis) unreachable: {exc.__class__.__name__}")
-    return Check(ok=True, detail="redis answers PING")
+    return Check(
+        ok=True, detail="rabbitmq answers, redis answers PING" if amqp else "redis answers PING"
+    )
 
 
 async def _store(gateway: Gateway) -> Check:

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import httpx
 import pytest
 from kombu import Connection, Exchange, Queue
 
@@ -28,6 +29,7 @@ from schemas import BrokerUnavailable, JobRequest, JobStatus
 from schemas.validation import parse
 from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
+from tests.integration.gateway.conftest import GatewayStarter
 from tests.integration.test_dead_letters import genq
 from tests.support import eventually, free_port
 from tests.support.brokers import BrokerProbe
@@ -264,3 +266,23 @@ def test_a_command_says_at_once_when_rabbitmq_is_unreachable(stack: Stack) -> No
     error = json.loads(out.stderr.strip().splitlines()[-1])["error"]
     assert error["code"] == "broker_unavailable" and "RabbitMQ" in error["message"]
     assert "secret" not in out.stderr
+
+
+def test_the_gateway_is_ready_only_with_rabbitmq_and_runs_jobs_through_it(stack: Stack) -> None:
+    stack.worker()
+    starter = GatewayStarter(stack)
+    try:
+        gateway = starter()
+        ready = httpx.get(f"{gateway.url}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["broker"]["detail"].startswith("rabbitmq answers")
+        api = gateway.client(gateway.key())
+        job = api.post("/v1/jobs", json=CHAT).json()
+        done = api.get(f"/v1/jobs/{job['id']}/wait", params={"timeout": 30}, timeout=40)
+        assert done.json()["status"] == "succeeded", done.text
+        lost = starter(broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/genq")
+        unready = httpx.get(f"{lost.url}/readyz", timeout=10)
+        assert unready.status_code == 503
+        assert "rabbitmq" in unready.json()["checks"]["broker"]["detail"]
+    finally:
+        starter.close()
