@@ -106,8 +106,8 @@ def requeue(
     letter = find_dead_letter(store, ident)
     if letter.job_id is None:
         raise Conflict(
-            f"dead letter {letter.id} is a message that never decoded ({letter.reason}); "
-            "there is no job to run. Inspect it with `genq dlq show`, then purge it"
+            f"dead letter {letter.id} is a message that names no job to run ({letter.reason}); "
+            "inspect it with `genq dlq show`, then purge it"
         )
     # The old attempts' output is obsolete: the rerun starts a fresh chunk stream. Deleted
     # before the job can start again, so the rerun's first entry is seq 1.

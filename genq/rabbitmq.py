@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ __all__ = [
     "DEAD_LETTER_EXCHANGE",
     "QUORUM_DELIVERY_LIMIT",
     "QueueMismatch",
+    "adopt_dead_letters",
     "broker_version",
     "consumer_timeout_warning",
     "dead_letter_queue",
@@ -320,3 +321,44 @@ def ping(url: str, timeout_seconds: float) -> None:
     it does not answer within ``timeout_seconds``."""
     with Connection(url, connect_timeout=timeout_seconds) as connection:
         connection.ensure_connection(max_retries=1)
+
+
+def adopt_dead_letters(
+    connection: Connection,
+    header: str,
+    known: Callable[[int], int],
+    adopt: Callable[[bytes, dict[str, Any]], None],
+    limit: int = 100,
+) -> int:
+    """Give what RabbitMQ dead-lettered into ``genq.dead_letter`` (through ``genq.dlx``) a place
+    in genq's index: each message without genq's ``header`` is passed to ``adopt`` (its body
+    and its newest ``x-death`` entry; ``adopt`` records it and publishes genq's own copy), then
+    acked; genq's own messages are handed back in order. ``known(n)`` says how many of the
+    queue's ``n`` messages genq indexed already: when that is all of them, nothing is read."""
+    channel = connection.channel()
+    adopted = 0
+    try:
+        try:
+            _, ready, _ = channel.queue_declare(c.DEAD_LETTER_QUEUE, passive=True)
+        except AmqpNotFound:
+            return 0
+        if not ready or known(ready) >= ready:
+            return 0
+        kept = []
+        for _ in range(min(int(ready), limit)):  # the messages there now, not genq's new copies
+            message = channel.basic_get(c.DEAD_LETTER_QUEUE, no_ack=False)
+            if message is None:
+                break
+            headers = message.headers or {}
+            if header in headers:
+                kept.append(message.delivery_tag)
+                continue
+            deaths = headers.get("x-death") or [{}]
+            adopt(bytes(message.body), dict(deaths[0]))
+            channel.basic_ack(message.delivery_tag)
+            adopted += 1
+        for tag in kept:
+            channel.basic_reject(tag, requeue=True)
+    finally:
+        _close_quietly(channel)
+    return adopted

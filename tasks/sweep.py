@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from genq import rabbitmq
 from genq.constants import QUARANTINE_KEY
-from genq.dead_letters import remove_from_broker
+from genq.dead_letters import HEADER as DEAD_LETTER_HEADER
+from genq.dead_letters import list_dead_letters, remove_from_broker
 from genq.dispatch import send_job, send_record
 from genq.outbox import Settler, dispatch_webhooks, publish_replies
 from genq.store import utcnow
@@ -44,6 +47,8 @@ def run_sweep(ctx: WorkerContext, now: datetime | None = None) -> SweepReport:
     _redispatch_stale(ctx, now, report)
     _expire_overdue(ctx, now, report)
     report.quarantined = _dead_letter_quarantine(ctx)
+    if ctx.settings.broker_is_amqp:
+        report.quarantined += _adopt_broker_dead_letters(ctx)
     report.purged, letters = purge_expired(
         ctx.store.engine,
         now=now,
@@ -134,6 +139,31 @@ def _dead_letter_quarantine(ctx: WorkerContext, limit: int = 100) -> int:
             raise
         moved += 1
     return moved
+
+
+def _adopt_broker_dead_letters(ctx: WorkerContext) -> int:
+    """RabbitMQ: what its dead-letter exchange put on ``genq.dead_letter`` (a message rejected,
+    over a quorum queue's delivery limit, expired by a policy) becomes a dead letter genq lists,
+    bytes intact. Its job, if it names one, is still queued or running in the store, and genq's
+    own recovery (lease sweep, re-send) runs it; the letter is for the record."""
+
+    def known(ready: int) -> int:
+        return len(list_dead_letters(ctx.store, limit=ready))
+
+    def adopt(body: bytes, death: dict[str, Any]) -> None:
+        reason = str(death.get("reason") or "unknown")
+        dead_letter_message(
+            ctx,
+            reason=f"broker_{reason}",
+            message=(
+                f"RabbitMQ dead-lettered this message from {death.get('queue', '?')} ({reason}, "
+                f"{death.get('count', 1)} time(s))"
+            ),
+            raw_body=body,
+        )
+
+    with ctx.app.connection_for_write() as connection:
+        return rabbitmq.adopt_dead_letters(connection, DEAD_LETTER_HEADER, known, adopt)
 
 
 def _expire_overdue(ctx: WorkerContext, now: datetime, report: SweepReport) -> None:

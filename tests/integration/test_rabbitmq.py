@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -20,6 +21,7 @@ from kombu import Connection, Exchange, Queue
 
 from genq import constants as c
 from genq.chunks import last_chunk
+from genq.dead_letters import HEADER, list_dead_letters
 from genq.dispatch import send_record
 from genq.metrics import build_registry, render_metrics
 from genq.rabbitmq import DEAD_LETTER_EXCHANGE, declare_topology
@@ -120,13 +122,29 @@ def test_a_message_the_broker_rejects_is_dead_lettered_through_the_exchange(stac
         channel.basic_reject(message.delivery_tag, requeue=False)  # the broker decides
         channel.close()
     assert eventually(lambda: probe.ready(c.DEAD_LETTER_QUEUE) == 1, timeout=10)
+    death = _dead_letter_headers(stack)["x-death"][0]
+    assert death["reason"] == "rejected" and death["queue"] == "genq.batch"
+    # The sweep gives it a row in genq's index, as genq's own dead letters have.
+    stack.beat()
+    client = stack.client()
+    assert eventually(lambda: len(list_dead_letters(client.store)) == 1, timeout=30)
+    (letter,) = list_dead_letters(client.store)
+    assert letter.reason == "broker_rejected" and letter.job_id is None
+    assert letter.raw_body == b'{"not": "a task"}'
+    assert eventually(lambda: probe.ready(c.DEAD_LETTER_QUEUE) == 1, timeout=10)
+    assert _dead_letter_headers(stack)[HEADER] == letter.id  # the broker copy is genq's now
+
+
+def _dead_letter_headers(stack: Stack) -> dict[str, Any]:
+    """The headers of the first message on genq.dead_letter, which stays there."""
     with Connection(stack.settings.effective_broker_url) as conn:
         channel = conn.channel()
-        letter = channel.basic_get(c.DEAD_LETTER_QUEUE, no_ack=True)
+        message = channel.basic_get(c.DEAD_LETTER_QUEUE, no_ack=False)
+        assert message is not None
+        headers = dict(message.headers or {})
+        channel.basic_reject(message.delivery_tag, requeue=True)
         channel.close()
-    assert letter.body == b'{"not": "a task"}'
-    death = letter.headers["x-death"][0]
-    assert death["reason"] == "rejected" and death["queue"] == "genq.batch"
+    return headers
 
 
 def test_queue_declared_with_other_arguments_is_upgraded_keeping_its_messages(
