@@ -128,20 +128,26 @@ class Dispatcher:
         endpoints = self.endpoints_for(model)
         if not endpoints:
             return []
-        names = [e.name for e in endpoints]
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.get(keys.loaded(name))
-        if waiting.session:
-            pipe.get(keys.affinity(waiting.session))
-        answers = pipe.execute()
+        # What the runtimes have loaded (only Ollama says) and the session's last endpoint.
+        asked = [e.name for e in endpoints if e.kind == "ollama"]
+        answers: list[object] = []
+        if asked or waiting.session:
+            pipe = self.client.pipeline(transaction=False)
+            for name in asked:
+                pipe.get(keys.loaded(name))
+            if waiting.session:
+                pipe.get(keys.affinity(waiting.session))
+            answers = pipe.execute()
+        loaded = dict(zip(asked, answers, strict=False))
         sticky = text(answers[-1]) if waiting.session and answers[-1] else None
         out = []
-        for endpoint, loaded in zip(endpoints, answers[: len(names)], strict=True):
+        for endpoint in endpoints:
             preference = 0
             if endpoint.name == sticky:
                 preference = 2
-            elif loaded is not None and model_matches(model, json.loads(loaded)):
+            elif (raw := loaded.get(endpoint.name)) is not None and model_matches(
+                model, json.loads(text(raw))
+            ):
                 preference = 1
             slots = slots_for(self.client, endpoint)
             out.append(Candidate(endpoint.name, slots, endpoint.weight, preference))

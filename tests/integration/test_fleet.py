@@ -106,8 +106,9 @@ def test_fleet_routes_by_model_within_slots_in_priority_then_submission_order(
     ]
     early = released_now(stack)
     assert len(early) <= sum(slots for slots, _ in ENDPOINTS.values())
-    stack.worker("--concurrency", "4", name="host-a")
-    stack.worker("--concurrency", "4", name="host-b")
+    hosts = [stack.worker("--concurrency", "4", name=n, ready=False) for n in ("host-a", "host-b")]
+    for host in hosts:  # two starting at once on a loaded machine: give them time
+        host.wait_for_log("ready.", timeout=120)
 
     records = [clients[plan[n][2]].wait(i, timeout=240) for n, i in enumerate(ids)]
     assert Counter(r.status for r in records) == {JobStatus.SUCCEEDED: 300}

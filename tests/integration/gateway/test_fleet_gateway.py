@@ -107,7 +107,7 @@ def test_a_dead_endpoint_goes_into_cooldown_and_its_jobs_follow_the_retry_rules(
 ) -> None:
     a, b = two_fakes
     declare(stack, tmp_path, a, b)
-    stack.env["GENQ_FLEET_BREAKER_COOLDOWN_SECONDS"] = "60"
+    stack.env["GENQ_FLEET_BREAKER_COOLDOWN_SECONDS"] = "2"
     gateway = start_gateway()
     client = gateway.client(gateway.key("acme"))
     stack.worker("--concurrency", "3")
@@ -140,3 +140,17 @@ def test_a_dead_endpoint_goes_into_cooldown_and_its_jobs_follow_the_retry_rules(
         "succeeded"
     )
     assert eventually(lambda: b.stats()["streams_completed"] == 1, timeout=5)
+
+    # a's runtime comes back on its port: a probe (not a job) takes it out of cooldown.
+    a.start()
+
+    def state_of_a() -> str:
+        rows = gateway.client(ADMIN_KEY).get("/v1/admin/runtimes").json()["endpoints"]
+        return str(next(row["state"] for row in rows if row["name"] == "a"))
+
+    assert eventually(lambda: state_of_a() == "healthy", timeout=30)
+    assert a.stats()["job_requests_seen"] == 0  # probed with its model list only
+    back = client.post("/v1/jobs", json=job("alpha")).json()["id"]
+    assert client.get(f"/v1/jobs/{back}/wait", params={"timeout": 30}).json()["status"] == (
+        "succeeded"
+    )

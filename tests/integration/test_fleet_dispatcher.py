@@ -1,0 +1,125 @@
+"""The dispatcher's choices against a real Redis: least loaded, session affinity, the loaded
+model, cooldown, and the release order. What it publishes is recorded instead of sent to a
+broker (the end-to-end tests in test_fleet.py run it with real workers)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from genq.fleet import keys
+from genq.fleet.backlog import Waiting
+from genq.fleet.dispatcher import Dispatcher
+from genq.settings import Settings
+
+
+class Published:
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, str]] = []  # (job id, endpoint)
+
+    def __call__(self, app: Celery, settings: Settings, **message: Any) -> None:
+        self.jobs.append((message["job_id"], message["slot"]["endpoint"]))
+
+    def endpoint_of(self, job_id: str) -> str:
+        return next(endpoint for job, endpoint in self.jobs if job == job_id)
+
+
+@pytest.fixture
+def dispatch(redis_url: str, tmp_path: Path) -> Iterator[tuple[Dispatcher, Published]]:
+    endpoints = [
+        {"name": "x", "kind": "ollama", "url": "http://x:1", "models": ["m"], "slots": 2},
+        {"name": "y", "kind": "ollama", "url": "http://y:1", "models": ["m"], "slots": 2},
+    ]
+    settings = Settings(redis_url=redis_url, data_dir=tmp_path, runtimes=json.dumps(endpoints))
+    client = redis.Redis.from_url(redis_url)
+    published = Published()
+    yield Dispatcher(Celery(set_as_current=False), settings, client, published), published
+    client.close()
+
+
+def job(priority: int = 5, session: str | None = None, tenant: str = "t") -> Waiting:
+    return Waiting(
+        job_id=str(uuid.uuid4()),
+        model="m",
+        tenant=tenant,
+        priority=priority,
+        kind="chat",
+        lane="interactive",
+        session=session,
+    )
+
+
+def test_the_least_loaded_endpoint_takes_the_next_job(
+    dispatch: tuple[Dispatcher, Published],
+) -> None:
+    dispatcher, published = dispatch
+    for _ in range(4):
+        dispatcher.enqueue(job())
+    assert sorted(endpoint for _, endpoint in published.jobs) == ["x", "x", "y", "y"]
+    extra = job()
+    dispatcher.enqueue(extra)  # every slot is held: it waits in the backlog
+    assert len(published.jobs) == 4 and dispatcher.backlog.size("m") == 1
+
+
+def test_a_session_sticks_to_its_endpoint_while_it_has_room(
+    dispatch: tuple[Dispatcher, Published],
+) -> None:
+    dispatcher, published = dispatch
+    first = job(session="chat-1")
+    dispatcher.enqueue(first)
+    home = published.endpoint_of(first.job_id)
+    follow_up = job(session="chat-1")
+    dispatcher.enqueue(follow_up)  # the other endpoint is idle, but this one has its cache
+    assert published.endpoint_of(follow_up.job_id) == home
+    third = job(session="chat-1")
+    dispatcher.enqueue(third)  # home is full now: the other one
+    assert published.endpoint_of(third.job_id) != home
+
+
+def test_an_endpoint_with_the_model_loaded_is_preferred(
+    dispatch: tuple[Dispatcher, Published],
+) -> None:
+    dispatcher, published = dispatch
+    dispatcher.client.set(keys.loaded("y"), json.dumps(["m:latest"]))
+    first = job()
+    dispatcher.enqueue(first)
+    assert published.endpoint_of(first.job_id) == "y"
+
+
+def test_an_endpoint_in_cooldown_gets_no_jobs(dispatch: tuple[Dispatcher, Published]) -> None:
+    dispatcher, published = dispatch
+    assert dispatcher.health.failed("x", "connection refused", immediate=True)
+    for _ in range(3):
+        dispatcher.enqueue(job())
+    assert [endpoint for _, endpoint in published.jobs] == ["y", "y"]
+    dispatcher.health.recovered("x")
+    dispatcher.pump()
+    assert [endpoint for _, endpoint in published.jobs] == ["y", "y", "x"]
+
+
+def test_released_in_priority_then_submission_order_as_slots_free(
+    dispatch: tuple[Dispatcher, Published],
+) -> None:
+    dispatcher, published = dispatch
+    blockers = [job() for _ in range(4)]
+    for blocker in blockers:
+        dispatcher.enqueue(blocker)
+    waiting = [job(priority=p) for p in (2, 9, 5, 9, 2, 5)]
+    for item in waiting:
+        dispatcher.enqueue(item)
+    assert len(published.jobs) == 4
+    for blocker in blockers:  # each finished job's slot is given back: one more goes
+        endpoint = published.endpoint_of(blocker.job_id)
+        tokens = dispatcher.client.hgetall(keys.SLOT_JOBS)
+        token = next(t.decode() for t, j in tokens.items() if j.decode() == blocker.job_id)
+        dispatcher.give_back(endpoint, token)
+    released = [job_id for job_id, _ in published.jobs[4:]]
+    by_rank = sorted(range(6), key=lambda i: (-waiting[i].priority, i))
+    assert released == [waiting[i].job_id for i in by_rank[:4]]
