@@ -7,11 +7,13 @@ per generated token after it (TPOT, the inverse of the request's tokens/s).
 - It starts at 1 slot. Requests are judged in windows: a window closes once it holds
   ``max(MIN_WINDOW, 2 * limit)`` requests that started while the endpoint ran at its limit
   (in flight at start = limit, so an idle endpoint teaches nothing) under the current limit.
-- The window's medians are compared with a no-load reference (the best window seen so far,
-  creeping towards later healthy windows, and taken afresh by a slow window at one slot, so a
-  machine that got slower is not held to an old record):
-  ``gradient = min(ref_tpot / tpot, (ref_ttft + slack) / (ttft + slack))``, at most 1. TTFT
-  gets an absolute slack so that milliseconds of noise on a fast first token do not count.
+- The window's median TPOT and mean TTFT are compared with a no-load reference (the best
+  window seen so far, creeping towards later healthy windows, and taken afresh by a slow window
+  at one slot, so a machine that got slower is not held to an old record):
+  ``gradient = min(ref_tpot / tpot, (ref_ttft + slack) / (ttft + slack))``, at most 1. The
+  slack is a typical request's decode time (at least 250 ms): a first token later by a part of
+  that is noise, one that waited another whole request inside the runtime (a runtime that
+  queues) is not.
 - Gradient at least ``TOLERANCE``: the requests still run as fast as alone; add one slot
   (after ``hold`` windows, if it has just backed off). Below, two windows in a row (or one
   below ``SEVERE``: a busy machine makes one window slow now and then): the runtime is past its
@@ -85,7 +87,10 @@ class Controller:
     strikes: int = 0  # degraded windows in a row
     tpots: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
     history: list[int] = field(default_factory=list)
+    # the last windows as [limit, median TPOT ms, median TTFT ms, gradient], for operators
+    windows: list[list[float]] = field(default_factory=list)
 
     def window_size(self) -> int:
         return max(MIN_WINDOW, 2 * self.limit)
@@ -97,20 +102,30 @@ class Controller:
             return False  # from another limit, an endpoint not running full, or no tokens
         self.tpots.append(tpot)
         self.ttfts.append(sample.ttft_seconds if sample.ttft_seconds is not None else 0.0)
+        self.tokens.append(sample.tokens)
         if len(self.tpots) < self.window_size():
             return False
-        self._close_window(statistics.median(self.tpots), statistics.median(self.ttfts))
+        # TTFT by its mean: when a runtime queues, a few requests wait a whole request longer,
+        # which a median does not see until half of them do.
+        ttft = statistics.fmean(self.ttfts)
+        tokens = statistics.median(self.tokens)
+        self._close_window(statistics.median(self.tpots), ttft, tokens)
         return True
 
-    def _close_window(self, tpot: float, ttft: float) -> None:
-        self.tpots, self.ttfts = [], []
+    def _close_window(self, tpot: float, ttft: float, tokens: float) -> None:
+        self.tpots, self.ttfts, self.tokens = [], [], []
         if self.ref_tpot is None or self.ref_ttft is None:
             self.ref_tpot, self.ref_ttft = tpot, ttft
-        grad = gradient(self.ref_tpot, self.ref_ttft, tpot, ttft)
+        # A first token later by a small part of what a request takes is noise; one that waited
+        # another request's time inside the runtime (a runtime queueing) is not.
+        slack = max(TTFT_SLACK_SECONDS, tokens * self.ref_tpot)
+        grad = gradient(self.ref_tpot, self.ref_ttft, tpot, ttft, slack)
         if grad < TOLERANCE and self.limit == 1:
             # One request alone is the no-load case by definition: the machine (or the model)
             # got slower since the reference was taken. Start from what it does now.
             self.ref_tpot, self.ref_ttft, grad = tpot, ttft, 1.0
+        seen = [self.limit, round(tpot * 1000, 2), round(ttft * 1000, 2), round(grad, 3)]
+        self.windows = [*self.windows, seen][-HISTORY:]
         if grad >= TOLERANCE:
             self.strikes = 0
             self.ref_tpot = _towards(self.ref_tpot, tpot)
@@ -130,7 +145,7 @@ class Controller:
         """The runtime refused work (429/503): halve the limit and hold."""
         self.limit = max(1, self.limit // 2)
         self.hold, self.strikes = HOLD_WINDOWS, 0
-        self.tpots, self.ttfts = [], []
+        self.tpots, self.ttfts, self.tokens = [], [], []
         self._remember()
 
     def _remember(self) -> None:
@@ -152,10 +167,13 @@ class Controller:
         return controller
 
 
-def gradient(ref_tpot: float, ref_ttft: float, tpot: float, ttft: float) -> float:
-    """How fast requests run now against no load: 1 = as fast, 0.5 = half as fast."""
+def gradient(
+    ref_tpot: float, ref_ttft: float, tpot: float, ttft: float, slack: float = TTFT_SLACK_SECONDS
+) -> float:
+    """How fast requests run now against no load: 1 = as fast, 0.5 = half as fast. TTFT is
+    judged with ``slack`` seconds added to both sides."""
     by_tokens = ref_tpot / tpot if tpot > 0 else 1.0
-    by_first = (ref_ttft + TTFT_SLACK_SECONDS) / (ttft + TTFT_SLACK_SECONDS)
+    by_first = (ref_ttft + slack) / (ttft + slack)
     return min(1.0, by_tokens, by_first)
 
 
@@ -224,4 +242,5 @@ def describe(controller: Controller) -> Mapping[str, object]:
         "reference_tpot_ms": None if controller.ref_tpot is None else controller.ref_tpot * 1000,
         "reference_ttft_ms": None if controller.ref_ttft is None else controller.ref_ttft * 1000,
         "recent_limits": controller.history,
+        "recent_windows": controller.windows,
     }

@@ -169,3 +169,25 @@ def test_a_machine_that_got_slower_is_not_held_to_its_old_record() -> None:
     window(controller, 1.4)  # alone, and as slow: that is the new no-load speed
     window(controller, 1.4)
     assert controller.limit == 3  # climbing again
+
+
+def queueing(limit: int, parallel: int, i: int) -> Sample:
+    """A runtime that runs ``parallel`` requests and queues the rest (Ollama with a smaller
+    OLLAMA_NUM_PARALLEL): tokens come as fast at any limit, but of each ``limit`` requests
+    ``limit - parallel`` wait a whole request before their first token."""
+    decode = TOKEN_SECONDS * TOKENS
+    ttft = TOKEN_SECONDS + (decode if i % limit >= parallel else 0.0)
+    return Sample(limit, limit, ttft, TOKENS, ttft + decode)
+
+
+@pytest.mark.parametrize("parallel", [2, 4])
+def test_a_runtime_that_queues_is_found_by_its_first_tokens(parallel: int) -> None:
+    controller = Controller(max_limit=10)
+    limits: list[int] = []
+    i = 0
+    while len(limits) < 40:
+        i += 1
+        if controller.observe(queueing(controller.limit, parallel, i)):
+            limits.append(controller.limit)
+    settled = limits[parallel + 4 :]
+    assert all(parallel - 1 <= limit <= parallel + 1 for limit in settled), limits
