@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -232,15 +232,3 @@ def current_limit(client: redis.Redis, endpoint: Any) -> int:
     its controller's limit, 1 before it has one. ``endpoint`` is the fleet's ``Endpoint``."""
     raw = client.get(state_key(endpoint.name))
     return Controller.from_json(raw, max_limit=1 << 16).limit if raw else 1
-
-
-def describe(controller: Controller) -> Mapping[str, object]:
-    """What an operator sees of a controller (``genq runtimes``, the admin endpoint)."""
-    return {
-        "limit": controller.limit,
-        "max": controller.max_limit,
-        "reference_tpot_ms": None if controller.ref_tpot is None else controller.ref_tpot * 1000,
-        "reference_ttft_ms": None if controller.ref_ttft is None else controller.ref_ttft * 1000,
-        "recent_limits": controller.history,
-        "recent_windows": controller.windows,
-    }
