@@ -6,7 +6,7 @@ from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
@@ -86,8 +86,15 @@ class CancelResult(BaseModel):
     message: str
 
 
-def record_response(record: JobRecord, status_code: int = 200, **headers: str) -> JSONResponse:
-    return JSONResponse(record.model_dump(mode="json"), status_code=status_code, headers=headers)
+def record_response(record: JobRecord, status_code: int = 200, **headers: str) -> Response:
+    """The record as JSON, serialized by pydantic in one step: the bytes ``JSONResponse`` makes
+    of ``model_dump(mode="json")``, in half the time (two of these per job on the hot path)."""
+    return Response(
+        record.model_dump_json(),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 @router.post(
@@ -104,7 +111,7 @@ async def submit(
     request: Request,
     principal: Caller,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
-) -> JSONResponse:
+) -> Response:
     """Submit a job: 201 with its queued record, or 200 with the original on a replayed key."""
     gateway = gateway_of(request)
     body = await request.body()
@@ -177,7 +184,7 @@ async def get_job(
     principal: Caller,
     job_id: JobId,
     history: Annotated[bool, Query(description="include every state transition")] = False,
-) -> JSONResponse:
+) -> Response:
     """One job's record; with ``history=true`` also its transitions (from, to, at, worker,
     reason)."""
     gateway = gateway_of(request)
@@ -209,7 +216,7 @@ async def wait_for_job(
             description="Seconds to wait for a terminal state; then the current record.",
         ),
     ] = c.GATEWAY_WAIT_DEFAULT_SECONDS,
-) -> JSONResponse:
+) -> Response:
     """Long poll: the record as soon as the job is terminal, or as it stands at the timeout."""
     gateway = gateway_of(request)
     record = await wait_until_terminal(gateway, inputs.job_id(job_id), principal.scope, timeout)
