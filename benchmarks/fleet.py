@@ -17,6 +17,7 @@ Run: ``python -m benchmarks fleet`` (``make bench`` runs it with the others).
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -165,6 +166,7 @@ def run(tmp: Path) -> dict[str, Any]:
             "aggregate / sum of solo rates (median)": round(median(ratios), 3),
             "rounds": [round(r, 3) for r in ratios],
         }
+    results["load_average"] = round(os.getloadavg()[0], 1)  # the machine is shared: say how busy
     results["utilization"] = {
         "slot-time busy while backlogged (median)": round(median(utilization), 4),
         "rounds": [round(u, 4) for u in utilization],
@@ -179,6 +181,7 @@ def report(results: dict[str, Any]) -> None:
         print(f"  {label:14s} aggregate / sum of solo = {ratio:.3f}")
     share = results["utilization"]["slot-time busy while backlogged (median)"]
     print(f"Runtime fleet: utilization with 1 s jobs and a backlog = {share:.1%}")
+    print(f"(load average at the end: {results['load_average']})")
 
 
 def main() -> dict[str, Any]:
