@@ -191,6 +191,8 @@ class Dispatcher:
                     order = self.backlog.models()
         except (redis.RedisError, BrokerUnavailable) as exc:
             log.warning("fleet dispatch paused: %s", exc)
+        except Exception:  # e.g. the picker gave up under contention: the tick pumps again
+            log.warning("fleet dispatch paused", exc_info=True)
         return released
 
     def _by_next_job(self, models: list[str]) -> list[str]:
