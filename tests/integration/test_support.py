@@ -70,27 +70,19 @@ def test_redis_without_aof_forgets_on_kill(tmp_path: Path) -> None:
             assert client.get("genq:test:volatile") is None
 
 
-def test_stop_leaves_no_child_behind(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_stop_and_kill_leave_no_child_alive(tmp_path: Path, how: str) -> None:
+    """``kill()`` is what the ``start_genq`` teardown does: the whole group is dead when it
+    returns (an orphaned child may still be a zombie then, waiting for init: it holds nothing)."""
     script = "sleep 300 & echo child=$!; wait"
     process = ManagedProcess(["sh", "-c", script], log_path=tmp_path / "sh.log").start()
     child_pid = int(process.wait_for_log("child=", timeout=10).split("=", 1)[1])
     assert _alive(child_pid)
 
-    process.stop(timeout=0.5)
-
-    assert not process.running
-    assert not _alive(child_pid)
-
-
-def test_kill_leaves_no_child_alive_even_before_init_reaps_it(tmp_path: Path) -> None:
-    """What the ``start_genq`` teardown does: the whole group is dead when ``kill()`` returns
-    (an orphaned child may still be a zombie then, waiting for init: it holds nothing)."""
-    script = "sleep 300 & echo child=$!; wait"
-    process = ManagedProcess(["sh", "-c", script], log_path=tmp_path / "sh.log").start()
-    child_pid = int(process.wait_for_log("child=", timeout=10).split("=", 1)[1])
-    assert _alive(child_pid)
-
-    process.kill()
+    if how == "stop":
+        process.stop(timeout=0.5)
+    else:
+        process.kill()
 
     assert not process.running
     assert not _alive(child_pid)

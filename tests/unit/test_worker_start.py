@@ -24,15 +24,19 @@ main()
 """
 
 
-def test_genq_worker_sets_the_cold_sigterm_without_starting_twice() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
+def _run(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", script],
         env=process_env(),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_genq_worker_sets_the_cold_sigterm_without_starting_twice() -> None:
+    done = _run(SCRIPT)
     assert "re-executed" not in done.stdout, done.stdout
     assert done.returncode not in (0, 9), done.stdout + done.stderr
     assert "unknown queue role" in done.stderr
@@ -44,12 +48,5 @@ def test_a_process_that_imported_billiard_first_is_still_re_executed() -> None:
     script = SCRIPT.replace(
         "from genq.cli import main", "import billiard.common\nfrom genq.cli import main"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=process_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run(script)
     assert "re-executed" in done.stdout and done.returncode == 9, done.stdout + done.stderr
