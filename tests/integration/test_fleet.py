@@ -213,3 +213,23 @@ def test_a_killed_worker_gives_its_slots_back_within_twice_the_lease(
     started = later_started()
     assert started is not None
     assert started - killed_at <= 2 * lease, started - killed_at
+
+
+def test_the_single_runtime_settings_dispatch_as_a_one_endpoint_fleet(
+    stack: Stack, fake_runtime: FakeRuntime
+) -> None:
+    """GENQ_FLEET_DISPATCH=true with GENQ_RUNTIME_URL: the same dispatcher, one endpoint that
+    takes any model, GENQ_RUNTIME_SLOTS its slots, even with more worker processes than that."""
+    fake_runtime.configure(token_delay_seconds=0.02, record_requests=True)
+    stack.env.update(
+        {"GENQ_FLEET_DISPATCH": "true", "GENQ_RUNTIME_SLOTS": "2", "GENQ_FLEET_TICK_SECONDS": "0.2"}
+    )
+    stack.worker("--concurrency", "4")
+    client = stack.client()
+    ids = [client.submit(chat(f"job {i}", "fake-model", 5)).id for i in range(20)]
+    records = [client.wait(i, timeout=120) for i in ids]
+    assert {r.status for r in records} == {JobStatus.SUCCEEDED}
+    stats = fake_runtime.stats()
+    assert stats["max_in_flight"] == 2  # used both slots, never more
+    ran = sorted(e["prompt"] for e in stats["request_log"])
+    assert ran == sorted(f"job {i}" for i in range(20))  # each once
