@@ -16,6 +16,7 @@ Run: ``python -m benchmarks fleet_fair`` (``make bench`` runs it with the others
 from __future__ import annotations
 
 import collections
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -104,26 +105,21 @@ def jain(values: list[float]) -> float:
 
 
 def run_jobs(
-    clients: dict[str, GenqClient], plan: list[tuple[str, dict[str, Any]]]
+    clients: dict[str, GenqClient], plan: dict[str, list[dict[str, Any]]], chunks: int = 8
 ) -> list[JobRecord]:
-    """Submit ``plan`` (tenant, request) in order; every job's final record."""
-    ids = [(tenant, clients[tenant].submit(request).id) for tenant, request in plan]
+    """Submit each tenant's jobs in ``chunks`` rounds, a transaction per tenant and round (so
+    every tenant is backlogged within moments, and its backlog keeps growing at its share);
+    every job's final record."""
+    ids = []
+    for n in range(chunks):
+        for tenant, jobs in plan.items():
+            part = jobs[n * len(jobs) // chunks : (n + 1) * len(jobs) // chunks]
+            ids += [(tenant, r.id) for r in clients[tenant].submit_many(part)] if part else []
     records = [clients[tenant].wait(job_id, timeout=900) for tenant, job_id in ids]
     bad = [r.id for r in records if r.status is not JobStatus.SUCCEEDED]
     if bad:
         raise RuntimeError(f"{len(bad)} benchmark jobs did not succeed, e.g. {bad[0]}")
     return records
-
-
-def interleaved(plan: dict[str, list[dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
-    """Round-robin submission, so every tenant is backlogged from the start."""
-    out = []
-    queues = {tenant: list(jobs) for tenant, jobs in plan.items()}
-    while any(queues.values()):
-        for tenant, jobs in queues.items():
-            if jobs:
-                out.append((tenant, jobs.pop(0)))
-    return out
 
 
 def fairness_round(
@@ -135,11 +131,11 @@ def fairness_round(
         t: [chat(equal_model, d, i) for i in range(TOKENS_PER_TENANT // d)]
         for t, d in DEMANDS.items()
     }
-    served = served_while_all_waited(run_jobs(clients, interleaved(equal)))
+    served = served_while_all_waited(run_jobs(clients, equal))
     weight_jobs = {  # backlogs in proportion to the weights: all run dry together when fair
         t: [chat(weighted_model, 64, i) for i in range(12 * w)] for t, w in WEIGHTS.items()
     }
-    weighted = served_while_all_waited(run_jobs(clients, interleaved(weight_jobs)))
+    weighted = served_while_all_waited(run_jobs(clients, weight_jobs))
     total = sum(weighted.values())
     shares = {t: weighted[t] / total / (WEIGHTS[t] / sum(WEIGHTS.values())) for t in WEIGHTS}
     return {
@@ -164,15 +160,15 @@ def adaptive(
     for slots in range(1, MAX_SLOTS + 1):
         model = f"m-fixed-{slots}"
         fleet.set("knee", url, [model], slots)
-        jobs = [("knee", chat(model, KNEE_TOKENS, i)) for i in range(8 * min(slots, KNEE) + 8)]
-        sweep[slots] = tokens_per_second(run_jobs({"knee": client}, jobs))
+        jobs = [chat(model, KNEE_TOKENS, i) for i in range(8 * min(slots, KNEE) + 8)]
+        sweep[slots] = tokens_per_second(run_jobs({"knee": client}, {"knee": jobs}))
     best_slots = max(sweep, key=lambda s: sweep[s])
     runs = []
     for n in range(AUTO_RUNS):
         name, model = f"knee-auto-{n}", f"m-auto-{n}"
         fleet.set(name, url, [model], "auto")
-        jobs = [("knee", chat(model, KNEE_TOKENS, i)) for i in range(AUTO_JOBS)]
-        records = run_jobs({"knee": client}, jobs)
+        jobs = [chat(model, KNEE_TOKENS, i) for i in range(AUTO_JOBS)]
+        records = run_jobs({"knee": client}, {"knee": jobs})
         records.sort(key=lambda r: finished(r)[0])
         learnt = tokens_per_second(records[len(records) // 2 :])  # the second half of the starts
         state = AdaptiveSlots(redis.Redis.from_url(redis_url), name, MAX_SLOTS).controller()
@@ -286,4 +282,4 @@ def _print(result: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    print(json.dumps(main(), indent=1, default=str))
