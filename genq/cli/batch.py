@@ -149,9 +149,11 @@ def _wait(lifecycle: BatchLifecycle, client: redis.Redis, batch: StoredBatch) ->
     """Poll (and move along) the batch until it is final, with a progress bar on stderr."""
     from producers.gateway.batch_driver import drive_once
 
+    # Sized for an 80-column terminal (or a pipe, which rich takes as one): the id goes on a
+    # line of its own, or the last columns (elapsed, ETA) were cut to "0:0…".
     columns = (
         TextColumn("{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=16),
         MofNCompleteColumn(),
         TextColumn("{task.fields[failed]} failed"),
         TextColumn("{task.fields[rate]:.1f} lines/s"),
@@ -159,8 +161,10 @@ def _wait(lifecycle: BatchLifecycle, client: redis.Redis, batch: StoredBatch) ->
         TimeRemainingColumn(),
     )
     started = time.monotonic()
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task(batch.id, total=batch.total or None, failed=0, rate=0.0)
+    console = Console(stderr=True)
+    console.print(batch.id, highlight=False)
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(batch.status, total=batch.total or None, failed=0, rate=0.0)
         while True:
             current = _get(lifecycle, batch.id)
             counts = lifecycle.batches.counts(batch.id)
@@ -172,7 +176,7 @@ def _wait(lifecycle: BatchLifecycle, client: redis.Redis, batch: StoredBatch) ->
                 completed=done,
                 failed=counts.failed,
                 rate=rate,
-                description=f"{batch.id} {current.status}",
+                description=current.status,
             )
             if current.status in FINAL:
                 return current

@@ -482,6 +482,7 @@ def test_the_batch_cli_submits_waits_lists_and_downloads(stack: Stack, tmp_path:
     finished = json.loads(submitted.stdout)
     assert finished["status"] == "completed" and finished["request_counts"]["completed"] == 3
     assert "3/3" in submitted.stderr  # the progress bar's last state
+    assert finished["id"] in submitted.stderr and "…" not in submitted.stderr  # fits 80 columns
     listed = run_genq(stack, "batch", "list")
     assert finished["id"] in listed.stdout and "completed" in listed.stdout
     status = json.loads(run_genq(stack, "batch", "status", finished["id"]).stdout)

@@ -78,7 +78,8 @@ def test_disconnect_midway_then_resume_with_last_event_id(
     job_id = api.post("/v1/jobs", json=CHAT).json()["id"]
     first, rest, final = assert_resumes_exactly(api, job_id, stop_after=5)
     assert final["result"]["text"] == "".join(TOKENS)
-    assert set(json.loads(first[0].data)) == {"delta"}
+    assert (first[0].event, json.loads(first[0].data)) == ("start", {"attempt": 1})
+    assert set(json.loads(first[1].data)) == {"delta"}
     end = json.loads(rest[-1].data)
     assert end["status"] == "succeeded" and end["finish_reason"] == "stop"
     assert end["usage"]["completion_tokens"] == len(TOKENS)
