@@ -92,12 +92,20 @@ def test_a_publish_the_broker_refuses_raises_with_confirms(
         f"^{LANE}$",
         '{"max-length": 2, "overflow": "reject-publish"}',
     )
+    assert eventually(lambda: _policy_applied(rabbitmq_broker, _vhost(stack), "cap"), timeout=30)
     probe = BrokerProbe(stack.settings, rabbitmq_broker)
     assert eventually(lambda: _try_fill(client, 2, probe), timeout=30)
     with pytest.raises(BrokerUnavailable):
         client.submit(CHAT)
     # The refused job was not kept as accepted: the store holds only the two queued ones.
     assert len(client.store.list(tenant=None, limit=100).records) == 2
+
+
+def _policy_applied(broker: RabbitMQBroker, vhost: str, policy: str) -> bool:
+    out = broker.rabbitmqctl(
+        "list_queues", "-p", vhost, "name", "policy", "--formatter", "json", "-q"
+    )
+    return any(row.get("policy") == policy for row in json.loads(out or "[]"))
 
 
 def _try_fill(client: GenqClient, wanted: int, probe: BrokerProbe) -> bool:
@@ -199,7 +207,8 @@ def test_redelivery_after_a_lost_connection_runs_the_job_once(
     assert done.status is JobStatus.SUCCEEDED
     assert done.result is not None and done.result.text == "".join(tokens)
     received = sum(w.log_text().count(f"genq.generate[{job}] received") for w in workers)
-    assert received == 2, "the broker did not redeliver the message: the test proves nothing"
+    # Once at least; a redelivery that reached a worker as it too reconnected comes again.
+    assert received >= 2, "the broker did not redeliver the message: the test proves nothing"
     history = client.get(job, history=True).history or []
     assert [h.to_status for h in history] == [
         JobStatus.QUEUED,
