@@ -30,7 +30,15 @@ from typing import Any
 from kombu import Connection, Consumer, Exchange, Queue
 
 from benchmarks import raw_celery
-from benchmarks.core import CONCURRENCY, _raw_worker, _wait_all_terminal, fake_runtime
+from benchmarks.core import (
+    CHAT,
+    CONCURRENCY,
+    _genq_rate,
+    _raw_rate,
+    _raw_worker,
+    _wait_all_terminal,
+    fake_runtime,
+)
 from benchmarks.stats import median
 from benchmarks.stores import BenchStore
 from genq.store import utcnow
@@ -45,7 +53,6 @@ THROUGHPUT_JOBS = 1000
 ROUNDS = 3
 QUEUED_AHEAD = 50
 DESIGN_TRIES = 5
-CHAT = {"messages": [{"role": "user", "content": "ping"}]}
 
 
 @contextmanager
@@ -56,21 +63,6 @@ def rabbitmq(tmp: Path) -> Iterator[RabbitMQBroker]:
         return
     with RabbitMQServer(tmp / "rabbitmq") as server:
         yield server.broker
-
-
-def _genq_rate(client: GenqClient) -> float:
-    t0 = time.perf_counter()
-    ids = [r.id for r in client.submit_many([CHAT] * THROUGHPUT_JOBS)]
-    _wait_all_terminal(client, ids)
-    return THROUGHPUT_JOBS / (time.perf_counter() - t0)
-
-
-def _raw_rate(noop: Any) -> float:
-    t0 = time.perf_counter()
-    results = [noop.delay() for _ in range(THROUGHPUT_JOBS)]
-    for result in results:
-        result.get(timeout=300)
-    return THROUGHPUT_JOBS / (time.perf_counter() - t0)
 
 
 def _priority_position(client: GenqClient) -> int:
@@ -125,8 +117,8 @@ def measure_broker(
             raw_lat.append((time.perf_counter() - t0) * 1000)
         genq_rates, raw_rates = [], []
         for _ in range(ROUNDS):
-            raw_rates.append(_raw_rate(noop))
-            genq_rates.append(_genq_rate(client))
+            raw_rates.append(_raw_rate(noop, THROUGHPUT_JOBS))
+            genq_rates.append(_genq_rate(client, THROUGHPUT_JOBS))
         positions = [_priority_position(client) for _ in range(3)]
     finally:
         client.close()

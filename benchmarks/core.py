@@ -116,19 +116,19 @@ def _raw_worker(
     return ManagedProcess(argv, log_path=tmp / f"{name}.log", env=env).start()
 
 
-def _raw_rate(noop: Any) -> float:
+def _raw_rate(noop: Any, jobs: int = THROUGHPUT_JOBS) -> float:
     t0 = time.perf_counter()
-    results = [noop.delay() for _ in range(THROUGHPUT_JOBS)]
+    results = [noop.delay() for _ in range(jobs)]
     for result in results:
         result.get(timeout=300)
-    return THROUGHPUT_JOBS / (time.perf_counter() - t0)
+    return jobs / (time.perf_counter() - t0)
 
 
-def _genq_rate(client: GenqClient) -> float:
+def _genq_rate(client: GenqClient, jobs: int = THROUGHPUT_JOBS) -> float:
     t0 = time.perf_counter()
-    ids = [r.id for r in client.submit_many([CHAT] * THROUGHPUT_JOBS)]
+    ids = [r.id for r in client.submit_many([CHAT] * jobs)]
     _wait_all_terminal(client, ids)
-    return THROUGHPUT_JOBS / (time.perf_counter() - t0)
+    return jobs / (time.perf_counter() - t0)
 
 
 def overhead(tmp: Path, store: BenchStore, rounds: int = THROUGHPUT_ROUNDS) -> dict[str, Any]:
