@@ -19,7 +19,13 @@ from producers.gateway.limits import enforce_rate_limit
 from producers.gateway.principal import Principal
 from producers.gateway.routes_runtimes import check_model
 from producers.gateway.state import Gateway, gateway_of
-from producers.gateway.streaming import MAX_SEQ, chunk_events, resume_point, wait_until_terminal
+from producers.gateway.streaming import (
+    MAX_SEQ,
+    chunk_events,
+    ping_comment,
+    resume_point,
+    wait_until_terminal,
+)
 from producers.submission import new_job, submit_job
 from schemas import JobRecord, JobRequest, JobStatus, NotFound, RateLimited
 from schemas.errors import InvalidRequest
@@ -250,6 +256,7 @@ async def stream_job(
     return EventSourceResponse(
         await chunk_events(gateway, record, after),
         ping=gateway.settings.gateway_sse_ping_seconds,
+        ping_message_factory=ping_comment,
         headers={"Cache-Control": "no-store"},
     )
 

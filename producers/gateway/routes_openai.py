@@ -43,7 +43,7 @@ from producers.gateway.principal import Principal
 from producers.gateway.quotas import QueuedGauge
 from producers.gateway.routes_jobs import accept
 from producers.gateway.state import Gateway, gateway_of
-from producers.gateway.streaming import wait_until_terminal
+from producers.gateway.streaming import ping_comment, wait_until_terminal
 from producers.submission import new_job
 from schemas import ErrorCode, GenqError, InvalidRequest, JobRecord, JobRequest, RateLimited
 
@@ -130,6 +130,7 @@ async def run_openai_call(request: Request, principal: Principal, build: CallBui
         return EventSourceResponse(
             then_done_waiting(openai_events(gateway, record, shapes), gateway, record.id, token),
             ping=gateway.settings.gateway_sse_ping_seconds,
+            ping_message_factory=ping_comment,
             headers={**headers, "Cache-Control": "no-store"},
             client_close_handler_callable=client_left,
         )

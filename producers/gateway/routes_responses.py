@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -55,7 +55,12 @@ from producers.gateway.routes_openai import (
     until_done_or_departed,
 )
 from producers.gateway.state import Gateway, gateway_of
-from producers.gateway.streaming import MAX_SEQ, resume_point, wait_until_terminal
+from producers.gateway.streaming import (
+    MAX_SEQ,
+    ping_comment,
+    resume_point,
+    wait_until_terminal,
+)
 from schemas import Conflict, JobRecord, JobStatus, NotFound
 
 router = APIRouter(
@@ -125,18 +130,10 @@ def _event_stream(
     return EventSourceResponse(
         events,
         ping=gateway.settings.gateway_sse_ping_seconds,
-        ping_message_factory=_ping,
+        ping_message_factory=ping_comment,
         headers={**headers, **NO_STORE},
         client_close_handler_callable=client_left,
     )
-
-
-def _ping() -> Any:
-    """A keep-alive comment line without the blank line that would end an event: the
-    ``openai`` SDK keeps the last ``id:`` it saw and dispatches every blank line after it as
-    an event, so a usual ``: ping`` block reached it as an event with empty data, which it
-    cannot parse. The comment rides with the next event instead; every SSE reader skips it."""
-    return b": ping\r\n"
 
 
 async def _find(gateway: Gateway, principal: Principal, ident: str) -> JobRecord:

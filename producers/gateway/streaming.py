@@ -32,6 +32,16 @@ READ_COUNT = 500
 MAX_SEQ = 2**63 - 1
 
 
+def ping_comment() -> Any:
+    """A keep-alive for ``EventSourceResponse(ping_message_factory=...)``: a comment line
+    without the blank line that would end an event. SSE readers that keep the last ``id:``
+    (the ``openai`` SDK, ``httpx-sse``) turn every blank line after one into an event, so
+    sse-starlette's usual ``: ping`` block reached them as an event with empty data and the
+    previous id (the SDK raised ``JSONDecodeError``; a resumer saw an id twice). The comment
+    rides with the next event instead; every SSE reader skips it."""
+    return b": ping\r\n"
+
+
 def resume_point(last_event_id: str | None, starting_after: int | None) -> int:
     """The seq to resume after: ``Last-Event-ID`` (what a reconnecting client sends) wins
     over ``?starting_after``; neither means from the start."""

@@ -86,6 +86,24 @@ def test_disconnect_midway_then_resume_with_last_event_id(
     assert fake_runtime.streams_completed == 1  # the SSE hang-up did not touch the generation
 
 
+def test_keep_alive_pings_are_no_events_to_a_reader(
+    stack: Stack, start_gateway: GatewayStarter, fake_runtime: FakeRuntime
+) -> None:
+    """A reader that keeps the last ``id:`` (httpx-sse, the openai SDK) turned the blank line
+    of a ``: ping`` block into an event repeating that id; with tokens slower than the pings
+    (the embedded model) a resumed stream seemed to repeat an event."""
+    gateway = start_gateway(gateway_sse_ping_seconds="0.1")
+    fake_runtime.configure(tokens=TOKENS[:5], token_delay_seconds=0.4)
+    stack.worker()
+    api = gateway.client(gateway.key("acme"))
+    job_id = api.post("/v1/jobs", json=CHAT).json()["id"]
+    seen = events(api, job_id)
+    kinds = [e.event for e in seen]
+    assert kinds[0] == "start" and kinds[-1] == "end" and set(kinds[1:-1]) == {"delta"}, kinds
+    assert [int(e.id) for e in seen] == list(range(1, len(seen) + 1))
+    assert text_of(seen) == "".join(TOKENS[:5])
+
+
 def test_resume_after_the_job_finished_with_starting_after(
     stack: Stack, gateway: Gateway, fake_runtime: FakeRuntime
 ) -> None:
