@@ -15,7 +15,7 @@ from typing import cast
 
 from genq.chunks import ChunkWriter
 from genq.dispatch import send_record
-from genq.fleet.dispatcher import FORCED
+from genq.fleet.dispatcher import FORCED, UNKNOWN_MODEL
 from genq.logs import bind_job_context
 from genq.outbox import Settler
 from genq.store import utcnow
@@ -99,15 +99,12 @@ def _run_in_fleet(ctx: WorkerContext, fleet: FleetSide, job_id: str, slot: Slot 
             outcome = _not_started(ctx, job_id)
             return outcome
         if slot.endpoint == FORCED:
-            reason = (
-                f"no healthy runtime endpoint serves model {record.model!r} "
-                f"(waited {ctx.settings.runtime_wait_seconds:g} s or until the deadline)"
-            )
-            outcome = _attempt(ctx, record, unavailable=reason)
+            outcome = _attempt(ctx, record, failure=_unserved(ctx, record, slot))
             return outcome
         runtime = fleet.runtime(slot.endpoint)
         if runtime is None:
-            outcome = _attempt(ctx, record, unavailable=f"endpoint {slot.endpoint} left the fleet")
+            gone = TransientError(f"endpoint {slot.endpoint} left the fleet; retry later")
+            outcome = _attempt(ctx, record, failure=gone)
             return outcome
         started = record
 
@@ -131,6 +128,22 @@ def _run_in_fleet(ctx: WorkerContext, fleet: FleetSide, job_id: str, slot: Slot 
             backlog.forget(job_id)
         if slot.endpoint != FORCED:
             fleet.release(slot)  # a no-op once given back
+
+
+def _unserved(ctx: WorkerContext, record: JobRecord, slot: Slot) -> GenqError:
+    """Why a job released without a slot cannot run: no endpoint serves its model at all
+    (permanent), or none that does is healthy (it waited; retry rules apply)."""
+    if slot.reason == UNKNOWN_MODEL:
+        return PermanentError(
+            f"no runtime endpoint serves model {record.model!r}; `genq runtimes` lists the "
+            "fleet's models",
+            code=ErrorCode.MODEL_NOT_FOUND,
+        )
+    return TransientError(
+        f"no healthy runtime endpoint serves model {record.model!r} "
+        f"(waited {ctx.settings.runtime_wait_seconds:g} s or until the deadline)",
+        code=ErrorCode.RUNTIME_UNAVAILABLE,
+    )
 
 
 # Outcomes after which the fleet keeps nothing about the job.
@@ -173,10 +186,10 @@ def _attempt(
     *,
     runtime: Runtime | None = None,
     notes: AttemptNotes | None = None,
-    unavailable: str | None = None,
+    failure: GenqError | None = None,
 ) -> str:
-    """One attempt against ``runtime`` (the worker's one runtime by default). ``unavailable``:
-    there is no runtime to try; the attempt fails with that reason (retry rules apply)."""
+    """One attempt against ``runtime`` (the worker's one runtime by default). ``failure``:
+    there is no runtime to try; the attempt fails with it (retry rules apply)."""
     runtime = runtime or ctx.runtime
     bind_job_context(tenant=record.tenant, lane=record.lane, attempt=record.attempts)
     s = ctx.settings
@@ -190,8 +203,8 @@ def _attempt(
     )
     keeper = ctx.leases.hold(record.id)
     try:
-        if unavailable is not None:
-            raise TransientError(unavailable, code=ErrorCode.RUNTIME_UNAVAILABLE)
+        if failure is not None:
+            raise failure
         request = parse(JobRequest, record.request)
         if record.kind is JobKind.EMBEDDING:
             return _embed(ctx, record, request, writer, runtime, notes)

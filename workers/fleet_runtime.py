@@ -36,6 +36,7 @@ class Slot:
     token: str
     in_flight: int = 0
     slots: int = 1
+    reason: str = ""  # with no endpoint: why (genq.fleet.dispatcher.UNKNOWN_MODEL, else none)
 
     @classmethod
     def from_message(cls, raw: object) -> Slot | None:
@@ -46,6 +47,7 @@ class Slot:
             token=str(raw.get("token") or ""),
             in_flight=int(raw.get("in_flight") or 0),
             slots=int(raw.get("slots") or 1),
+            reason=str(raw.get("reason") or ""),
         )
 
 

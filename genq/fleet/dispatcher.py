@@ -44,6 +44,8 @@ from genq.settings import Settings
 from schemas import BrokerUnavailable, JobKind
 
 __all__ = [
+    "FORCED",
+    "UNKNOWN_MODEL",
     "Dispatcher",
     "Head",
     "Picker",
@@ -65,6 +67,7 @@ AFFINITY_TTL_SECONDS = 600  # a session/prefix key sticks to its endpoint this l
 RELEASE_ROUNDS = 10_000  # one pump's bound on releases (a backlog drains over several)
 RACE_RETRIES = 5  # times a dispatcher picks again after another took its chosen job
 FORCED = ""  # the endpoint of a job released without a slot: no healthy endpoint serves it
+UNKNOWN_MODEL = "unknown_model"  # its reason when no endpoint serves the model at all
 
 
 def choose_head(model: str, heads: Sequence[Head], tenants: Sequence[str]) -> int:
@@ -332,12 +335,18 @@ class Dispatcher:
     def _release_stranded(self) -> None:
         """Jobs whose model has no healthy endpoint wait (spending no retry) up to their deadline
         or ``runtime_wait_seconds``; then they are released without a slot and the worker
-        counts a failed attempt (``runtime_unavailable``): the retry/dead-letter rules apply."""
+        counts a failed attempt (``runtime_unavailable``): the retry/dead-letter rules apply.
+        A model no endpoint serves at all (every model list known) fails at once
+        (``model_not_found``): a producer that skipped the gateway's check submitted it."""
         now = time.time()
+        fleet = self.fleet
+        discovered = self.discovered()
+        listed = all(not e.discovers or e.name in discovered for e in fleet.endpoints)
         for model in self.backlog.models():
             endpoints = self.endpoints_for(model)
+            unknown = not endpoints and listed
             states = self.health.states(e.name for e in endpoints)
-            if any(s.healthy for s in states.values()):
+            if not unknown and any(s.healthy for s in states.values()):
                 continue
             for tenant in self.backlog.tenants(model):
                 members = self.client.zrange(keys.backlog(model, tenant), 0, 99)
@@ -347,8 +356,11 @@ class Dispatcher:
                         continue
                     overdue = now - waiting.at >= self.settings.runtime_wait_seconds
                     expired = waiting.deadline is not None and waiting.deadline <= now
-                    if (overdue or expired) and self.backlog.take(model, tenant, waiting.job_id):
-                        self._publish(waiting, {"endpoint": FORCED, "token": ""})
+                    if (unknown or overdue or expired) and self.backlog.take(
+                        model, tenant, waiting.job_id
+                    ):
+                        reason = UNKNOWN_MODEL if unknown else ""
+                        self._publish(waiting, {"endpoint": FORCED, "token": "", "reason": reason})
 
     def close(self) -> None:
         with self._lock:

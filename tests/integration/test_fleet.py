@@ -233,3 +233,23 @@ def test_the_single_runtime_settings_dispatch_as_a_one_endpoint_fleet(
     assert stats["max_in_flight"] == 2  # used both slots, never more
     ran = sorted(e["prompt"] for e in stats["request_log"])
     assert ran == sorted(f"job {i}" for i in range(20))  # each once
+
+
+def test_a_model_no_endpoint_serves_fails_at_once_when_submitted_past_the_gateway(
+    stack: Stack, fakes: dict[str, FakeRuntime], tmp_path: Path
+) -> None:
+    """GenqClient does not ask the fleet at submit (the gateway does): such a job fails with
+    model_not_found as soon as a worker's tick sees that no endpoint serves it, without
+    waiting GENQ_RUNTIME_WAIT_SECONDS or spending retries."""
+    solo = fakes["solo"]
+    use_fleet(stack, fleet_file(tmp_path, {"solo": solo}), GENQ_RUNTIME_WAIT_SECONDS="600")
+    stack.worker("--concurrency", "2")
+    client = stack.client()
+    unknown = client.submit(chat("job nope", "nope", 5)).id
+    known = client.submit(chat("job solo", "m-solo", 5)).id
+    failed = client.wait(unknown, timeout=60)
+    assert failed.status is JobStatus.FAILED, failed
+    assert failed.error is not None and failed.error.code == "model_not_found"
+    assert failed.attempts == 1
+    assert client.wait(known, timeout=60).status is JobStatus.SUCCEEDED
+    assert [e["model"] for e in solo.stats()["request_log"]] == ["m-solo"]
