@@ -28,7 +28,6 @@ from genq.settings import Settings
 from schemas import JobKind, Usage
 
 KEY_PREFIX = f"{c.REDIS_KEY_PREFIX}fair:"  # + pool: the counters; + pool:backlogged
-FLOOR_FIELD = "_floor"  # the backlogged minimum at the last pick: where a lone arrival starts
 COUNTER_PREFIX = "c:"
 STATE_TTL_SECONDS = 86_400  # a pool nobody dispatched to for a day starts from zero
 CHARS_PER_TOKEN = 4  # the usual estimate for English text and BPE tokenizers
@@ -58,19 +57,15 @@ def choose(heads: Sequence[Head], counters: Mapping[str, float]) -> int:
 
 
 def lifted(
-    counters: Mapping[str, float],
-    *,
-    before: Collection[str],
-    now: Collection[str],
-    floor: float,
+    counters: Mapping[str, float], *, before: Collection[str], now: Collection[str]
 ) -> dict[str, float]:
-    """VTC's rule for arrivals: each tenant in ``now`` (backlogged) but not in ``before`` has
-    its counter raised to the minimum of those that stayed backlogged, or to ``floor`` (the
-    backlogged minimum when the pool was last busy) if none stayed. Returns the new values of
-    the tenants that changed."""
+    """VTC's rule for arrivals: each tenant in ``now`` (backlogged) but not in ``before`` (at
+    the previous pick) has its counter raised to the minimum of those that stayed backlogged,
+    or, if none stayed, of those that were (the last to leave, as VTC lifts to). Returns the
+    new values of the tenants that changed."""
     arrivals = [t for t in now if t not in before]
-    stayed = [t for t in now if t in before]
-    level = min((counters.get(t, 0.0) for t in stayed), default=floor)
+    stayed = [t for t in now if t in before] or list(before)
+    level = min((counters.get(t, 0.0) for t in stayed), default=0.0)
     return {t: level for t in arrivals if counters.get(t, 0.0) < level}
 
 
@@ -136,13 +131,14 @@ class FairShare:
             with self.client.pipeline() as pipe:
                 try:
                     pipe.watch(key, members)  # type: ignore[no-untyped-call]
-                    counters, floor = _read(pipe.hgetall(key))
+                    counters = _read(pipe.hgetall(key))
                     before = {_text(m) for m in pipe.smembers(members)}
-                    changed = lifted(counters, before=before, now=now, floor=floor)
+                    if before == now:  # the usual case under load: nothing to write
+                        return choose(heads, counters)
+                    changed = lifted(counters, before=before, now=now)
                     counters |= changed
-                    floor = min(counters.get(t, 0.0) for t in now)
                     pipe.multi()
-                    _write(pipe, key, members, changed, floor, now)
+                    _write(pipe, key, members, changed, now)
                     pipe.execute()
                     return choose(heads, counters)
                 except redis.WatchError:
@@ -169,23 +165,20 @@ class FairShare:
 
     def counters(self, pool: str) -> dict[str, float]:
         """Every tenant's counter on ``pool`` (for tests and the admin view)."""
-        return _read(self.client.hgetall(pool_key(pool)))[0]
+        return _read(self.client.hgetall(pool_key(pool)))
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _read(raw: Mapping[bytes | str, bytes | str]) -> tuple[dict[str, float], float]:
+def _read(raw: Mapping[bytes | str, bytes | str]) -> dict[str, float]:
     counters: dict[str, float] = {}
-    floor = 0.0
     for name, value in raw.items():
         field = _text(name)
-        if field == FLOOR_FIELD:
-            floor = float(value)
-        elif field.startswith(COUNTER_PREFIX):
+        if field.startswith(COUNTER_PREFIX):
             counters[field.removeprefix(COUNTER_PREFIX)] = float(value)
-    return counters, floor
+    return counters
 
 
 def _write(
@@ -193,12 +186,11 @@ def _write(
     key: str,
     members: str,
     changed: Mapping[str, float],
-    floor: float,
     now: Collection[str],
 ) -> None:
-    fields: dict[str, float] = {COUNTER_PREFIX + t: v for t, v in changed.items()}
-    fields[FLOOR_FIELD] = floor
-    pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+    if changed:
+        fields = {COUNTER_PREFIX + t: v for t, v in changed.items()}
+        pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
     pipe.delete(members)
     pipe.sadd(members, *now)
     pipe.expire(key, STATE_TTL_SECONDS)

@@ -60,22 +60,24 @@ def test_choose_refuses_nothing() -> None:
 
 
 @pytest.mark.parametrize(
-    ("counters", "before", "now", "floor", "changed"),
+    ("counters", "before", "now", "changed"),
     [
         # an arrival is lifted to the minimum of those that stayed backlogged
-        ({"a": 100, "b": 40, "c": 0}, {"a", "b"}, {"a", "b", "c"}, 0, {"c": 40}),
+        ({"a": 100, "b": 40, "c": 0}, {"a", "b"}, {"a", "b", "c"}, {"c": 40}),
         # ... never lowered
-        ({"a": 100, "c": 300}, {"a"}, {"a", "c"}, 0, {}),
-        # nobody stayed: lifted to the floor kept from when the pool was last busy
-        ({"c": 5}, set(), {"c"}, 70, {"c": 70}),
+        ({"a": 100, "c": 300}, {"a"}, {"a", "c"}, {}),
+        # nobody stayed: lifted to the minimum of those that were backlogged (the last to leave)
+        ({"a": 70, "c": 5}, {"a"}, {"c"}, {"c": 70}),
+        # a fresh pool: nothing to lift to
+        ({}, set(), {"a", "b"}, {}),
         # tenants that stayed are never touched, leavers neither
-        ({"a": 1, "b": 9}, {"a", "b"}, {"a"}, 0, {}),
+        ({"a": 1, "b": 9}, {"a", "b"}, {"a"}, {}),
     ],
 )
 def test_lifted(
-    counters: dict[str, float], before: set[str], now: set[str], floor: float, changed: dict
+    counters: dict[str, float], before: set[str], now: set[str], changed: dict[str, float]
 ) -> None:
-    assert lifted(counters, before=before, now=now, floor=floor) == changed
+    assert lifted(counters, before=before, now=now) == changed
 
 
 def test_estimate_counts_prompt_and_max_tokens() -> None:
@@ -165,10 +167,10 @@ def test_pick_lifts_a_late_arrival_and_charge_is_weighted(fair: FairShare) -> No
     assert fair.counters("m")["heavy"] == 5  # weight 2: half the charge
 
 
-def test_a_lone_arrival_starts_at_the_floor(fair: FairShare) -> None:
+def test_a_lone_arrival_starts_where_the_last_tenant_left(fair: FairShare) -> None:
     fair.pick("m", [head("a")])
     fair.charge("m", "a", 50)
-    fair.pick("m", [head("a")])  # the floor is now a's 50
+    fair.pick("m", [head("a")])  # a is still the one waiting
     fair.pick("m", [head("c")])  # a has left, c arrives alone
     assert fair.counters("m")["c"] == 50
 
