@@ -12,9 +12,10 @@ from genq.store import StoreUnavailable
 from tasks.execution import run_job
 from workers.context import context_for
 
-# The store or Redis failing under us: try the message again shortly rather than ack it away
-# (a job already started is recovered by its lease).
-INFRASTRUCTURE_ERRORS = (StoreUnavailable, redis.ConnectionError)
+# The store or Redis failing under us (refused, reset, or not answering within its socket
+# timeout): try the message again shortly rather than ack it away (a job already started is
+# recovered by its lease).
+INFRASTRUCTURE_ERRORS = (StoreUnavailable, redis.ConnectionError, redis.TimeoutError)
 INFRASTRUCTURE_RETRY_SECONDS = 5
 
 
