@@ -16,6 +16,8 @@ from redis import Redis as SyncRedis
 
 from genq import constants as c
 from genq.celery_app import create_app
+from genq.fleet.config import load_fleet
+from genq.fleet.status import FleetStatus
 from genq.runtime_health import RuntimeProbe
 from genq.settings import Settings
 from genq.store import JobStore, WalCheckpointer, build_engine
@@ -29,7 +31,7 @@ from producers.gateway.batches import BatchLifecycle
 from producers.gateway.cache import TtlCache
 from producers.gateway.principal import Principal
 from producers.gateway.quotas import QueuedGauge, RateLimiter
-from producers.gateway.served_models import ServedModels
+from producers.gateway.served_models import FleetModels, ServedModels
 from producers.submission import WebhookCheck
 from schemas import JobRecord, JobStatus, NotFound
 
@@ -60,7 +62,9 @@ class Gateway:
     batcher: SubmitBatcher
     checkpointer: WalCheckpointer | None
     # What the OpenAI routes serve (``GET /v1/models``) and accept.
-    models: ServedModels
+    models: ServedModels | FleetModels
+    # The runtime fleet as operators see it (/v1/admin/runtimes, /readyz).
+    fleet: FleetStatus
     # Files and batches (/v1/files, /v1/batches), and the thread that moves batches along.
     files: FileStore
     batches: BatchLifecycle
@@ -147,7 +151,12 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
         socket_timeout=c.REDIS_SOCKET_TIMEOUT_SECONDS,
         socket_connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS,
     )
-    models = ServedModels(probe, settings.default_model, c.OPENAI_MODELS_CACHE_SECONDS)
+    fleet = FleetStatus(settings, sync_redis)
+    models: ServedModels | FleetModels = (
+        FleetModels(fleet, settings.default_model, c.OPENAI_MODELS_CACHE_SECONDS)
+        if load_fleet(settings).declared
+        else ServedModels(probe, settings.default_model, c.OPENAI_MODELS_CACHE_SECONDS)
+    )
     files = FileStore(engine)
     batches = BatchLifecycle(
         settings=settings,
@@ -177,6 +186,7 @@ def open_gateway(settings: Settings, webhook_check: WebhookCheck | None) -> Gate
         batcher=SubmitBatcher(celery, store, settings, queued),
         checkpointer=WalCheckpointer(engine) if engine.dialect.name == "sqlite" else None,
         models=models,
+        fleet=fleet,
         files=files,
         batches=batches,
         batch_driver=BatchDriver(batches, sync_redis, settings.batch_drive_seconds),
