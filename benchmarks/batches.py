@@ -328,10 +328,14 @@ def report(results: dict[str, Any]) -> None:
     )
     wait = results["interactive"]
     parts = ", ".join(f"{name} {value:.0f}" for name, value in wait["medians_ms"].items())
+    # The bound: one batch line's duration (as the store saw the lines run, start to
+    # end, median; the runtime's nominal line time when none was measured) plus 50 ms.
+    line_ms = wait["medians_ms"].get("line", wait["line_ms"])
     print(
-        f"interactive time to first token while a batch runs on one slot ({wait['line_ms']:.0f} "
-        f"ms a line, {TRIES} tries, load {wait['load']:.1f}): p50 {wait['p50_ms']:.0f} ms, p95 "
-        f"{wait['p95_ms']:.0f} ms (target <= {wait['line_ms'] + TARGET_ADDED_MS:.0f} ms); on an "
+        f"interactive time to first token while a batch runs on one slot ({line_ms:.0f} ms a "
+        f"line, nominal {wait['line_ms']:.0f}, {TRIES} tries, load {wait['load']:.1f}): p50 "
+        f"{wait['p50_ms']:.0f} ms, p95 {wait['p95_ms']:.0f} ms (target <= "
+        f"{line_ms + TARGET_ADDED_MS:.0f} ms); on an "
         f"idle one-slot stack side by side p50 {wait['idle_p50_ms']:.0f} ms, p95 "
         f"{wait['idle_p95_ms']:.0f} ms; medians (ms): {parts}; batch lines done meanwhile "
         f"{wait['lines_done_meanwhile']}"
