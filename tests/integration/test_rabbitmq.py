@@ -236,11 +236,17 @@ def test_a_job_outlives_a_short_consumer_timeout(
 ) -> None:
     """RabbitMQ 3.10 closes the channel of a delivery unacked for longer than consumer_timeout
     (celery#6760). The worker warned at start; the job runs to its end once, the message the
-    broker redelivers is skipped while the lease is live, and the worker goes on."""
+    broker redelivers is skipped while the lease is live, and the worker goes on.
+
+    The LLM worker's own pool (prefork: acks go out from the consumer's thread). With
+    ``--pool threads`` the worker wedged in about one run of three: after the reconnect, the
+    finished job's ack from a pool thread and the consumer's prefetch restore (``basic_qos``)
+    share one py-amqp connection, and the consumer waited for a QosOk forever (docs/brokers.md,
+    known limits)."""
     stack.env["GENQ_BROKER_URL"] = short_timeout_rabbitmq.url()
     stack.env["GENQ_RABBITMQ_CONSUMER_TIMEOUT_SECONDS"] = "2"
     fake_runtime.configure(tokens=[f"t{i} " for i in range(24)], token_delay_seconds=0.25)
-    worker = stack.worker("--concurrency", "2", "--pool", "threads")
+    worker = stack.worker("--concurrency", "2")
     assert "consumer_timeout" in worker.log_text()  # the warning at start
     client = stack.client()
     job = client.submit(CHAT).id
