@@ -90,6 +90,7 @@ def measure_broker(
         "GENQ_REDIS_URL": redis_url,
         "GENQ_DATA_DIR": str(tmp / f"data-{kind}"),
         "GENQ_RUNTIME_URL": fake_url,
+        "GENQ_RUNTIME_SLOTS": str(CONCURRENCY),
         "GENQ_DEFAULT_MODEL": "fake-model",
         "GENQ_LOG_LEVEL": "WARNING",
         **store.env(f"brokers_{kind}"),

@@ -66,6 +66,8 @@ def _env(redis_url: str, tmp: Path, runtime_url: str, model: str) -> dict[str, s
         "GENQ_REDIS_URL": redis_url,
         "GENQ_DATA_DIR": str(tmp / "data"),
         "GENQ_RUNTIME_URL": runtime_url,
+        # The runtime's slots (shared by every worker process): as many as the worker runs.
+        "GENQ_RUNTIME_SLOTS": str(CONCURRENCY),
         "GENQ_DEFAULT_MODEL": model,
         "GENQ_LOG_LEVEL": "WARNING",
         "GENQ_STREAM_COALESCE_MS": "15",

@@ -40,6 +40,7 @@ def _env(redis_url: str, tmp: Path, runtime_url: str) -> dict[str, str]:
         "GENQ_REDIS_URL": redis_url,
         "GENQ_DATA_DIR": str(tmp / "data"),
         "GENQ_RUNTIME_URL": runtime_url,
+        "GENQ_RUNTIME_SLOTS": str(LLM_CONCURRENCY),
         "GENQ_DEFAULT_MODEL": "fake-model",
         "GENQ_LOG_LEVEL": "WARNING",
         "GENQ_WEBHOOK_ALLOW": "127.0.0.1/32",

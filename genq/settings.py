@@ -85,9 +85,11 @@ class Settings(BaseSettings):
     # GENQ_RUNTIMES; without either the runtime_* settings above are a one-endpoint fleet.
     runtimes_file: Path | None = None
     runtimes: str | None = None
-    # Dispatch through the fleet's backlog (release a job into the broker only with a slot).
-    # On whenever a fleet is declared; this turns it on for the one-endpoint fleet too.
-    fleet_dispatch: bool = False
+    # Dispatch through the fleet's backlog (release a job into the broker only with a slot,
+    # so no endpoint runs more than its slots across every worker on every host). Always on
+    # for a declared fleet; false sends the one-endpoint fleet's jobs straight to the broker,
+    # where each worker bounds only its own in-flight jobs (docs/fleet.md).
+    fleet_dispatch: bool = True
     fleet_slot_lease_seconds: float = Field(default=15.0, gt=0)
     fleet_breaker_failures: int = Field(default=3, ge=1)
     fleet_breaker_cooldown_seconds: float = Field(default=10.0, gt=0)

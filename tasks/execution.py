@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
+import redis
+
 from genq.chunks import ChunkWriter
 from genq.dispatch import send_record
+from genq.fleet.backlog import Backlog, Waiting
 from genq.fleet.dispatcher import FORCED, UNKNOWN_MODEL
 from genq.logs import bind_job_context
 from genq.outbox import Settler
@@ -91,7 +94,7 @@ def _run_in_fleet(ctx: WorkerContext, fleet: FleetSide, job_id: str, slot: Slot 
             return _not_started(ctx, job_id)
         send_record(ctx.app, ctx.settings, record)  # into the backlog, at its rank
         return "to-backlog"
-    waiting = backlog.waiting(job_id)
+    waiting = _waiting(backlog, job_id)
     outcome = "skipped"
     try:
         record = ctx.store.start(job_id, ctx.worker_id, ctx.settings.lease_seconds)
@@ -125,9 +128,31 @@ def _run_in_fleet(ctx: WorkerContext, fleet: FleetSide, job_id: str, slot: Slot 
         return outcome
     finally:
         if outcome in _FINISHED or (outcome.startswith("skipped:") and outcome not in _LIVE):
-            backlog.forget(job_id)
-        if slot.endpoint != FORCED:
+            _forget(backlog, job_id)
+        if slot.endpoint == FORCED:
+            pass
+        elif outcome in _LIVE:
+            # A redelivery (RabbitMQ redelivers when a consumer's connection drops) of a job
+            # that runs elsewhere under a live lease: the slot is that attempt's; giving it back
+            # here would let the endpoint take one request more than its slots.
+            fleet.let_go(slot)
+        else:
             fleet.release(slot)  # a no-op once given back
+
+
+def _waiting(backlog: Backlog, job_id: str) -> Waiting | None:
+    """What the backlog kept about the job (its cost estimate), if Redis can say."""
+    try:
+        return backlog.waiting(job_id)
+    except redis.RedisError:
+        return None  # fair share charges no correction for it: a blip, not a failed job
+
+
+def _forget(backlog: Backlog, job_id: str) -> None:
+    try:
+        backlog.forget(job_id)
+    except redis.RedisError:
+        log.warning("could not drop job %s from the backlog's records", job_id)
 
 
 def _unserved(ctx: WorkerContext, record: JobRecord, slot: Slot) -> GenqError:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
+import redis
 
 from genq import constants as c
 from genq.fleet.accounting import Finished, on_finished
@@ -140,12 +141,28 @@ class FleetSide:
     def hold(self, slot: Slot) -> bool:
         """Take over the slot the dispatcher reserved for this job (renewing its lease now);
         False if it lapsed while the message waited and the endpoint has no free slot."""
-        if not self.dispatcher.slots.renew(slot.endpoint, slot.token, slot.slots):
+        try:
+            held = self.dispatcher.slots.renew(slot.endpoint, slot.token, slot.slots)
+        except redis.RedisError as exc:
+            # Redis is away (restarting): the reservation this message carries is still this
+            # job's (its lease outlives a message's wait in the broker). Run it; the keeper
+            # renews the lease once Redis answers. Failing the delivery here would make the
+            # consumer reject a message on a broken connection, which kills a Celery worker.
+            log.warning("could not renew slot on %s (%s): running on it", slot.endpoint, exc)
+            held = True
+        if not held:
             return False
         with self._lock:
             self._held[slot.token] = (slot.endpoint, slot.slots)
         self.start()
         return True
+
+    def let_go(self, slot: Slot) -> None:
+        """Stop renewing ``slot`` without giving it back: it belongs to an attempt running
+        elsewhere (this was a redelivery of its message), which gives it back when it ends, or
+        whose lease lapses if its worker died."""
+        with self._lock:
+            self._held.pop(slot.token, None)
 
     def release(self, slot: Slot) -> None:
         """Give the slot back and release the next job into it (once; again is a no-op)."""

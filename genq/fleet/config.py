@@ -209,7 +209,8 @@ def load_fleet(settings: Settings) -> Fleet:
 
 
 def fleet_dispatch(settings: Settings) -> bool:
-    """Whether jobs go through the fleet's backlog (see docs/fleet.md)."""
+    """Whether jobs go through the fleet's backlog (see docs/fleet.md): always for a declared
+    fleet, and for the one-endpoint fleet unless ``GENQ_FLEET_DISPATCH=false``."""
     return settings.fleet_dispatch or load_fleet(settings).declared
 
 

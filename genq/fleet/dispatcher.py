@@ -127,10 +127,14 @@ class Dispatcher:
     def model_names(self) -> list[str]:
         return self.fleet.model_names(self.discovered())
 
-    def _candidates(self, model: str, waiting: Waiting) -> list[Candidate]:
+    def _candidates(self, model: str, waiting: Waiting | None = None) -> list[Candidate]:
+        """The endpoints serving ``model`` with their slots now; with ``waiting``, also the
+        preference each has for that job (a warm session, the model loaded)."""
         endpoints = self.endpoints_for(model)
         if not endpoints:
             return []
+        if waiting is None:
+            return [Candidate(e.name, slots_for(self.client, e), e.weight) for e in endpoints]
         # What the runtimes have loaded (only Ollama says) and the session's last endpoint.
         asked = [e.name for e in endpoints if e.kind == "ollama"]
         answers: list[object] = []
@@ -172,7 +176,9 @@ class Dispatcher:
                 f"({exc.__class__.__name__}); try again"
             ) from exc
         if not countdown:
-            self.pump([waiting.model])
+            # One: only this job is new; whatever else could go went when its slot freed (or
+            # goes at the next tick).
+            self.pump([waiting.model], limit=1)
 
     # -- out of it ---------------------------------------------------------------------------
     def pump(self, models: Iterable[str] | None = None, limit: int = RELEASE_ROUNDS) -> int:
@@ -190,8 +196,8 @@ class Dispatcher:
                         break  # the next job may belong to another model: rank again
                 if not progressed:
                     break
-                if models is not None:  # slots freed for one model may serve others too
-                    order = self.backlog.models()
+                if models is not None and released < limit:
+                    order = self.backlog.models()  # slots freed for one model may serve others
         except (redis.RedisError, BrokerUnavailable) as exc:
             log.warning("fleet dispatch paused: %s", exc)
         except Exception:  # e.g. the picker gave up under contention: the tick pumps again
@@ -221,6 +227,8 @@ class Dispatcher:
     def _release_next(self, model: str) -> bool | None:
         """True: released; False: nothing to release or no free slot; None: another
         dispatcher took the chosen job first (try again)."""
+        if not self.slots.has_room(self._candidates(model)):
+            return False  # one read, not a choice and a failed reservation
         heads = self.backlog.heads(model)
         if not heads:
             return False

@@ -127,6 +127,14 @@ class FairShare:
             raise ValueError("no heads to choose from")
         now = {h.tenant for h in heads}
         key, members = pool_key(pool), backlogged_key(pool)
+        # The usual case under load, the same tenants waiting as at the previous pick: one
+        # atomic read (MULTI) and nothing to write. Otherwise lift the arrivals under WATCH.
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(key)
+            pipe.smembers(members)
+            raw_counters, raw_before = pipe.execute()
+        if {_text(m) for m in raw_before} == now:
+            return choose(heads, _read(raw_counters))
         for _ in range(WATCH_ATTEMPTS):
             with self.client.pipeline() as pipe:
                 try:

@@ -85,6 +85,20 @@ redis.call('ZADD', KEYS[2 * best - 1], now + tonumber(ARGV[2]), ARGV[3])
 return {best, best_used}
 """
 
+# Whether any candidate has a free slot now (read only). KEYS: slots zset, state hash (per
+# candidate, in pairs). ARGV: per candidate, its slots. Returns 1 or 0.
+_ROOM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #KEYS / 2 do
+  if redis.call('HGET', KEYS[2 * i], 'state') ~= 'cooldown'
+     and redis.call('ZCOUNT', KEYS[2 * i - 1], '(' .. now, '+inf') < tonumber(ARGV[i]) then
+    return 1
+  end
+end
+return 0
+"""
+
 # Renew a held token; if its lease already expired, take a slot again only if one is free.
 # KEYS: slots zset. ARGV: (unused), lease ms, token, slots. Returns 1 if held.
 _RENEW = """
@@ -116,6 +130,17 @@ class SlotTable:
         self.pending_ms = int(max(lease_seconds, pending_seconds or 0) * 1000)
         self._reserve = client.register_script(_RESERVE)
         self._renew = client.register_script(_RENEW)
+        self._room = client.register_script(_ROOM)
+
+    def has_room(self, candidates: Sequence[Candidate]) -> bool:
+        """Whether ``reserve`` could take a slot on one of ``candidates`` now: one read, so a
+        dispatcher facing full endpoints (the usual case under a backlog) stops there."""
+        if not candidates:
+            return False
+        key_list: list[str] = []
+        for cand in candidates:
+            key_list += [keys.slots(cand.name), keys.endpoint_state(cand.name)]
+        return bool(self._room(keys=key_list, args=[cand.slots for cand in candidates]))
 
     def reserve(self, candidates: Sequence[Candidate]) -> Reservation | None:
         """Take a slot on the best candidate, or None if all are full or in cooldown."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 __all__ = ["Channel", "Transport", "transport_for"]
@@ -28,6 +29,13 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the event loop's own connection: kombu keeps one per channel
             return super()._create_client(asynchronous=True)
+        if self._pool is None and getattr(self.connection, "client", None) is None:
+            # The kombu connection is already closed (its transport let go of it) and the pool
+            # with it: kombu would build a new pool from that connection's URL and fail with an
+            # AttributeError, which a Celery consumer closing after a lost broker treats as
+            # unrecoverable (the worker exits). Say what it is: a connection error, which
+            # kombu's close ignores and after which the consumer reconnects.
+            raise redis.ConnectionError("the broker connection is closed")
         pool = self.pool
         shared = self._shared_client
         if shared is None or shared[0] is not pool:

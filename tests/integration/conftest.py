@@ -23,8 +23,12 @@ FAST_TIMINGS = {
     "GENQ_LEASE_SECONDS": "3",
     "GENQ_LEASE_RENEW_SECONDS": "1",
     "GENQ_SWEEP_INTERVAL_SECONDS": "1",
-    # Tests of a runtime that stays down want its jobs to fail and retry, not wait for it.
-    "GENQ_RUNTIME_WAIT_SECONDS": "1",
+    # Tests of a runtime that stays down want its jobs to fail and retry, not wait for it: a
+    # job whose runtime is in cooldown waits 2 s in the backlog, then follows the retry rules.
+    # An endpoint in cooldown is probed every half second, so a runtime that came back takes
+    # jobs again well before that.
+    "GENQ_RUNTIME_WAIT_SECONDS": "2",
+    "GENQ_FLEET_BREAKER_COOLDOWN_SECONDS": "0.5",
     "GENQ_STREAM_COALESCE_MS": "10",
     "GENQ_LOG_JSON": "false",
 }

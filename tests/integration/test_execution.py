@@ -3,6 +3,9 @@ real SQLite store, the runtime an ``httpx.MockTransport`` answering from a scrip
 
 ``run_job`` is called directly, as the Celery task does, once per delivery of the job's
 message; a retry's message is read back from the broker instead of waiting for its countdown.
+Most tests run the path straight to the broker (``GENQ_FLEET_DISPATCH=false``: one worker,
+its runtime); the last ones the default, dispatched path, where a job's message carries the
+slot the dispatcher holds for it on the runtime (``genq.fleet``).
 What needs processes (kill -9, SIGTERM, the consumer) stays in ``test_chaos`` and friends.
 """
 
@@ -20,6 +23,7 @@ import httpx
 import pytest
 
 from genq.chunks import Chunk, read_chunks
+from genq.fleet import keys as fleet_keys
 from genq.settings import Settings
 from genq.store import utcnow
 from producers import GenqClient
@@ -51,9 +55,21 @@ class InProcessWorker:
     def submit(self, **fields: Any) -> str:
         return self.client.submit({**CHAT, **fields}).id
 
-    def run(self, job_id: object) -> str:
-        """One delivery of ``job_id``'s message; what ``run_job`` says happened."""
-        return run_job(self.ctx, job_id)
+    def run(self, job_id: object, slot: object = None) -> str:
+        """One delivery of ``job_id``'s message; what ``run_job`` says happened. ``slot``: the
+        slot the message carries (the dispatched path)."""
+        return run_job(self.ctx, job_id, slot)
+
+    def sent_slot(self, job_id: str) -> dict[str, Any]:
+        """The slot the dispatcher sent ``job_id``'s newest message with."""
+        *_, message = self.messages(job_id)
+        _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        slot: dict[str, Any] = kwargs["slot"]
+        return slot
+
+    def slot_tokens(self, endpoint: str = "default") -> list[str]:
+        """The slot leases held on ``endpoint`` now."""
+        return [t.decode() for t in self.client.redis.zrange(fleet_keys.slots(endpoint), 0, -1)]
 
     def generations(self) -> list[httpx.Request]:
         """The requests that asked the runtime to generate or embed (not health probes)."""
@@ -89,6 +105,9 @@ def overrides() -> dict[str, Any]:
     return {}
 
 
+DISPATCHED = pytest.mark.parametrize("overrides", [{"fleet_dispatch": True}], ids=["dispatched"])
+
+
 @pytest.fixture
 def worker(
     redis_url: str, tmp_data_dir: Path, monkeypatch: pytest.MonkeyPatch, overrides: dict[str, Any]
@@ -104,11 +123,12 @@ def worker(
         backoff_base_seconds=0.2,
         backoff_cap_seconds=2,
         stream_coalesce_ms=10,
-        **overrides,
+        **{"fleet_dispatch": False, **overrides},
     )
     runtime = MockRuntime()
     # Everything the worker's context builds on the runtime's httpx client talks to the mock.
     monkeypatch.setattr("workers.context.runtime_client", lambda _settings: runtime.client())
+    monkeypatch.setattr("workers.fleet_runtime.runtime_client_for", lambda *_: runtime.client())
     client = GenqClient(settings).open()  # migrates the store
     ctx = build_context(create_worker_app(settings))  # a worker's app: its transport and tasks
     yield InProcessWorker(ctx, client, runtime)
@@ -365,3 +385,52 @@ def test_a_message_for_no_job_is_dead_lettered(
     [letter] = worker.dead_letters()
     assert (letter["job_id"], letter["reason"]) == (None, reason)
     assert worker.generations() == []
+
+
+@DISPATCHED
+def test_a_dispatched_job_runs_with_its_slot_and_gives_it_back(worker: InProcessWorker) -> None:
+    first, second = worker.submit(), worker.submit()
+    slot = worker.sent_slot(first)
+    assert worker.slot_tokens() == [slot["token"]]  # one slot: the second waits in the backlog
+    assert worker.messages(second) == []
+
+    assert worker.run(first, slot) == "succeeded"
+    assert worker.record(first).status is JobStatus.SUCCEEDED
+    # Giving the slot back released the next job, with a slot of its own.
+    follow = worker.sent_slot(second)
+    assert worker.slot_tokens() == [follow["token"]] != [slot["token"]]
+    assert worker.run(second, follow) == "succeeded"
+    assert worker.slot_tokens() == []
+
+
+@DISPATCHED
+def test_a_redelivery_of_a_running_job_leaves_its_slot_to_the_running_attempt(
+    worker: InProcessWorker,
+) -> None:
+    """RabbitMQ redelivers a message as soon as its consumer's connection drops, while the
+    job may still run there: the redelivery is skipped, and the slot stays the running
+    attempt's (given back here, the endpoint could take one request more than its slots)."""
+    job, waiting = worker.submit(), worker.submit()
+    slot = worker.sent_slot(job)
+    assert worker.client.store.start(job, "other/9", lease_seconds=60) is not None  # running
+
+    assert worker.run(job, slot) == "skipped:running"
+    assert worker.slot_tokens() == [slot["token"]]  # still held, by the running attempt
+    assert worker.messages(waiting) == []  # so nothing else was released into it
+    assert worker.ctx.fleet is not None and slot["token"] not in worker.ctx.fleet._held
+
+
+@DISPATCHED
+def test_a_message_without_a_slot_sends_its_job_back_to_the_backlog(
+    worker: InProcessWorker,
+) -> None:
+    """A message published straight to the broker (a producer with dispatch off, an old
+    message from before the upgrade) does not run past the slots: its job joins the backlog
+    at its place and is released from there."""
+    busy = worker.submit()
+    job = worker.submit()
+    slot = worker.sent_slot(busy)
+    assert worker.run(job) == "to-backlog"  # no slot: the one slot is the first job's
+    assert worker.record(job).status is JobStatus.QUEUED
+    assert worker.run(busy, slot) == "succeeded"
+    assert worker.run(job, worker.sent_slot(job)) == "succeeded"

@@ -85,7 +85,10 @@ def test_flower_counts_every_priority_list(
     stack: Stack, start_genq: Callable[..., GenqProcess]
 ) -> None:
     # Run as `genq flower` it knows the ten priority lists; genq's own metrics remain the
-    # truth for depth (Flower never sees retries waiting out a countdown, or unacked messages).
+    # truth for depth (Flower never sees retries waiting out a countdown, jobs waiting in the
+    # fleet's backlog for a slot, or unacked messages). Three slots: the dispatcher releases
+    # the three jobs into the broker at once, one into each priority's list.
+    stack.env["GENQ_RUNTIME_SLOTS"] = "3"
     flower = Flower(stack, start_genq)
     client = stack.client()
     for priority in (9, 5, 0):

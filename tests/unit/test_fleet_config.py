@@ -57,7 +57,7 @@ def test_yaml_and_the_environment_declare_the_same(tmp_path: Path) -> None:
 def test_without_a_declaration_the_single_runtime_is_a_one_endpoint_fleet(tmp_path: Path) -> None:
     s = settings(tmp_path, runtime_url="http://rt:8000", runtime_kind="ollama", runtime_slots=3)
     fleet = load_fleet(s)
-    assert not fleet.declared and not fleet_dispatch(s)
+    assert not fleet.declared and fleet_dispatch(s)  # dispatched, like a declared fleet
     (only,) = fleet.endpoints
     assert (only.name, only.kind, only.url, only.slots) == (
         "default",
@@ -68,7 +68,11 @@ def test_without_a_declaration_the_single_runtime_is_a_one_endpoint_fleet(tmp_pa
     assert only.models == (ANY_MODEL,) and fleet.takes_any_model()
     assert fleet.serving("whatever", {}) == [only]
     assert fleet_concurrency(s) == 3
-    assert fleet_dispatch(settings(tmp_path, runtime_url="http://rt:8000", fleet_dispatch=True))
+    # GENQ_FLEET_DISPATCH=false: straight to the broker (a declared fleet ignores it).
+    direct = settings(tmp_path, runtime_url="http://rt:8000", fleet_dispatch=False)
+    assert not fleet_dispatch(direct)
+    raw = json.dumps([{"name": "a", "url": "http://a:1", "models": ["m"], "slots": 2}])
+    assert fleet_dispatch(settings(tmp_path, runtimes=raw, fleet_dispatch=False))
 
 
 @pytest.mark.parametrize(
