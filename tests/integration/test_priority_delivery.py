@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import uuid
 
+import amqp
 import pytest
 from kombu import Connection
 
 from genq import constants as c
-from genq.dispatch import send_record
 from schemas import JobStatus, celery_priority
 from tests.fakes.runtime_server import FakeRuntime
 from tests.integration.conftest import Stack, both_brokers
@@ -57,9 +57,11 @@ def test_duplicate_delivery_completes_once_and_replies_once(
 ) -> None:
     client = stack.client()
     record = client.submit({**CHAT, "reply_to": "dup.replies"})
-    # Deliver the very same task message a second time, as a broker redelivery would.
+    # Deliver the very same task message a second time, as a broker redelivery would: the
+    # same task id and the same slot the dispatcher released it with.
+    assert broker_probe.ready(f"{c.QUEUE_PREFIX}interactive") == 1  # released with the slot
     if broker_probe.amqp:
-        send_record(client.app, stack.settings, record)  # the same message: same task id
+        _copy_amqp_message(stack.settings.effective_broker_url, f"{c.QUEUE_PREFIX}interactive")
     else:
         with Connection(stack.settings.redis_url) as conn:
             conn.default_channel.client.lpush(
@@ -82,6 +84,20 @@ def test_duplicate_delivery_completes_once_and_replies_once(
         JobStatus.SUCCEEDED,
     ]
     assert fake_runtime.stats()["job_requests_seen"] == 1
+
+
+def _copy_amqp_message(url: str, queue: str) -> None:
+    """Publish a byte-for-byte copy of the message waiting on ``queue`` next to it."""
+    with Connection(url) as conn:
+        channel = conn.channel()
+        try:
+            original = channel.basic_get(queue, no_ack=False)
+            assert original is not None, "task message not found in the broker"
+            copy = amqp.Message(original.body, **original.properties)
+            channel.basic_publish(copy, exchange="", routing_key=queue)
+            channel.basic_reject(original.delivery_tag, requeue=True)
+        finally:
+            channel.close()
 
 
 def _raw_message(conn: Connection, job_id: str) -> str:

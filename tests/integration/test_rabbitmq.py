@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -22,7 +23,8 @@ from kombu import Connection, Exchange, Queue
 from genq import constants as c
 from genq.chunks import last_chunk
 from genq.dead_letters import HEADER, list_dead_letters
-from genq.dispatch import send_record
+from genq.dispatch import publish_job
+from genq.fleet.backlog import Backlog
 from genq.metrics import build_registry, render_metrics
 from genq.rabbitmq import DEAD_LETTER_EXCHANGE, declare_topology
 from producers import GenqClient
@@ -80,6 +82,8 @@ def test_a_publish_the_broker_refuses_raises_with_confirms(
 ) -> None:
     """RabbitMQ nacks a publish to a full queue (overflow reject-publish): only publisher
     confirms turn that into an error; without them the job would be accepted and lost."""
+    # A direct publish: dispatched, a refused release stays in the backlog (the next test).
+    stack.env["GENQ_FLEET_DISPATCH"] = "false"
     client = stack.client()
     client.submit(CHAT)  # declares the lane's queue
     rabbitmq_broker.rabbitmqctl(
@@ -99,6 +103,42 @@ def test_a_publish_the_broker_refuses_raises_with_confirms(
         client.submit(CHAT)
     # The refused job was not kept as accepted: the store holds only the two queued ones.
     assert len(client.store.list(tenant=None, limit=100).records) == 2
+
+
+def test_a_release_the_broker_refuses_stays_in_the_backlog(
+    stack: Stack, rabbitmq_broker: RabbitMQBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Dispatched (the default), the dispatcher publishes a job once it holds a slot for it.
+    A publish the broker nacks is not lost either: confirms make it an error, and the job goes
+    back to its place in the backlog, released once the broker takes messages again."""
+    stack.env["GENQ_RUNTIME_SLOTS"] = "4"  # a slot for every job: only the broker refuses
+    client = stack.client()
+    first = client.submit(CHAT).id  # declares the lane's queue
+    rabbitmq_broker.rabbitmqctl(
+        "set_policy",
+        "-p",
+        _vhost(stack),
+        "--apply-to",
+        "queues",
+        "cap",
+        f"^{LANE}$",
+        '{"max-length": 2, "overflow": "reject-publish"}',
+    )
+    assert eventually(lambda: _policy_applied(rabbitmq_broker, _vhost(stack), "cap"), timeout=30)
+    probe = BrokerProbe(stack.settings, rabbitmq_broker)
+    second = client.submit(CHAT).id
+    assert probe.ready(LANE) == 2
+    backlog = Backlog(client.redis)
+    assert backlog.size() == 0
+    with caplog.at_level(logging.WARNING, logger="genq.fleet.dispatcher"):
+        refused = client.submit(CHAT).id  # accepted: the refusal is the dispatcher's
+    assert "fleet dispatch paused" in caplog.text, "no release was refused: proves nothing"
+    assert probe.ready(LANE) == 2
+    assert backlog.size() == 1
+    rabbitmq_broker.rabbitmqctl("clear_policy", "-p", _vhost(stack), "cap")
+    stack.worker()
+    for job in (first, second, refused):
+        assert client.wait(job, timeout=30).status is JobStatus.SUCCEEDED
 
 
 def _policy_applied(broker: RabbitMQBroker, vhost: str, policy: str) -> bool:
@@ -160,7 +200,8 @@ def test_queue_declared_with_other_arguments_is_upgraded_keeping_its_messages(
 ) -> None:
     """A lane queue as an older deployment declared it (no priority, no dead-letter exchange,
     a direct exchange): RabbitMQ answers genq's declaration with 406. The worker refuses to
-    start with the way out; `genq broker upgrade` redeclares it with its messages kept."""
+    start with the way out; `genq broker upgrade` redeclares it with its messages kept. Sent
+    before fleet dispatch, they carry no slot: the worker puts them in the backlog to run."""
     client = stack.client()
     with Connection(stack.settings.effective_broker_url) as conn:
         old = Queue(LANE, Exchange(LANE, type="direct"), routing_key=LANE, durable=True)
@@ -169,8 +210,17 @@ def test_queue_declared_with_other_arguments_is_upgraded_keeping_its_messages(
     records = [
         client.store.create(new_job(stack.settings, request, "default"))[0] for _ in range(3)
     ]
-    for record in records:
-        send_record(client.app, stack.settings, record, declare=False)
+    for record in records:  # as the older deployment published them: straight to the broker
+        publish_job(
+            client.app,
+            stack.settings,
+            job_id=record.id,
+            kind=record.kind,
+            tenant=record.tenant,
+            lane=record.lane,
+            priority=record.priority,
+            declare=False,
+        )
     probe = BrokerProbe(stack.settings, rabbitmq_broker)
     assert probe.ready(LANE) == 3
     refused = stack.start_genq(["worker"], stack.env, name="refused")
@@ -281,6 +331,8 @@ def test_quorum_queues_run_jobs_and_retries(
 
 
 def test_metrics_count_each_queues_messages(stack: Stack) -> None:
+    # A slot for each job, so the dispatcher releases all three into the broker's lane.
+    stack.env["GENQ_RUNTIME_SLOTS"] = "3"
     client = stack.client()
     client.submit_many([CHAT] * 3)  # no worker: they wait in the lane
     registry, collector = build_registry(stack.settings)
