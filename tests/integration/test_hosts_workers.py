@@ -29,6 +29,8 @@ def test_each_host_holds_and_hands_back_only_its_own_jobs(
         **stack.env,
         "GENQ_DATABASE_URL": fresh_postgres_url,
         "GENQ_SHUTDOWN_GRACE_SECONDS": "1",
+        # One job running on each host at once: the one-endpoint fleet needs a slot for each.
+        "GENQ_RUNTIME_SLOTS": "2",
     }
     stack.env.update(shared)
     hosts = {name: Host.create(name, shared, tmp_path) for name in ("host-a", "host-b")}

@@ -72,12 +72,15 @@ def test_metrics_follow_jobs_from_queue_to_finish(
     assert _value(before, "genq_component_up", component="store") == 1
     assert _value(before, "genq_jobs_finished_total", lane="batch", status="succeeded") == 0
 
-    # No worker yet: the jobs wait in the broker, each in its priority's list.
+    # No worker yet: the runtime's one slot (GENQ_RUNTIME_SLOTS, default 1) lets the first job
+    # into the broker, in its priority's list; the others wait for a slot in genq's backlog.
     jobs = [client.submit({**CHAT, "priority": p}) for p in (9, 9, 2)]
     waiting = exporter.scrape()
-    assert _value(waiting, "genq_queue_depth", lane="batch", priority="9") == 2
-    assert _value(waiting, "genq_queue_depth", lane="batch", priority="2") == 1
-    assert _value(waiting, "genq_queue_messages", queue="genq.batch") == 3
+    assert _value(waiting, "genq_queue_depth", lane="batch", priority="9") == 1
+    assert _value(waiting, "genq_queue_depth", lane="batch", priority="2") == 0
+    assert _value(waiting, "genq_queue_messages", queue="genq.batch") == 1
+    assert _value(waiting, "genq_runtime_in_flight", endpoint="default") == 1
+    assert _value(waiting, "genq_fleet_waiting", model="fake-model") == 2
     assert _value(waiting, "genq_jobs", lane="batch", status="queued") == 3
 
     fake_runtime.fail_next.append(Fault.status(503, retry_after=0))  # one retry
@@ -88,6 +91,7 @@ def test_metrics_follow_jobs_from_queue_to_finish(
         lambda s: _value(s, "genq_jobs_finished_total", lane="batch", status="succeeded") == 3
     )
     assert _value(done, "genq_queue_depth", lane="batch", priority="9") == 0
+    assert _value(done, "genq_fleet_waiting", model="fake-model") == 0
     assert _value(done, "genq_jobs", lane="batch", status="succeeded") == 3
     assert _value(done, "genq_retries_recorded") == 1
     assert _value(done, "genq_completion_tokens_total", lane="batch") == 12  # 4 tokens each

@@ -14,7 +14,7 @@ import redis
 from celery import Celery
 
 from genq.celery_app import create_app
-from genq.dispatch import send_job
+from genq.dispatch import publish_job
 from genq.internals import Transport
 from genq.metrics import priority_list_key
 from genq.settings import Settings
@@ -40,8 +40,10 @@ def app(broker: RedisServer, tmp_path: Path) -> Iterator[Celery]:
 
 
 def publish(app: Celery) -> str:
+    # The broker publish itself (what the fleet dispatcher calls with a slot, and producers
+    # with GENQ_FLEET_DISPATCH=false), not send_job: that waits in the backlog for a slot.
     job_id = str(uuid.uuid4())
-    send_job(
+    publish_job(
         app, app.genq_settings, job_id=job_id, kind=JobKind.CHAT, tenant="t", lane=LANE, priority=5
     )
     return job_id

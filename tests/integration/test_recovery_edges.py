@@ -7,10 +7,12 @@ from datetime import timedelta
 import pytest
 
 from genq.chunks import ChunkWriter, follow
+from genq.fleet import keys as fleet_keys
 from genq.store import utcnow
 from schemas import JobStatus
 from tasks.sweep import run_sweep
 from tests.integration.conftest import Stack
+from tests.support import eventually
 from workers.context import build_context
 
 pytestmark = pytest.mark.integration
@@ -18,10 +20,17 @@ pytestmark = pytest.mark.integration
 CHAT = {"messages": [{"role": "user", "content": "x"}]}
 
 
-def test_a_job_whose_message_was_lost_is_resent_by_the_sweep(stack: Stack) -> None:
+@pytest.mark.parametrize("dispatch", ["direct", "fleet"])
+def test_a_job_whose_message_was_lost_is_resent_by_the_sweep(stack: Stack, dispatch: str) -> None:
+    # "direct": the producer's own publish (GENQ_FLEET_DISPATCH=false) is lost; "fleet" (the
+    # default): the message the dispatcher released with the runtime's only slot is, and the
+    # re-sent job must not wait for that slot's reservation (10 min) to lapse.
+    stack.env["GENQ_FLEET_DISPATCH"] = "true" if dispatch == "fleet" else "false"
     client = stack.client()
     job = client.submit(CHAT).id
-    client.redis.delete(*client.redis.keys("genq.interactive*"))  # the message is gone
+    messages = client.redis.keys("genq.interactive*")
+    assert messages
+    client.redis.delete(*messages)  # the message is gone
     ctx = build_context(client.app)
     assert run_sweep(ctx).redispatched == 0  # not yet due: it may just be waiting
     report = run_sweep(ctx, now=utcnow() + timedelta(minutes=11))
@@ -29,6 +38,7 @@ def test_a_job_whose_message_was_lost_is_resent_by_the_sweep(stack: Stack) -> No
     assert run_sweep(ctx, now=utcnow() + timedelta(minutes=11)).redispatched == 0  # once
     stack.worker()
     assert client.wait(job, timeout=20).status is JobStatus.SUCCEEDED
+    assert eventually(lambda: client.redis.zcard(fleet_keys.slots("default")) == 0)  # none kept
     ctx.close()
 
 

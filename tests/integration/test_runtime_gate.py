@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from schemas import JobStatus
 from tests.fakes.runtime_server import FakeRuntime
 from tests.integration.conftest import Stack
@@ -19,9 +21,13 @@ CHAT = {"kind": "chat", "messages": [{"role": "user", "content": "hi"}], "max_to
 OUTAGE_SECONDS = 8.0
 
 
+@pytest.mark.parametrize("dispatch", ["direct", "fleet"])
 def test_queued_jobs_wait_for_a_restarting_runtime_without_spending_retries(
-    stack: Stack, fake_runtime: FakeRuntime
+    stack: Stack, fake_runtime: FakeRuntime, dispatch: str
 ) -> None:
+    # "direct" (GENQ_FLEET_DISPATCH=false): the worker's runtime gate holds the jobs; "fleet"
+    # (the default): the endpoint's breaker holds them in the backlog.
+    stack.env["GENQ_FLEET_DISPATCH"] = "true" if dispatch == "fleet" else "false"
     stack.env["GENQ_RUNTIME_WAIT_SECONDS"] = "120"
     stack.worker("--concurrency", "1")
     client = stack.client()
