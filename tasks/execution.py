@@ -6,6 +6,7 @@ The Celery tasks in ``tasks.generate`` only decode their message and call ``run_
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Generator
@@ -112,10 +113,9 @@ def _run_in_fleet(ctx: WorkerContext, fleet: FleetSide, job_id: str, slot: Slot 
         started = record
 
         def runtime_done(notes: AttemptNotes) -> None:
-            # The endpoint is free once its answer ended: give the slot back and let the next
-            # job go first, then report, then settle this one's result in the store.
-            fleet.release(slot)
-            fleet.report(
+            # The endpoint is free once its answer ended: give the slot back, say how it went
+            # and let the next job go, then settle this one's result in the store.
+            fleet.finish(
                 slot,
                 job_id=job_id,
                 tenant=started.tenant,
@@ -128,10 +128,10 @@ def _run_in_fleet(ctx: WorkerContext, fleet: FleetSide, job_id: str, slot: Slot 
         return outcome
     finally:
         if outcome in _FINISHED or (outcome.startswith("skipped:") and outcome not in _LIVE):
-            _forget(backlog, job_id)
+            fleet.forget_later(job_id)
         if slot.endpoint == FORCED:
             pass
-        elif outcome in _LIVE:
+        elif outcome in _LIVE and not _holder_gone(ctx, job_id):
             # A redelivery (RabbitMQ redelivers when a consumer's connection drops) of a job
             # that runs elsewhere under a live lease: the slot is that attempt's; giving it back
             # here would let the endpoint take one request more than its slots.
@@ -140,19 +140,30 @@ def _run_in_fleet(ctx: WorkerContext, fleet: FleetSide, job_id: str, slot: Slot 
             fleet.release(slot)  # a no-op once given back
 
 
+def _holder_gone(ctx: WorkerContext, job_id: str) -> bool:
+    """Whether the job's lease is held by a process of this host that no longer exists: a pool
+    process killed mid-job (out of memory, a crash), whose message Celery redelivers at once.
+    Its slot is free then (the job itself waits for its lease to lapse and the sweep)."""
+    record = ctx.store.get(job_id)
+    holder = record.worker_id if record is not None else None
+    node, _, pid = (holder or "").rpartition("/")
+    if node.partition("@")[2] != ctx.settings.hostname or not pid.isdigit():
+        return False  # another host's (or no) holder: cannot tell from here
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _waiting(backlog: Backlog, job_id: str) -> Waiting | None:
     """What the backlog kept about the job (its cost estimate), if Redis can say."""
     try:
         return backlog.waiting(job_id)
     except redis.RedisError:
         return None  # fair share charges no correction for it: a blip, not a failed job
-
-
-def _forget(backlog: Backlog, job_id: str) -> None:
-    try:
-        backlog.forget(job_id)
-    except redis.RedisError:
-        log.warning("could not drop job %s from the backlog's records", job_id)
 
 
 def _unserved(ctx: WorkerContext, record: JobRecord, slot: Slot) -> GenqError:

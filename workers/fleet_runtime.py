@@ -107,6 +107,7 @@ class FleetSide:
         self.dispatcher = dispatcher
         self._runtimes: dict[str, tuple[httpx.Client, Runtime]] = {}
         self._held: dict[str, tuple[str, int]] = {}  # token -> (endpoint, slots)
+        self._finished: list[str] = []  # jobs whose backlog records go at the next write
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -157,6 +158,19 @@ class FleetSide:
         self.start()
         return True
 
+    def forget_later(self, job_id: str) -> None:
+        """The job has finished: drop its backlog records (rank, release payload) with this
+        process's next fleet write, a slot given back or the keeper's next round, rather than
+        in a round trip of its own. A late forget is harmless (``Backlog.forget``)."""
+        with self._lock:
+            self._finished.append(job_id)
+
+    def _forget_finished(self, pipe: redis.client.Pipeline | None = None) -> None:
+        with self._lock:
+            finished, self._finished = self._finished, []
+        if finished:
+            self.dispatcher.backlog.forget(finished, pipe)
+
     def let_go(self, slot: Slot) -> None:
         """Stop renewing ``slot`` without giving it back: it belongs to an attempt running
         elsewhere (this was a redelivery of its message), which gives it back when it ends, or
@@ -174,7 +188,7 @@ class FleetSide:
         except Exception:  # the lease expires by itself; the tick pumps
             log.warning("could not give back slot on %s", slot.endpoint, exc_info=True)
 
-    def report(
+    def finish(
         self,
         slot: Slot,
         *,
@@ -184,34 +198,46 @@ class FleetSide:
         notes: AttemptNotes,
         estimate: float,
     ) -> None:
-        """Tell the fleet how the attempt went: the endpoint's health and accounting."""
+        """The runtime's part of the attempt is over: give the slot back and tell the fleet how
+        it went (the endpoint's health, the tenant's real cost) in one round trip, then release
+        the next job into the slot (once; ``release`` afterwards is a no-op). Never raises: the
+        lease expires by itself and the tick pumps."""
+        with self._lock:
+            if self._held.pop(slot.token, None) is None:
+                return
         error = notes.error
-        try:
-            if error is None or error.code in {ErrorCode.RATE_LIMITED} or not error.retryable:
-                self.dispatcher.health.succeeded(slot.endpoint, notes.ttft_seconds)
-            elif error.code is ErrorCode.RUNTIME_UNAVAILABLE:
+        failed = error is not None and error.code is ErrorCode.RUNTIME_UNAVAILABLE
+        health = self.dispatcher.health
+        finished = Finished(
+            job_id=job_id,
+            tenant=tenant,
+            model=model,
+            endpoint=slot.endpoint,
+            estimate=estimate,
+            usage=notes.usage,
+            ttft_seconds=notes.ttft_seconds,
+            duration_seconds=(notes.last_token or time.monotonic()) - notes.started,
+            status=notes.status,
+            in_flight_at_start=slot.in_flight,
+            limit_at_start=slot.slots,
+        )
+
+        def tell(pipe: redis.client.Pipeline) -> None:
+            if error is None or error.code is ErrorCode.RATE_LIMITED or not error.retryable:
+                health.succeeded(slot.endpoint, notes.ttft_seconds, client=pipe)
+            elif failed and error is not None:
                 refused = isinstance(error.__cause__, httpx.ConnectError)
-                if self.dispatcher.health.failed(slot.endpoint, error.message, immediate=refused):
-                    log.warning("runtime endpoint %s in cooldown: %s", slot.endpoint, error.message)
-            on_finished(
-                self.dispatcher.client,
-                self.settings,
-                Finished(
-                    job_id=job_id,
-                    tenant=tenant,
-                    model=model,
-                    endpoint=slot.endpoint,
-                    estimate=estimate,
-                    usage=notes.usage,
-                    ttft_seconds=notes.ttft_seconds,
-                    duration_seconds=(notes.last_token or time.monotonic()) - notes.started,
-                    status=notes.status,
-                    in_flight_at_start=slot.in_flight,
-                    limit_at_start=slot.slots,
-                ),
-            )
-        except Exception:  # reporting never fails a job
-            log.warning("could not report an attempt on %s", slot.endpoint, exc_info=True)
+                health.failed(slot.endpoint, error.message, immediate=refused, client=pipe)
+            on_finished(self.dispatcher.client, self.settings, finished, pipe)
+            self._forget_finished(pipe)
+
+        try:
+            told = self.dispatcher.give_back(slot.endpoint, slot.token, tell)
+        except Exception:
+            log.warning("could not give back slot on %s", slot.endpoint, exc_info=True)
+            return
+        if failed and error is not None and told and told[0]:
+            log.warning("runtime endpoint %s in cooldown: %s", slot.endpoint, error.message)
 
     def _run(self) -> None:
         tick = self.settings.fleet_tick_seconds
@@ -225,6 +251,10 @@ class FleetSide:
                     self.dispatcher.slots.renew(endpoint, token, slots)
                 except Exception:  # a Redis blip: the lease has slack
                     log.warning("slot renewal failed on %s", endpoint, exc_info=True)
+            try:
+                self._forget_finished()
+            except Exception:  # a Redis blip: forgotten at a later round (or never: harmless)
+                log.warning("could not drop finished jobs' backlog records", exc_info=True)
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + tick
                 try:
@@ -236,6 +266,10 @@ class FleetSide:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+        try:
+            self._forget_finished()
+        except Exception:
+            log.warning("could not drop finished jobs' backlog records", exc_info=True)
         with self._lock:
             for client, _ in self._runtimes.values():
                 client.close()

@@ -45,11 +45,19 @@ def on_dispatched(client: redis.Redis, settings: Settings, head: Head, endpoint:
     FairShare(client, settings).charge(head.waiting.model, head.tenant, head.estimate)
 
 
-def on_finished(client: redis.Redis, settings: Settings, finished: Finished) -> None:
+def on_finished(
+    client: redis.Redis,
+    settings: Settings,
+    finished: Finished,
+    pipe: redis.client.Pipeline | None = None,
+) -> None:
     """An attempt that held a slot ended (succeeded, failed or was cancelled): the estimate
-    charged becomes what it really cost, and an adaptive endpoint learns from it."""
+    charged becomes what it really cost (queued on ``pipe`` when given), and an adaptive
+    endpoint learns from it."""
     usage = Usage.model_validate(finished.usage) if finished.usage is not None else None
-    FairShare(client, settings).settle(finished.model, finished.tenant, finished.estimate, usage)
+    FairShare(client, settings).settle(
+        finished.model, finished.tenant, finished.estimate, usage, pipe
+    )
     endpoint = load_fleet(settings).by_name(finished.endpoint)
     if endpoint is None or endpoint.slots != "auto":
         return

@@ -1,8 +1,8 @@
 """The backlog genq keeps per model, in Redis (whatever the broker): where jobs wait for a slot.
 
 One sorted set per (model, tenant), ranked by priority descending then submission order, so the
-first member of each is that tenant's next job (its *head*) and the dispatcher chooses among the
-heads (``genq.fleet.dispatcher.choose_head``; fair share replaces the choice among equal
+first member of each is that tenant's next job (its *head*) and the dispatcher chooses among
+the heads (priority first; fair share, ``genq.fleet.fairness``, chooses among equal
 priorities). A job keeps its submission number across retries, so a retried job returns to its
 place, not to the back.
 """
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import redis
 
@@ -141,6 +143,23 @@ return out
 """
 
 
+# Forget a finished job unless it waits again (in its backlog or the delayed set).
+# KEYS: jobs hash, seq hash, delayed. ARGV: job id, the backlog key prefix ("...:backlog:").
+_FORGET = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw then
+  local p = cjson.decode(raw)
+  local waiting = ARGV[2] .. p['model'] .. ':' .. p['tenant']
+  if redis.call('ZSCORE', waiting, ARGV[1]) or redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+    return 0
+  end
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+
+
 class Backlog:
     """The per-model backlogs in Redis. Holds no connection of its own."""
 
@@ -150,6 +169,7 @@ class Backlog:
         self._take = client.register_script(_TAKE)
         self._promote = client.register_script(_PROMOTE)
         self._heads = client.register_script(_HEADS)
+        self._forget = client.register_script(_FORGET)
 
     def enqueue(self, waiting: Waiting, *, countdown: float = 0.0) -> int:
         """Put a job in its backlog (or the delayed set for ``countdown`` seconds); returns its
@@ -188,9 +208,16 @@ class Backlog:
         """The tenants with a job waiting for ``model`` (VTC's backlogged set)."""
         return sorted(text(t) for t in self.client.smembers(keys.tenants(model)))
 
-    def heads(self, model: str) -> list[Head]:
-        """Each waiting tenant's next job for ``model``, in tenant order."""
-        flat = self._heads(keys=[keys.tenants(model), keys.JOBS], args=[keys.backlog(model, "")])
+    def heads(self, model: str, pipe: redis.client.Pipeline | None = None) -> list[Head]:
+        """Each waiting tenant's next job for ``model``, in tenant order. With ``pipe``, the
+        read is queued on it and this returns nothing: ``parse_heads`` its result."""
+        flat = self._heads(
+            keys=[keys.tenants(model), keys.JOBS], args=[keys.backlog(model, "")], client=pipe
+        )
+        return [] if pipe is not None else self.parse_heads(model, flat)
+
+    def parse_heads(self, model: str, flat: list[Any]) -> list[Head]:
+        """``heads`` from the read's raw result."""
         heads = []
         for i in range(0, len(flat), 3):
             tenant, job_id, raw = text(flat[i]), text(flat[i + 1]), flat[i + 2]
@@ -233,10 +260,16 @@ class Backlog:
                 pipe.zcard(keys.backlog(m, tenant))
         return int(sum(pipe.execute()))
 
-    def forget(self, job_id: str) -> None:
-        """Drop what is kept about a job that has finished (its rank, its release payload)."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hdel(keys.JOBS, job_id)
-        pipe.hdel(keys.SEQ, job_id)
-        pipe.zrem(keys.DELAYED, job_id)
-        pipe.execute()
+    def forget(self, job_ids: Iterable[str], pipe: redis.client.Pipeline | None = None) -> None:
+        """Drop what is kept about jobs that have finished (their rank, their release payload),
+        unless one is waiting again meanwhile (requeued from the dead letters, say): so a
+        forget may come late. With ``pipe``, queued on it (the caller executes)."""
+        target = pipe if pipe is not None else self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            self._forget(
+                keys=[keys.JOBS, keys.SEQ, keys.DELAYED],
+                args=[job_id, keys.backlog("", "").removesuffix(":")],
+                client=target,
+            )
+        if pipe is None:
+            target.execute()

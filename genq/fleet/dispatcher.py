@@ -12,10 +12,10 @@ and on every worker process's tick (``tick``), which also moves due retries in, 
 in cooldown, discovers models, and releases jobs that waited too long for a healthy endpoint so
 that the retry rules apply to them.
 
-Order: per model, the next job is chosen among each tenant's first waiting job by
-``make_picker``'s picker (default: priority descending, then submission order; fair share
-replaces the choice among equal priorities). Across models sharing an endpoint the same rule
-applies between their next jobs.
+Order: per model, the next job is chosen among each tenant's first waiting job: priority
+descending, then, among the tenants at that priority, fair share (``genq.fleet.fairness``: the
+tenant served least by weight; submission order between equals). Across models sharing an
+endpoint the same rule applies between their next jobs.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import httpx
 import redis
@@ -48,38 +48,21 @@ __all__ = [
     "UNKNOWN_MODEL",
     "Dispatcher",
     "Head",
-    "Picker",
     "Publish",
     "Waiting",
-    "choose_head",
     "dispatcher_for",
-    "make_picker",
 ]
 
 log = logging.getLogger(__name__)
 
 # genq.dispatch.publish_job: (app, settings, *, job_id, kind, tenant, lane, priority, slot)
 Publish = Callable[..., None]
-# (model, the waiting tenants' next jobs, the tenants with jobs waiting) -> index of the next
-Picker = Callable[[str, Sequence[Head], Sequence[str]], int]
 
 AFFINITY_TTL_SECONDS = 600  # a session/prefix key sticks to its endpoint this long
 RELEASE_ROUNDS = 10_000  # one pump's bound on releases (a backlog drains over several)
 RACE_RETRIES = 5  # times a dispatcher picks again after another took its chosen job
 FORCED = ""  # the endpoint of a job released without a slot: no healthy endpoint serves it
 UNKNOWN_MODEL = "unknown_model"  # its reason when no endpoint serves the model at all
-
-
-def choose_head(model: str, heads: Sequence[Head], tenants: Sequence[str]) -> int:
-    """Priority descending, then submission order."""
-    return min(range(len(heads)), key=lambda i: (-heads[i].priority, heads[i].seq))
-
-
-def make_picker(client: redis.Redis, settings: Settings) -> Picker:
-    """The choice among tenants' next jobs: fair share (``genq.fleet.fairness``): the top
-    priority first, then among its tenants the one served least by weight (VTC)."""
-    fair = FairShare(client, settings)
-    return lambda model, heads, tenants: fair.pick(model, heads)
 
 
 class Dispatcher:
@@ -102,7 +85,7 @@ class Dispatcher:
             failures=settings.fleet_breaker_failures,
             cooldown_seconds=settings.fleet_breaker_cooldown_seconds,
         )
-        self.picker = make_picker(client, settings)
+        self.fair = FairShare(client, settings)
         self._discovered: tuple[float, dict[str, list[str]]] = (-1.0, {})
         self._http: dict[str, httpx.Client] = {}
         self._lock = threading.Lock()
@@ -227,12 +210,20 @@ class Dispatcher:
     def _release_next(self, model: str) -> bool | None:
         """True: released; False: nothing to release or no free slot; None: another
         dispatcher took the chosen job first (try again)."""
-        if not self.slots.has_room(self._candidates(model)):
-            return False  # one read, not a choice and a failed reservation
-        heads = self.backlog.heads(model)
+        candidates = self._candidates(model)
+        if not candidates:
+            return False
+        # Is there room, what waits and what fair share needs to choose: one round trip (under
+        # a backlog the endpoints are usually full, and then no reservation fails).
+        pipe = self.client.pipeline(transaction=False)
+        self.slots.has_room(candidates, pipe)
+        self.backlog.heads(model, pipe)
+        self.fair.read(model, pipe)
+        room, flat, *seen = pipe.execute()
+        heads = self.backlog.parse_heads(model, flat) if room else []
         if not heads:
             return False
-        head = heads[self.picker(model, heads, [h.tenant for h in heads])]
+        head = heads[self.fair.pick(model, heads, seen)]
         reservation = self.slots.reserve(self._candidates(model, head.waiting))
         if reservation is None:
             return False
@@ -270,11 +261,24 @@ class Dispatcher:
             slot=slot,
         )
 
-    def give_back(self, endpoint: str, token: str) -> None:
-        """A worker is done with a slot: free it and release the job that goes next into it
-        (one: any other free slot was filled when it freed, or is by the tick)."""
-        self.slots.release(endpoint, token)
-        self.pump(limit=1)
+    def give_back(
+        self,
+        endpoint: str,
+        token: str,
+        writes: Callable[[redis.client.Pipeline], None] | None = None,
+    ) -> list[object]:
+        """A worker is done with a slot: free it, with ``writes`` (what the attempt tells the
+        fleet) queued in the same round trip, then release the job that goes next into it
+        (one: any other free slot was filled when it freed, or is by the tick). Returns the
+        results of ``writes``."""
+        pipe = self.client.pipeline(transaction=False)
+        self.slots.release(endpoint, token, pipe)  # two commands
+        if writes is not None:
+            writes(pipe)
+        pipe.smembers(keys.WAITING)
+        *results, waiting = pipe.execute()
+        self.pump(sorted(text(m) for m in waiting), limit=1)
+        return results[2:]
 
     # -- the tick ----------------------------------------------------------------------------
     def tick(self) -> None:

@@ -118,21 +118,29 @@ class FairShare:
     def weight(self, tenant: str) -> float:
         return self.weights.get(tenant, 1.0)
 
-    def pick(self, pool: str, heads: Sequence[Head]) -> int:
+    def read(self, pool: str, pipe: redis.client.Pipeline) -> None:
+        """Queue on ``pipe`` the two reads ``pick`` needs (its ``seen``: their results), so
+        the dispatcher reads them in the round trip that reads the heads."""
+        pipe.hgetall(pool_key(pool))
+        pipe.smembers(backlogged_key(pool))
+
+    def pick(self, pool: str, heads: Sequence[Head], seen: Sequence[Any] | None = None) -> int:
         """Choose which of ``heads`` (each backlogged tenant's first job for ``pool``) starts
         next. Tenants that were not backlogged at the previous pick are lifted first; all of
         it atomic across dispatchers. The chosen job is charged by ``charge`` once it is
-        really taken (a dispatcher that loses the race for it charges nothing)."""
+        really taken (a dispatcher that loses the race for it charges nothing). ``seen``: the
+        results of ``read``, if the caller read them already."""
         if not heads:
             raise ValueError("no heads to choose from")
         now = {h.tenant for h in heads}
         key, members = pool_key(pool), backlogged_key(pool)
-        # The usual case under load, the same tenants waiting as at the previous pick: one
-        # atomic read (MULTI) and nothing to write. Otherwise lift the arrivals under WATCH.
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hgetall(key)
-            pipe.smembers(members)
-            raw_counters, raw_before = pipe.execute()
+        if seen is None:
+            with self.client.pipeline(transaction=True) as pipe:
+                self.read(pool, pipe)
+                seen = pipe.execute()
+        raw_counters, raw_before = seen
+        # The usual case under load, the same tenants waiting as at the previous pick: nothing
+        # to write. Otherwise lift the arrivals under WATCH.
         if {_text(m) for m in raw_before} == now:
             return choose(heads, _read(raw_counters))
         for _ in range(WATCH_ATTEMPTS):
@@ -157,19 +165,31 @@ class FairShare:
         """Charge a dispatched job's estimate to its tenant."""
         self._add(pool, tenant, estimate / self.weight(tenant))
 
-    def settle(self, pool: str, tenant: str, estimate: float, usage: Usage | None) -> float:
+    def settle(
+        self,
+        pool: str,
+        tenant: str,
+        estimate: float,
+        usage: Usage | None,
+        pipe: redis.client.Pipeline | None = None,
+    ) -> float:
         """Correct the estimate charged at dispatch with what the attempt really cost; returns
-        the correction (in the tenant's virtual units)."""
+        the correction (in the tenant's virtual units). With ``pipe``, the write is queued on
+        it (the caller executes)."""
         delta = (usage_cost(usage, self.settings) - estimate) / self.weight(tenant)
-        self._add(pool, tenant, delta)
+        self._add(pool, tenant, delta, pipe)
         return delta
 
-    def _add(self, pool: str, tenant: str, amount: float) -> None:
-        if amount:
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.hincrbyfloat(pool_key(pool), COUNTER_PREFIX + tenant, amount)
-                pipe.expire(pool_key(pool), STATE_TTL_SECONDS)
-                pipe.execute()
+    def _add(
+        self, pool: str, tenant: str, amount: float, pipe: redis.client.Pipeline | None = None
+    ) -> None:
+        if not amount:
+            return
+        target = pipe if pipe is not None else self.client.pipeline(transaction=True)
+        target.hincrbyfloat(pool_key(pool), COUNTER_PREFIX + tenant, amount)
+        target.expire(pool_key(pool), STATE_TTL_SECONDS)
+        if pipe is None:
+            target.execute()
 
     def counters(self, pool: str) -> dict[str, float]:
         """Every tenant's counter on ``pool`` (for tests and the admin view)."""

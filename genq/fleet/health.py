@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -79,10 +80,12 @@ class HealthBook:
         self._failure = client.register_script(_FAILURE)
         self._success = client.register_script(_SUCCESS)
 
-    def failed(self, endpoint: str, message: str, *, immediate: bool) -> bool:
-        """Count a failure; True if the endpoint is now in cooldown."""
+    def failed(self, endpoint: str, message: str, *, immediate: bool, client: Any = None) -> bool:
+        """Count a failure; True if the endpoint is now in cooldown. With ``client`` a pipeline,
+        the write is queued on it (and its result, the same flag, comes from its execute)."""
         return bool(
             self._failure(
+                client=client,
                 keys=[keys.endpoint_state(endpoint)],
                 args=[
                     int(immediate),
@@ -94,9 +97,9 @@ class HealthBook:
             )
         )
 
-    def succeeded(self, endpoint: str, ttft_seconds: float | None) -> None:
+    def succeeded(self, endpoint: str, ttft_seconds: float | None, client: Any = None) -> None:
         ttft = "" if ttft_seconds is None else f"{ttft_seconds * 1000:.3f}"
-        self._success(keys=[keys.endpoint_state(endpoint)], args=[ttft, _TTFT_ALPHA])
+        self._success(client=client, keys=[keys.endpoint_state(endpoint)], args=[ttft, _TTFT_ALPHA])
 
     def probe_due(self, endpoints: Iterable[str]) -> list[str]:
         """Endpoints in cooldown whose period is over: to be probed now."""

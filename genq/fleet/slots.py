@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -132,15 +133,17 @@ class SlotTable:
         self._renew = client.register_script(_RENEW)
         self._room = client.register_script(_ROOM)
 
-    def has_room(self, candidates: Sequence[Candidate]) -> bool:
+    def has_room(self, candidates: Sequence[Candidate], pipe: Any = None) -> bool:
         """Whether ``reserve`` could take a slot on one of ``candidates`` now: one read, so a
-        dispatcher facing full endpoints (the usual case under a backlog) stops there."""
+        dispatcher facing full endpoints (the usual case under a backlog) stops there. With
+        ``pipe``, the read is queued on it (its result, 1 or 0, comes from the execute)."""
         if not candidates:
             return False
         key_list: list[str] = []
         for cand in candidates:
             key_list += [keys.slots(cand.name), keys.endpoint_state(cand.name)]
-        return bool(self._room(keys=key_list, args=[cand.slots for cand in candidates]))
+        args = [cand.slots for cand in candidates]
+        return bool(self._room(keys=key_list, args=args, client=pipe))
 
     def reserve(self, candidates: Sequence[Candidate]) -> Reservation | None:
         """Take a slot on the best candidate, or None if all are full or in cooldown."""
@@ -165,11 +168,13 @@ class SlotTable:
             self._renew(keys=[keys.slots(endpoint)], args=[_now_ms(), self.lease_ms, token, slots])
         )
 
-    def release(self, endpoint: str, token: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrem(keys.slots(endpoint), token)
-        pipe.hdel(keys.SLOT_JOBS, token)
-        pipe.execute()
+    def release(self, endpoint: str, token: str, pipe: redis.client.Pipeline | None = None) -> None:
+        """Free a held slot; with ``pipe``, queue the two writes on it (the caller executes)."""
+        target = pipe if pipe is not None else self.client.pipeline(transaction=False)
+        target.zrem(keys.slots(endpoint), token)
+        target.hdel(keys.SLOT_JOBS, token)
+        if pipe is None:
+            target.execute()
 
     def in_flight(self, endpoints: Iterable[str]) -> dict[str, int]:
         """Unexpired slot leases per endpoint."""

@@ -22,6 +22,8 @@ FAST_TIMINGS = {
     "GENQ_MAX_RETRIES": "3",
     "GENQ_LEASE_SECONDS": "3",
     "GENQ_LEASE_RENEW_SECONDS": "1",
+    # A slot held by a killed process comes back with the job's lease, not 15 s later.
+    "GENQ_FLEET_SLOT_LEASE_SECONDS": "3",
     "GENQ_SWEEP_INTERVAL_SECONDS": "1",
     # Tests of a runtime that stays down want its jobs to fail and retry, not wait for it: a
     # job whose runtime is in cooldown waits 2 s in the backlog, then follows the retry rules.

@@ -211,10 +211,6 @@ def test_runtime_down_until_jobs_dead_letter_then_dlq_requeue(
 def test_poison_job_dead_lettered_while_others_flow(
     stack: Stack, fake_runtime: FakeRuntime
 ) -> None:
-    # Each crash leaves the runtime's one slot leased to the killed process until its lease
-    # lapses: as short as the job's lease (FAST_TIMINGS), not the 15 s default, so the others
-    # flow again as soon as the sweep can retry the crashed job.
-    stack.env["GENQ_FLEET_SLOT_LEASE_SECONDS"] = stack.env["GENQ_LEASE_SECONDS"]
     fake_runtime.configure(job_delay_seconds=0.3)
     stack.worker("--concurrency", "2")
     stack.ops_worker()

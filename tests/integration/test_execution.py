@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -418,6 +419,30 @@ def test_a_redelivery_of_a_running_job_leaves_its_slot_to_the_running_attempt(
     assert worker.slot_tokens() == [slot["token"]]  # still held, by the running attempt
     assert worker.messages(waiting) == []  # so nothing else was released into it
     assert worker.ctx.fleet is not None and slot["token"] not in worker.ctx.fleet._held
+
+
+@DISPATCHED
+def test_a_redelivery_after_its_pool_process_died_frees_the_slot_at_once(
+    worker: InProcessWorker,
+) -> None:
+    """A pool process killed mid-job (out of memory): Celery redelivers its message at once.
+    The job waits for its lease to lapse (the sweep), but the slot is free now, so the
+    runtime does not sit idle for a lease while other jobs wait."""
+    job, waiting = worker.submit(), worker.submit()
+    slot = worker.sent_slot(job)
+    dead = f"llm-1@{worker.ctx.settings.hostname}/{_reaped_pid()}"  # a pool process, gone
+    assert worker.client.store.start(job, dead, lease_seconds=60) is not None
+
+    assert worker.run(job, slot) == "skipped:running"
+    assert worker.record(job).status is JobStatus.RUNNING  # the sweep recovers it later
+    assert worker.slot_tokens() == [worker.sent_slot(waiting)["token"]]  # the next job's
+
+
+def _reaped_pid() -> int:
+    """The pid of a process that ran and was reaped."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 @DISPATCHED

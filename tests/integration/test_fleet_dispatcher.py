@@ -123,3 +123,23 @@ def test_released_in_priority_then_submission_order_as_slots_free(
     released = [job_id for job_id, _ in published.jobs[4:]]
     by_rank = sorted(range(6), key=lambda i: (-waiting[i].priority, i))
     assert released == [waiting[i].job_id for i in by_rank[:4]]
+
+
+def test_a_late_forget_keeps_a_job_that_waits_again(
+    dispatch: tuple[Dispatcher, Published],
+) -> None:
+    """A finished job's backlog records go with its worker's next fleet write, so a forget can
+    come after the job was requeued (from the dead letters): then it keeps its records."""
+    dispatcher, _ = dispatch
+    backlog = dispatcher.backlog
+    done, again, delayed = job(), job(), job()
+    for waiting in (done, again, delayed):
+        backlog.enqueue(waiting)
+        backlog.take("m", "t", waiting.job_id)  # released
+    backlog.enqueue(again)  # requeued: waits again, at its place
+    backlog.enqueue(delayed, countdown=60)  # a retry waiting out its backoff
+    backlog.forget([done.job_id, again.job_id, delayed.job_id])
+    assert backlog.waiting(done.job_id) is None
+    assert backlog.waiting(again.job_id) is not None
+    assert backlog.waiting(delayed.job_id) is not None
+    assert [h.job_id for h in backlog.heads("m")] == [again.job_id]
