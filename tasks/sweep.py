@@ -16,9 +16,8 @@ from genq.constants import QUARANTINE_KEY
 from genq.dead_letters import HEADER as DEAD_LETTER_HEADER
 from genq.dead_letters import list_dead_letters, remove_from_broker
 from genq.dispatch import send_job, send_record
-from genq.fleet import keys as fleet_keys
-from genq.fleet.backlog import text
 from genq.fleet.config import fleet_dispatch, load_fleet
+from genq.fleet.slots import SlotTable
 from genq.outbox import Settler, dispatch_webhooks, publish_replies
 from genq.store import utcnow
 from genq.store.retention import purge_batches_and_files, purge_expired
@@ -27,23 +26,6 @@ from tasks.dead_letter import dead_letter_job, dead_letter_message
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
-
-# Give back a slot the dispatcher reserved for a job's message if no worker has taken that
-# message: a reservation lives max(lease, redispatch-after) until a worker renews it to a
-# lease's length, so one that still runs past a lease from now is untaken. Atomic, so a worker
-# taking the message meanwhile keeps its slot. KEYS: slots zset, slot->job hash. ARGV: token,
-# lease ms. Returns 1 if given back.
-_FREE_UNTAKEN = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if expiry and tonumber(expiry) > now + tonumber(ARGV[2]) then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"""
 
 
 @dataclass
@@ -146,25 +128,22 @@ def _redispatch_stale(ctx: WorkerContext, now: datetime, report: SweepReport) ->
 
 
 def _reservations(ctx: WorkerContext) -> dict[str, list[str]]:
-    """The slot tokens the fleet holds for each job (``genq.fleet.keys.SLOT_JOBS``)."""
-    held: dict[str, list[str]] = {}
-    for token, job_id in ctx.redis.hgetall(fleet_keys.SLOT_JOBS).items():
-        held.setdefault(text(job_id), []).append(text(token))
-    return held
+    """The slot tokens the fleet holds for each job."""
+    return _slot_table(ctx).reservations()
 
 
 def _free_untaken(ctx: WorkerContext, tokens: list[str]) -> None:
-    if not tokens:
-        return
-    lease_ms = int(ctx.settings.fleet_slot_lease_seconds * 1000)
+    table = _slot_table(ctx)
     for endpoint in load_fleet(ctx.settings).endpoints:
         for token in tokens:
-            slots_key = fleet_keys.slots(endpoint.name)
-            keys = [slots_key, fleet_keys.SLOT_JOBS]
-            if ctx.redis.eval(_FREE_UNTAKEN, len(keys), *keys, token, lease_ms):
+            if table.free_untaken(endpoint.name, token):
                 log.warning(
                     "gave back slot %s on %s: its message was never taken", token, endpoint.name
                 )
+
+
+def _slot_table(ctx: WorkerContext) -> SlotTable:
+    return SlotTable(ctx.redis, ctx.settings.fleet_slot_lease_seconds)
 
 
 def _dead_letter_quarantine(ctx: WorkerContext, limit: int = 100) -> int:

@@ -72,8 +72,9 @@ class Head:
 
 
 # Enqueue: keep the job's submission number if it has one (a retry keeps its place), then put
-# it in its backlog (or in the delayed set until ARGV[3]). ZADD NX: a job already waiting keeps
-# its rank. KEYS: seq hash, seq counter, jobs hash, backlog, tenants, waiting, delayed.
+# it in its backlog (or in the delayed set until ARGV[3]). A job already waiting keeps its rank
+# and what it entered with (when it entered: the wait for a healthy endpoint counts from then).
+# KEYS: seq hash, seq counter, jobs hash, backlog, tenants, waiting, delayed.
 _ENQUEUE = """
 local seq = redis.call('HGET', KEYS[1], ARGV[1])
 if not seq then
@@ -81,10 +82,13 @@ if not seq then
   redis.call('HSET', KEYS[1], ARGV[1], seq)
 end
 seq = tonumber(seq)
+local due = tonumber(ARGV[3])
+if due <= 0 and redis.call('ZSCORE', KEYS[4], ARGV[1]) then
+  return seq
+end
 local payload = cjson.decode(ARGV[2])
 payload['seq'] = seq
 redis.call('HSET', KEYS[3], ARGV[1], cjson.encode(payload))
-local due = tonumber(ARGV[3])
 if due > 0 then
   redis.call('ZADD', KEYS[7], due, ARGV[1])
   return seq

@@ -26,6 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import httpx
 import redis
@@ -150,8 +151,7 @@ class Dispatcher:
         try:
             if not waiting.model:  # a re-send that did not say (the sweep): as it was
                 before = self.backlog.waiting(waiting.job_id)
-                model = before.model if before else self.settings.default_model
-                waiting = Waiting(**{**waiting.__dict__, "model": model})
+                waiting = before or replace(waiting, model=self.settings.default_model)
             self.backlog.enqueue(waiting, countdown=countdown)
         except redis.RedisError as exc:
             raise BrokerUnavailable(
@@ -393,7 +393,9 @@ def dispatcher_for(app: Celery, settings: Settings, publish: Publish) -> Dispatc
         found = _dispatchers.get(key)
         if found is None:
             client = redis.Redis.from_url(
-                settings.redis_url, socket_timeout=10, socket_connect_timeout=5
+                settings.redis_url,
+                socket_timeout=c.REDIS_SOCKET_TIMEOUT_SECONDS,
+                socket_connect_timeout=c.REDIS_CONNECT_TIMEOUT_SECONDS,
             )
             found = _dispatchers[key] = Dispatcher(app, settings, client, publish)
         return found

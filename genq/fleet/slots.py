@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from genq.fleet import keys
+from genq.fleet.backlog import text
 from genq.fleet.config import Endpoint
 
 __all__ = ["Candidate", "Reservation", "SlotTable", "slots_for"]
@@ -118,6 +119,24 @@ return 0
 """
 
 
+# Give back a slot the dispatcher reserved for a job's message if no worker has taken that
+# message: a reservation lives max(lease, redispatch-after) until a worker renews it to a
+# lease's length, so one that still runs past a lease from now is untaken. Atomic, so a worker
+# taking the message meanwhile keeps its slot. KEYS: slots zset, slot->job hash. ARGV: token,
+# lease ms. Returns 1 if given back.
+_FREE_UNTAKEN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if expiry and tonumber(expiry) > now + tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
 class SlotTable:
     """Slot leases in Redis; ``lease_seconds`` is how long a token lives unless renewed."""
 
@@ -132,6 +151,7 @@ class SlotTable:
         self._reserve = client.register_script(_RESERVE)
         self._renew = client.register_script(_RENEW)
         self._room = client.register_script(_ROOM)
+        self._free_untaken = client.register_script(_FREE_UNTAKEN)
 
     def has_room(self, candidates: Sequence[Candidate], pipe: Any = None) -> bool:
         """Whether ``reserve`` could take a slot on one of ``candidates`` now: one read, so a
@@ -175,6 +195,22 @@ class SlotTable:
         target.hdel(keys.SLOT_JOBS, token)
         if pipe is None:
             target.execute()
+
+    def reservations(self) -> dict[str, list[str]]:
+        """The slot tokens held for each job (job id -> tokens)."""
+        held: dict[str, list[str]] = {}
+        for token, job_id in self.client.hgetall(keys.SLOT_JOBS).items():
+            held.setdefault(text(job_id), []).append(text(token))
+        return held
+
+    def free_untaken(self, endpoint: str, token: str) -> bool:
+        """Give back ``token`` if it is a reservation no worker took (its message is lost):
+        one a worker renewed, or renews meanwhile, stays. True if given back."""
+        return bool(
+            self._free_untaken(
+                keys=[keys.slots(endpoint), keys.SLOT_JOBS], args=[token, self.lease_ms]
+            )
+        )
 
     def in_flight(self, endpoints: Iterable[str]) -> dict[str, int]:
         """Unexpired slot leases per endpoint."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +144,19 @@ def test_a_late_forget_keeps_a_job_that_waits_again(
     assert backlog.waiting(again.job_id) is not None
     assert backlog.waiting(delayed.job_id) is not None
     assert [h.job_id for h in backlog.heads("m")] == [again.job_id]
+
+
+def test_a_re_send_of_a_waiting_job_keeps_what_it_entered_with(
+    dispatch: tuple[Dispatcher, Published],
+) -> None:
+    """The sweep re-sends a job that has waited long (its message may have been lost): if it is
+    still in its backlog, it keeps its place, its cost estimate, its session and the time it
+    entered (from which its wait for a healthy endpoint counts)."""
+    backlog = dispatch[0].backlog
+    first = replace(job(session="s1"), estimate=120.0)
+    backlog.enqueue(first)
+    entered = backlog.waiting(first.job_id)
+    assert entered is not None and entered.estimate == 120.0
+    backlog.enqueue(replace(first, estimate=0.0, session=None))  # what a bare re-send knows
+    assert backlog.waiting(first.job_id) == entered
+    assert [h.job_id for h in backlog.heads("m")] == [first.job_id]

@@ -156,16 +156,9 @@ def test_unreachable_broker_is_one_line_within_seconds(
     "fleet_dispatch",
     [
         pytest.param(False, id="direct"),  # GENQ_FLEET_DISPATCH=false: the broker publish
-        pytest.param(
-            True,
-            id="fleet",  # the default: the job goes into the fleet's backlog in the same Redis
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the fleet dispatcher's Redis client (genq.fleet.dispatcher.dispatcher_for)"
-                " reads with a 10 s socket timeout, not the producers' 5 s: the submit fails"
-                " after 10.0 s",
-            ),
-        ),
+        # The default: the job goes into the fleet's backlog in the same Redis (whose client
+        # reads with the producers' socket timeout).
+        pytest.param(True, id="fleet"),
     ],
 )
 def test_client_publish_to_a_silent_broker_fails_within_seconds(
