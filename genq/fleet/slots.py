@@ -70,6 +70,9 @@ local n = (#KEYS - 1) / 2
 local best, best_score, best_used = nil, nil, 0
 for i = 1, n do
   local zs, hs = KEYS[2 * i - 1], KEYS[2 * i]
+  for _, lapsed in ipairs(redis.call('ZRANGEBYSCORE', zs, '-inf', now)) do
+    redis.call('HDEL', KEYS[#KEYS], lapsed)  -- what it was held for goes with it
+  end
   redis.call('ZREMRANGEBYSCORE', zs, '-inf', now)
   if redis.call('HGET', hs, 'state') ~= 'cooldown' then
     local slots = tonumber(ARGV[3 + 3 * i - 2])

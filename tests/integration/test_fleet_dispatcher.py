@@ -18,7 +18,9 @@ from celery import Celery
 from genq.fleet import keys
 from genq.fleet.backlog import Waiting
 from genq.fleet.dispatcher import Dispatcher
+from genq.fleet.slots import Candidate, SlotTable
 from genq.settings import Settings
+from tests.support import eventually
 
 
 class Published:
@@ -160,3 +162,22 @@ def test_a_re_send_of_a_waiting_job_keeps_what_it_entered_with(
     backlog.enqueue(replace(first, estimate=0.0, session=None))  # what a bare re-send knows
     assert backlog.waiting(first.job_id) == entered
     assert [h.job_id for h in backlog.heads("m")] == [first.job_id]
+
+
+def test_a_lapsed_slot_forgets_the_job_it_was_held_for(redis_url: str) -> None:
+    """A slot whose holder died lapses; the next reservation drops it and its record of the
+    job it was held for (``genq runtimes`` would show it otherwise, and the record would stay)."""
+    client = redis.Redis.from_url(redis_url)
+    table = SlotTable(client, lease_seconds=0.05)  # reservations live a lease here
+    candidates = [Candidate("e", 1)]
+    first = table.reserve(candidates)
+    assert first is not None
+    client.hset(keys.SLOT_JOBS, first.token, "job-1")  # what Backlog.take records
+    assert table.reserve(candidates) is None  # held
+
+    def lapsed_and_retaken() -> bool:
+        return table.reserve(candidates) is not None
+
+    assert eventually(lapsed_and_retaken, timeout=5, interval=0.02)
+    assert client.hget(keys.SLOT_JOBS, first.token) is None
+    client.close()
