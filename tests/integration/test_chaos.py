@@ -78,6 +78,9 @@ def test_kill_workers_three_times(
     stack.env["GENQ_REDISPATCH_AFTER_SECONDS"] = "8"
     # Likewise a kill between claiming a reply and publishing it: the sweep takes it over.
     stack.env["GENQ_REPLY_CLAIM_SECONDS"] = "3"
+    # The fake runtime runs any number at once: its slots are both workers' processes, so each
+    # kill lands on a worker with jobs in flight.
+    stack.env["GENQ_RUNTIME_SLOTS"] = "8"
     workers = [stack.worker("--concurrency", "4", name=f"w{i}") for i in range(2)]
     stack.ops_worker()
     stack.beat()

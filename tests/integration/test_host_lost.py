@@ -216,6 +216,9 @@ def test_a_host_killed_mid_run_then_redis_restarted(
             "GENQ_REDIS_URL": redis_server.url,
             "GENQ_DATABASE_URL": fresh_postgres_url,
             "GENQ_RUNTIME_URL": runtime.url,
+            # The fake runtime runs any number at once: its slots (shared by the hosts) are both
+            # hosts' LLM worker processes, so host A dies with jobs in flight.
+            "GENQ_RUNTIME_SLOTS": "8",
             "GENQ_DEFAULT_MODEL": "fake-model",
             "GENQ_WEBHOOK_ALLOW": "127.0.0.1/32",
             "GENQ_WEBHOOK_SECRET": SECRET,
