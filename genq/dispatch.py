@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -137,6 +138,27 @@ def publish_job(
         raise BrokerUnavailable(
             f"could not hand job {job_id} to the broker ({exc.__class__.__name__}); try again"
         ) from exc
+
+
+def enqueue_records(app: Celery, settings: Settings, records: Sequence[JobRecord]) -> None:
+    """``send_record`` for new stored jobs when genq dispatches through the fleet: into its
+    backlog in one round trip (``Dispatcher.enqueue_many``)."""
+    fleet_dispatcher(app, settings).enqueue_many([_waiting(r, settings) for r in records])
+
+
+def _waiting(record: JobRecord, settings: Settings) -> Waiting:
+    """What the fleet's backlog keeps of a stored job while it waits."""
+    return Waiting(
+        job_id=record.id,
+        model=record.model or "",
+        tenant=record.tenant,
+        priority=record.priority,
+        kind=record.kind.value,
+        lane=record.lane,
+        estimate=estimate_cost(record.request, settings),
+        session=session_key(record.request),
+        deadline=record.deadline.timestamp() if record.deadline is not None else None,
+    )
 
 
 def send_record(

@@ -9,7 +9,8 @@ from typing import Any, Protocol
 
 from celery import Celery
 
-from genq.dispatch import send_record
+from genq.dispatch import enqueue_records, send_record
+from genq.fleet.config import fleet_dispatch
 from genq.settings import Settings
 from genq.store import JobStore, NewJob
 from schemas import BrokerUnavailable, InvalidRequest, JobKind, JobRecord, JobRequest
@@ -74,7 +75,8 @@ def publish_stored(
     accepted = 0
     try:
         with app.producer_or_acquire() as producer:
-            batches = producer.supports_batch_publish  # False: each publish goes out at once
+            # False: each publish goes out at once (the fleet's backlog takes a batch either way)
+            batches = producer.supports_batch_publish or fleet_dispatch(settings)
             for start in range(0, len(records), PUBLISH_BATCH_SIZE):
                 group = records[start : start + PUBLISH_BATCH_SIZE]
                 if not batches:
@@ -95,6 +97,9 @@ def _publish_batch(app: Celery, settings: Settings, producer: Any, group: list[J
     """Publish ``group`` in one pipelined round trip. False: the round trip failed and what it
     delivered is unknown. ``BrokerUnavailable``: nothing of ``group`` was sent."""
     try:
+        if fleet_dispatch(settings):  # into the fleet's backlog, which publishes what can start
+            enqueue_records(app, settings, group)
+            return True
         with producer.batch(max_size=2 * len(group) + 1):  # flushed once, on leaving
             for _ in _publish_each(app, settings, producer, group):
                 pass

@@ -175,26 +175,44 @@ class Backlog:
         self._heads = client.register_script(_HEADS)
         self._forget = client.register_script(_FORGET)
 
-    def enqueue(self, waiting: Waiting, *, countdown: float = 0.0) -> int:
+    def enqueue(
+        self,
+        waiting: Waiting,
+        *,
+        countdown: float = 0.0,
+        pipe: redis.client.Pipeline | None = None,
+    ) -> int:
         """Put a job in its backlog (or the delayed set for ``countdown`` seconds); returns its
-        submission number. A job already waiting stays where it is."""
+        submission number (0 when queued on ``pipe``: the caller executes). A job already
+        waiting stays where it is."""
         now = time.time()
         payload = asdict(waiting) | {"at": now}
         due = now + countdown if countdown and countdown > 0 else 0
+        if pipe is not None:
+            self._enqueue(
+                keys=self._enqueue_keys(waiting),
+                args=[waiting.job_id, json.dumps(payload), due, _SEQ_SPAN, PRIORITY_MAX],
+                client=pipe,
+            )
+            return 0
         return int(
             self._enqueue(
-                keys=[
-                    keys.SEQ,
-                    keys.SEQ_COUNTER,
-                    keys.JOBS,
-                    keys.backlog(waiting.model, waiting.tenant),
-                    keys.tenants(waiting.model),
-                    keys.WAITING,
-                    keys.DELAYED,
-                ],
+                keys=self._enqueue_keys(waiting),
                 args=[waiting.job_id, json.dumps(payload), due, _SEQ_SPAN, PRIORITY_MAX],
             )
         )
+
+    @staticmethod
+    def _enqueue_keys(waiting: Waiting) -> list[str]:
+        return [
+            keys.SEQ,
+            keys.SEQ_COUNTER,
+            keys.JOBS,
+            keys.backlog(waiting.model, waiting.tenant),
+            keys.tenants(waiting.model),
+            keys.WAITING,
+            keys.DELAYED,
+        ]
 
     def promote_due(self) -> int:
         """Delayed jobs whose time has come join their backlogs; how many."""

@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 import httpx
@@ -162,6 +162,24 @@ class Dispatcher:
             # One: only this job is new; whatever else could go went when its slot freed (or
             # goes at the next tick).
             self.pump([waiting.model], limit=1)
+
+    def enqueue_many(self, waitings: Sequence[Waiting]) -> None:
+        """``enqueue`` for a batch of new jobs: into their backlogs in one round trip, then
+        release what can start. ``BrokerUnavailable`` if Redis failed (which of them went in is
+        unknown: enqueueing one again is harmless, it keeps its place)."""
+        default = self.settings.default_model
+        waitings = [w if w.model else replace(w, model=default) for w in waitings]
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for waiting in waitings:
+                self.backlog.enqueue(waiting, pipe=pipe)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(
+                f"could not put {len(waitings)} jobs in the backlog "
+                f"({exc.__class__.__name__}); try again"
+            ) from exc
+        self.pump(sorted({w.model for w in waitings}), limit=len(waitings))
 
     # -- out of it ---------------------------------------------------------------------------
     def pump(self, models: Iterable[str] | None = None, limit: int = RELEASE_ROUNDS) -> int:
