@@ -14,11 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
-import redis
-
 from genq.chunks import ChunkWriter
 from genq.dispatch import send_record
-from genq.fleet.backlog import Backlog, Waiting
 from genq.fleet.dispatcher import FORCED, UNKNOWN_MODEL
 from genq.logs import bind_job_context
 from genq.outbox import Settler
@@ -88,14 +85,15 @@ def _run_in_fleet(ctx: WorkerContext, fleet: FleetSide, job_id: str, slot: Slot 
     """Run a job the fleet's dispatcher released with ``slot`` (docs/fleet.md). The job never
     waits here for a busy endpoint: it came with a slot, or goes back to its place in the
     backlog (a message sent straight to the broker; a slot whose lease lapsed meanwhile)."""
-    backlog = fleet.dispatcher.backlog
-    if slot is None or (slot.endpoint != FORCED and not fleet.hold(slot)):
+    held, waiting = (False, None)
+    if slot is not None and slot.endpoint != FORCED:
+        held, waiting = fleet.hold(slot, job_id)
+    if slot is None or (slot.endpoint != FORCED and not held):
         record = ctx.store.get(job_id)
         if record is None or record.status is not JobStatus.QUEUED:
             return _not_started(ctx, job_id)
         send_record(ctx.app, ctx.settings, record)  # into the backlog, at its rank
         return "to-backlog"
-    waiting = _waiting(backlog, job_id)
     outcome = "skipped"
     try:
         record = ctx.store.start(job_id, ctx.worker_id, ctx.settings.lease_seconds)
@@ -156,14 +154,6 @@ def _holder_gone(ctx: WorkerContext, job_id: str) -> bool:
     except OSError:
         return False
     return False
-
-
-def _waiting(backlog: Backlog, job_id: str) -> Waiting | None:
-    """What the backlog kept about the job (its cost estimate), if Redis can say."""
-    try:
-        return backlog.waiting(job_id)
-    except redis.RedisError:
-        return None  # fair share charges no correction for it: a blip, not a failed job
 
 
 def _unserved(ctx: WorkerContext, record: JobRecord, slot: Slot) -> GenqError:

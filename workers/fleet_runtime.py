@@ -16,6 +16,7 @@ import redis
 
 from genq import constants as c
 from genq.fleet.accounting import Finished, on_finished
+from genq.fleet.backlog import Waiting
 from genq.fleet.config import Endpoint
 from genq.fleet.dispatcher import Dispatcher
 from genq.settings import Settings
@@ -139,11 +140,18 @@ class FleetSide:
         for endpoint in self.dispatcher.fleet.endpoints:
             self.runtime(endpoint.name)
 
-    def hold(self, slot: Slot) -> bool:
-        """Take over the slot the dispatcher reserved for this job (renewing its lease now);
-        False if it lapsed while the message waited and the endpoint has no free slot."""
+    def hold(self, slot: Slot, job_id: str) -> tuple[bool, Waiting | None]:
+        """Take over the slot the dispatcher reserved for job ``job_id`` (renewing its lease
+        now), and read what the backlog kept of the job (its cost estimate), in one round trip.
+        Held is False if the slot lapsed while the message waited and the endpoint has no
+        free slot; the job's record is None if Redis cannot say."""
+        waiting = None
         try:
-            held = self.dispatcher.slots.renew(slot.endpoint, slot.token, slot.slots)
+            pipe = self.dispatcher.client.pipeline(transaction=False)
+            self.dispatcher.slots.renew(slot.endpoint, slot.token, slot.slots, pipe)
+            self.dispatcher.backlog.waiting_into(pipe, job_id)
+            renewed, raw = pipe.execute()
+            held, waiting = bool(renewed), self.dispatcher.backlog.parse_waiting(raw)
         except redis.RedisError as exc:
             # Redis is away (restarting): the reservation this message carries is still this
             # job's (its lease outlives a message's wait in the broker). Run it; the keeper
@@ -152,11 +160,11 @@ class FleetSide:
             log.warning("could not renew slot on %s (%s): running on it", slot.endpoint, exc)
             held = True
         if not held:
-            return False
+            return False, waiting
         with self._lock:
             self._held[slot.token] = (slot.endpoint, slot.slots)
         self.start()
-        return True
+        return True, waiting
 
     def forget_later(self, job_id: str) -> None:
         """The job has finished: drop its backlog records (rank, release payload) with this

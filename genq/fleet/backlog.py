@@ -266,7 +266,14 @@ class Backlog:
         )
 
     def waiting(self, job_id: str) -> Waiting | None:
-        raw = self.client.hget(keys.JOBS, job_id)
+        return self.parse_waiting(self.client.hget(keys.JOBS, job_id))
+
+    def waiting_into(self, pipe: redis.client.Pipeline, job_id: str) -> None:
+        """Queue ``waiting``'s read on ``pipe``; ``parse_waiting`` its result."""
+        pipe.hget(keys.JOBS, job_id)
+
+    @staticmethod
+    def parse_waiting(raw: Any) -> Waiting | None:
         return Waiting.from_json(raw) if raw is not None else None
 
     def put_back(self, waiting: Waiting) -> None:

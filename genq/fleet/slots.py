@@ -185,10 +185,15 @@ class SlotTable:
         cand = candidates[int(chosen[0]) - 1]
         return Reservation(cand.name, token, int(chosen[1]), cand.slots)
 
-    def renew(self, endpoint: str, token: str, slots: int) -> bool:
-        """Extend a held slot's lease (or take one again if it lapsed and one is free)."""
+    def renew(self, endpoint: str, token: str, slots: int, pipe: Any = None) -> bool:
+        """Extend a held slot's lease (or take one again if it lapsed and one is free). With
+        ``pipe``, queued on it (its result, 1 if held, comes from the execute)."""
         return bool(
-            self._renew(keys=[keys.slots(endpoint)], args=[_now_ms(), self.lease_ms, token, slots])
+            self._renew(
+                keys=[keys.slots(endpoint)],
+                args=[_now_ms(), self.lease_ms, token, slots],
+                client=pipe,
+            )
         )
 
     def release(self, endpoint: str, token: str, pipe: redis.client.Pipeline | None = None) -> None:
