@@ -77,15 +77,8 @@ def test_queues_are_priority_queues_with_a_dead_letter_exchange(
     assert c.DEAD_LETTER_QUEUE in queues  # declared at the worker's start, bound to the DLX
 
 
-def test_a_publish_the_broker_refuses_raises_with_confirms(
-    stack: Stack, rabbitmq_broker: RabbitMQBroker
-) -> None:
-    """RabbitMQ nacks a publish to a full queue (overflow reject-publish): only publisher
-    confirms turn that into an error; without them the job would be accepted and lost."""
-    # A direct publish: dispatched, a refused release stays in the backlog (the next test).
-    stack.env["GENQ_FLEET_DISPATCH"] = "false"
-    client = stack.client()
-    client.submit(CHAT)  # declares the lane's queue
+def _cap_lane_at_two(stack: Stack, rabbitmq_broker: RabbitMQBroker) -> None:
+    """A policy: the lane's queue holds 2 messages and refuses (nacks) further publishes."""
     rabbitmq_broker.rabbitmqctl(
         "set_policy",
         "-p",
@@ -97,6 +90,18 @@ def test_a_publish_the_broker_refuses_raises_with_confirms(
         '{"max-length": 2, "overflow": "reject-publish"}',
     )
     assert eventually(lambda: _policy_applied(rabbitmq_broker, _vhost(stack), "cap"), timeout=30)
+
+
+def test_a_publish_the_broker_refuses_raises_with_confirms(
+    stack: Stack, rabbitmq_broker: RabbitMQBroker
+) -> None:
+    """RabbitMQ nacks a publish to a full queue (overflow reject-publish): only publisher
+    confirms turn that into an error; without them the job would be accepted and lost."""
+    # A direct publish: dispatched, a refused release stays in the backlog (the next test).
+    stack.env["GENQ_FLEET_DISPATCH"] = "false"
+    client = stack.client()
+    client.submit(CHAT)  # declares the lane's queue
+    _cap_lane_at_two(stack, rabbitmq_broker)
     probe = BrokerProbe(stack.settings, rabbitmq_broker)
     assert eventually(lambda: _try_fill(client, 2, probe), timeout=30)
     with pytest.raises(BrokerUnavailable):
@@ -114,17 +119,7 @@ def test_a_release_the_broker_refuses_stays_in_the_backlog(
     stack.env["GENQ_RUNTIME_SLOTS"] = "4"  # a slot for every job: only the broker refuses
     client = stack.client()
     first = client.submit(CHAT).id  # declares the lane's queue
-    rabbitmq_broker.rabbitmqctl(
-        "set_policy",
-        "-p",
-        _vhost(stack),
-        "--apply-to",
-        "queues",
-        "cap",
-        f"^{LANE}$",
-        '{"max-length": 2, "overflow": "reject-publish"}',
-    )
-    assert eventually(lambda: _policy_applied(rabbitmq_broker, _vhost(stack), "cap"), timeout=30)
+    _cap_lane_at_two(stack, rabbitmq_broker)
     probe = BrokerProbe(stack.settings, rabbitmq_broker)
     second = client.submit(CHAT).id
     assert probe.ready(LANE) == 2
