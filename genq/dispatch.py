@@ -46,25 +46,14 @@ def send_job(
     countdown: float | None = None,
     producer: Any = None,
     declare: bool = True,
-    model: str | None = None,
-    estimate: float = 0.0,
-    session: str | None = None,
-    deadline: float | None = None,
 ) -> None:
-    """Hand a job on to run: into the runtime fleet's backlog when genq dispatches through it
-    (the dispatcher publishes it once it holds a slot for it: ``genq.fleet.dispatcher``),
-    else straight to the broker."""
+    """Hand a job on to run by what its message needs (the sweep's re-send of a job that may
+    have lost its message): into the runtime fleet's backlog when genq dispatches through it
+    (as it was, if it is still waiting there), else straight to the broker. ``send_record``
+    hands on a stored job with all the backlog keeps of it."""
     if fleet_dispatch(settings):
         waiting = Waiting(
-            job_id=job_id,
-            model=model or "",
-            tenant=tenant,
-            priority=priority,
-            kind=kind.value,
-            lane=lane,
-            estimate=estimate,
-            session=session,
-            deadline=deadline,
+            job_id=job_id, model="", tenant=tenant, priority=priority, kind=kind.value, lane=lane
         )
         fleet_dispatcher(app, settings).enqueue(waiting, countdown=countdown or 0.0)
         return
@@ -170,8 +159,15 @@ def send_record(
     producer: Any = None,
     declare: bool = True,
 ) -> None:
-    """``send_job`` for a stored job's record."""
-    send_job(
+    """Hand a stored job on to run: into the runtime fleet's backlog when genq dispatches
+    through it (the dispatcher publishes it once it holds a slot for it:
+    ``genq.fleet.dispatcher``), else straight to the broker."""
+    if fleet_dispatch(settings):
+        fleet_dispatcher(app, settings).enqueue(
+            _waiting(record, settings), countdown=countdown or 0.0
+        )
+        return
+    publish_job(
         app,
         settings,
         job_id=record.id,
@@ -182,10 +178,6 @@ def send_record(
         countdown=countdown,
         producer=producer,
         declare=declare,
-        model=record.model,
-        estimate=estimate_cost(record.request, settings),
-        session=session_key(record.request),
-        deadline=record.deadline.timestamp() if record.deadline is not None else None,
     )
 
 
