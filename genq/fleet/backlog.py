@@ -297,7 +297,7 @@ class Backlog:
         for job_id in job_ids:
             self._forget(
                 keys=[keys.JOBS, keys.SEQ, keys.DELAYED],
-                args=[job_id, keys.backlog("", "").removesuffix(":")],
+                args=[job_id, keys.BACKLOG_PREFIX],
                 client=target,
             )
         if pipe is None:

@@ -290,13 +290,14 @@ class Dispatcher:
         (one: any other free slot was filled when it freed, or is by the tick). Returns the
         results of ``writes``."""
         pipe = self.client.pipeline(transaction=False)
-        self.slots.release(endpoint, token, pipe)  # two commands
+        self.slots.release(endpoint, token, pipe)
+        first = len(pipe)  # the results of ``writes`` start here
         if writes is not None:
             writes(pipe)
         pipe.smembers(keys.WAITING)
         *results, waiting = pipe.execute()
         self.pump(sorted(text(m) for m in waiting), limit=1)
-        return results[2:]
+        return results[first:]
 
     # -- the tick ----------------------------------------------------------------------------
     def tick(self) -> None:

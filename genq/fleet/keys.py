@@ -11,9 +11,12 @@ DELAYED = f"{PREFIX}delayed"  # ZSET job id -> unix time it may be released (ret
 SLOT_JOBS = f"{PREFIX}slotjob"  # HASH slot token -> job id (what a slot is held for)
 
 
+BACKLOG_PREFIX = f"{PREFIX}backlog:"  # + model + ":" + tenant (the Lua scripts build it too)
+
+
 def backlog(model: str, tenant: str) -> str:
     """ZSET job id -> rank score (priority descending, then submission order)."""
-    return f"{PREFIX}backlog:{model}:{tenant}"
+    return f"{BACKLOG_PREFIX}{model}:{tenant}"
 
 
 def tenants(model: str) -> str:
