@@ -240,7 +240,7 @@ class FleetSide:
             self._forget_finished(pipe)
 
         try:
-            told = self.dispatcher.give_back(slot.endpoint, slot.token, tell)
+            told = self.dispatcher.give_back(slot.endpoint, slot.token, tell, model)
         except Exception:
             log.warning("could not give back slot on %s", slot.endpoint, exc_info=True)
             return

@@ -1,8 +1,7 @@
-"""What the dispatcher reports as jobs go out and come back: the seams fair share (tokens
-charged per tenant) and adaptive slots (what each request cost the endpoint) hang on.
-
-``on_dispatched`` runs when a job is released with a slot, ``on_finished`` after every attempt
-that held one (in the worker). Both must be cheap and must not raise.
+"""What an attempt tells the fleet when it comes back: the seam fair share (tokens charged per
+tenant) and adaptive slots (what each request cost the endpoint) hang on. A job's estimate is
+charged when it is released (``SlotTable.claim``); ``on_finished`` runs after every attempt
+that held a slot (in the worker), must be cheap and must not raise.
 """
 
 from __future__ import annotations
@@ -12,13 +11,12 @@ from dataclasses import dataclass
 import redis
 
 from genq.fleet.adaptive import AdaptiveSlots, Sample
-from genq.fleet.backlog import Head
 from genq.fleet.config import load_fleet
 from genq.fleet.fairness import FairShare
 from genq.settings import Settings
 from schemas import Usage
 
-__all__ = ["Finished", "on_dispatched", "on_finished"]
+__all__ = ["Finished", "on_finished"]
 
 OVERLOADED = frozenset({429, 503})  # the runtime refused work: adaptive slots back off
 
@@ -38,11 +36,6 @@ class Finished:
     status: int | None  # the runtime's HTTP status when it failed (429/503 mean overloaded)
     in_flight_at_start: int  # the endpoint's slot leases when this one was taken
     limit_at_start: int  # its slots then
-
-
-def on_dispatched(client: redis.Redis, settings: Settings, head: Head, endpoint: str) -> None:
-    """``head`` was released to ``endpoint``: its tenant is charged the job's estimate."""
-    FairShare(client, settings).charge(head.waiting.model, head.tenant, head.estimate)
 
 
 def on_finished(

@@ -100,12 +100,11 @@ redis.call('SADD', KEYS[6], payload['model'])
 return seq
 """
 
-# Take one job out of its backlog (1 if this caller got it), tidying the tenant/model sets,
-# and record the slot it goes out with. KEYS: backlog, tenants, waiting, slot->job hash.
-# ARGV: job id, tenant, model, slot token ('' for none).
+# Take one job out of its backlog (1 if this caller got it), tidying the tenant/model sets; a
+# job released with a slot is taken by ``SlotTable.claim`` instead. KEYS: backlog, tenants,
+# waiting. ARGV: job id, tenant, model.
 _TAKE = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[4], ARGV[4], ARGV[1]) end
 if redis.call('ZCARD', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[2], ARGV[2])
   if redis.call('SCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
@@ -250,18 +249,12 @@ class Backlog:
             heads.append(Head(tenant, job_id, w.priority, w.seq, w.estimate, w))
         return sorted(heads, key=lambda h: h.tenant)
 
-    def take(self, model: str, tenant: str, job_id: str, slot_token: str = "") -> bool:
-        """Remove ``job_id`` from its backlog; True if this caller removed it (won the race).
-        ``slot_token``: the slot it goes out with (recorded with it, for ``genq runtimes``)."""
+    def take(self, model: str, tenant: str, job_id: str) -> bool:
+        """Remove ``job_id`` from its backlog; True if this caller removed it (won the race)."""
         return bool(
             self._take(
-                keys=[
-                    keys.backlog(model, tenant),
-                    keys.tenants(model),
-                    keys.WAITING,
-                    keys.SLOT_JOBS,
-                ],
-                args=[job_id, tenant, model, slot_token],
+                keys=[keys.backlog(model, tenant), keys.tenants(model), keys.WAITING],
+                args=[job_id, tenant, model],
             )
         )
 

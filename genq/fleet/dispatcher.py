@@ -27,18 +27,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import redis
 from celery import Celery
 
 from genq import constants as c
-from genq.fleet import accounting, keys
+from genq.fleet import keys
 from genq.fleet.backlog import Backlog, Head, Waiting, text
 from genq.fleet.config import Endpoint, Fleet, load_fleet, model_matches
 from genq.fleet.fairness import FairShare
 from genq.fleet.health import HealthBook
-from genq.fleet.slots import Candidate, SlotTable, slots_for
+from genq.fleet.slots import Candidate, Claim, SlotTable, slots_for
 from genq.fleet.status import DISCOVERY_TTL_SECONDS, discover, read_discovered
 from genq.runtime_health import probe_runtime
 from genq.settings import Settings
@@ -152,16 +153,21 @@ class Dispatcher:
             if not waiting.model:  # a re-send that did not say (the sweep): as it was
                 before = self.backlog.waiting(waiting.job_id)
                 waiting = before or replace(waiting, model=self.settings.default_model)
-            self.backlog.enqueue(waiting, countdown=countdown)
+            # In, and (unless it waits out a countdown) what choosing the model's next job
+            # reads, in one round trip.
+            pipe = self.client.pipeline(transaction=False)
+            self.backlog.enqueue(waiting, countdown=countdown, pipe=pipe)
+            next_read = not countdown and self._read_next(waiting.model, pipe)
+            results = pipe.execute()
         except redis.RedisError as exc:
             raise BrokerUnavailable(
                 f"could not put job {waiting.job_id} in the backlog "
                 f"({exc.__class__.__name__}); try again"
             ) from exc
-        if not countdown:
+        if next_read:
             # One: only this job is new; whatever else could go went when its slot freed (or
             # goes at the next tick).
-            self.pump([waiting.model], limit=1)
+            self.pump([waiting.model], limit=1, read=(waiting.model, results[1:]))
 
     def enqueue_many(self, waitings: Sequence[Waiting]) -> None:
         """``enqueue`` for a batch of new jobs: into their backlogs in one round trip, then
@@ -182,18 +188,28 @@ class Dispatcher:
         self.pump(sorted({w.model for w in waitings}), limit=len(waitings))
 
     # -- out of it ---------------------------------------------------------------------------
-    def pump(self, models: Iterable[str] | None = None, limit: int = RELEASE_ROUNDS) -> int:
+    def pump(
+        self,
+        models: Iterable[str] | None = None,
+        limit: int = RELEASE_ROUNDS,
+        read: tuple[str, list[Any]] | None = None,
+    ) -> int:
         """Release up to ``limit`` jobs that have a free slot now; how many went. Never raises
-        for Redis or broker trouble (what could not go stays in the backlog for the next pump)."""
+        for Redis or broker trouble (what could not go stays in the backlog for the next pump).
+        ``read``: a model and what ``_read_next`` read for it just now (``give_back``)."""
         released = 0
         try:
             order = list(models) if models is not None else self.backlog.models()
             while released < limit:
                 progressed = False
                 for model in self._by_next_job(order):
-                    if self.release_one(model):
+                    fresh = None
+                    if read is not None and read[0] == model:
+                        fresh, read = read[1], None
+                    if self.release_one(model, fresh):
                         released += 1
                         progressed = True
+                        read = None  # what it read is stale now
                         break  # the next job may belong to another model: rank again
                 if not progressed:
                     break
@@ -217,36 +233,50 @@ class Dispatcher:
                 ranked.append(((-best.priority, best.seq), model))
         return [model for _, model in sorted(ranked)]
 
-    def release_one(self, model: str) -> bool:
-        """Release ``model``'s next job if an endpoint serving it has a free slot."""
+    def release_one(self, model: str, read: list[Any] | None = None) -> bool:
+        """Release ``model``'s next job if an endpoint serving it has a free slot. ``read``:
+        what ``_read_next`` read for it just now, if the caller did."""
         for _ in range(RACE_RETRIES):
-            outcome = self._release_next(model)
+            outcome = self._release_next(model, read)
             if outcome is not None:
                 return outcome
+            read = None
         return False
 
-    def _release_next(self, model: str) -> bool | None:
-        """True: released; False: nothing to release or no free slot; None: another
-        dispatcher took the chosen job first (try again)."""
+    def _read_next(self, model: str, pipe: redis.client.Pipeline) -> bool:
+        """Queue on ``pipe`` what choosing ``model``'s next job reads: is there room, what
+        waits and what fair share needs (three results). False (nothing queued) if no endpoint
+        serves ``model``."""
         candidates = self._candidates(model)
         if not candidates:
             return False
-        # Is there room, what waits and what fair share needs to choose: one round trip (under
-        # a backlog the endpoints are usually full, and then no reservation fails).
-        pipe = self.client.pipeline(transaction=False)
         self.slots.has_room(candidates, pipe)
         self.backlog.heads(model, pipe)
         self.fair.read(model, pipe)
-        room, flat, *seen = pipe.execute()
+        return True
+
+    def _release_next(self, model: str, read: list[Any] | None = None) -> bool | None:
+        """True: released; False: nothing to release or no free slot; None: another
+        dispatcher took the chosen job first (try again)."""
+        if read is None:
+            # One round trip (under a backlog the endpoints are usually full, and then no
+            # claim fails).
+            pipe = self.client.pipeline(transaction=False)
+            if not self._read_next(model, pipe):
+                return False
+            read = pipe.execute()
+        room, flat, *seen = read
         heads = self.backlog.parse_heads(model, flat) if room else []
         if not heads:
             return False
         head = heads[self.fair.pick(model, heads, seen)]
-        reservation = self.slots.reserve(self._candidates(model, head.waiting))
+        # The job out of its backlog with a slot, its tenant charged: one script, one trip.
+        key, field, amount, ttl = self.fair.charge_of(model, head.tenant, head.estimate)
+        claim = Claim(head.job_id, head.tenant, model, key, field, amount, ttl)
+        reservation = self.slots.claim(self._candidates(model, head.waiting), claim)
         if reservation is None:
             return False
-        if not self.backlog.take(model, head.tenant, head.job_id, reservation.token):
-            self.slots.release(reservation.endpoint, reservation.token)
+        if reservation is False:
             return None  # another dispatcher took it: try again with the next
         slot = {
             "endpoint": reservation.endpoint,
@@ -259,8 +289,8 @@ class Dispatcher:
         except BrokerUnavailable:
             self.slots.release(reservation.endpoint, reservation.token)
             self.backlog.put_back(head.waiting)
+            self.fair.charge(model, head.tenant, -head.estimate)  # it did not go
             raise
-        accounting.on_dispatched(self.client, self.settings, head, reservation.endpoint)
         if head.waiting.session:
             self.client.set(
                 keys.affinity(head.waiting.session), reservation.endpoint, ex=AFFINITY_TTL_SECONDS
@@ -284,20 +314,26 @@ class Dispatcher:
         endpoint: str,
         token: str,
         writes: Callable[[redis.client.Pipeline], None] | None = None,
+        model: str | None = None,
     ) -> list[object]:
         """A worker is done with a slot: free it, with ``writes`` (what the attempt tells the
         fleet) queued in the same round trip, then release the job that goes next into it
-        (one: any other free slot was filled when it freed, or is by the tick). Returns the
-        results of ``writes``."""
+        (one: any other free slot was filled when it freed, or is by the tick). ``model``: the
+        one the slot served, whose next job is read in that round trip too (most often it is
+        the one that goes). Returns the results of ``writes``."""
         pipe = self.client.pipeline(transaction=False)
         self.slots.release(endpoint, token, pipe)
         first = len(pipe)  # the results of ``writes`` start here
         if writes is not None:
             writes(pipe)
         pipe.smembers(keys.WAITING)
-        *results, waiting = pipe.execute()
-        self.pump(sorted(text(m) for m in waiting), limit=1)
-        return results[first:]
+        last = len(pipe)
+        next_read = model is not None and self._read_next(model, pipe)
+        results = pipe.execute()
+        waiting = results[last - 1]
+        read = (model, results[last:]) if model is not None and next_read else None
+        self.pump(sorted(text(m) for m in waiting), limit=1, read=read)
+        return results[first : last - 1]
 
     # -- the tick ----------------------------------------------------------------------------
     def tick(self) -> None:

@@ -165,6 +165,12 @@ class FairShare:
         """Charge a dispatched job's estimate to its tenant."""
         self._add(pool, tenant, estimate / self.weight(tenant))
 
+    def charge_of(self, pool: str, tenant: str, estimate: float) -> tuple[str, str, float, int]:
+        """What ``charge`` writes, for a caller that writes it in a script of its own
+        (``SlotTable.claim``): key, field, amount and the key's TTL in seconds."""
+        amount = estimate / self.weight(tenant)
+        return pool_key(pool), COUNTER_PREFIX + tenant, amount, STATE_TTL_SECONDS
+
     def settle(
         self,
         pool: str,

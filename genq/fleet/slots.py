@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import redis
 
@@ -21,7 +21,7 @@ from genq.fleet import keys
 from genq.fleet.backlog import text
 from genq.fleet.config import Endpoint
 
-__all__ = ["Candidate", "Reservation", "SlotTable", "slots_for"]
+__all__ = ["Candidate", "Claim", "Reservation", "SlotTable", "slots_for"]
 
 
 def slots_for(client: redis.Redis, endpoint: Endpoint) -> int:
@@ -58,26 +58,47 @@ class Candidate:
     preference: int = 0
 
 
-# Time is Redis's (TIME), so hosts with skewed clocks agree on when a lease expires.
-# KEYS: slots zset, state hash (per candidate, in pairs), then the slot->job hash.
-# ARGV: (unused), lease ms, token, then per candidate: slots, weight, preference.
-# Picks, among healthy candidates with a free slot: the preferred (while it has room), then the
-# least loaded (in flight / slots), then the one with more free slots, then the heavier weight.
-_RESERVE = """
+@dataclass(frozen=True)
+class Claim:
+    """A waiting job a dispatcher means to release (``SlotTable.claim``), with what taking it
+    charges its tenant (``charge`` on ``charge_key``'s ``charge_field``, which lives
+    ``charge_ttl`` seconds)."""
+
+    job_id: str
+    tenant: str
+    model: str
+    charge_key: str
+    charge_field: str
+    charge: float
+    charge_ttl: int
+
+
+# Claim: take a waiting job out of its backlog together with a slot for it, in one step, so a
+# dispatcher never holds a slot without its job or a job without its slot, and charge the job's
+# estimate to its tenant's fair-share counter. Time is Redis's (TIME), so hosts with skewed
+# clocks agree on when a lease expires. Among healthy candidates with a free slot it picks the
+# preferred (while it has room), then the least loaded (in flight / slots), then the one with
+# more free slots, then the heavier weight; a lapsed lease found on the way is dropped with its
+# record of the job it was held for.
+# KEYS: slot->job hash, backlog, tenants, waiting models, fair pool, then per candidate: slots
+# zset, state hash. ARGV: lease ms, token, job id, tenant, model, counter field, charge, fair
+# TTL s, then per candidate: slots, weight, preference.
+# Returns {1, index, used}: claimed; {0}: no free slot; {-1}: the job is no longer waiting.
+_CLAIM = """
+if not redis.call('ZSCORE', KEYS[2], ARGV[3]) then return {-1} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local n = (#KEYS - 1) / 2
 local best, best_score, best_used = nil, nil, 0
-for i = 1, n do
-  local zs, hs = KEYS[2 * i - 1], KEYS[2 * i]
+for i = 1, (#KEYS - 5) / 2 do
+  local zs, hs = KEYS[5 + 2 * i - 1], KEYS[5 + 2 * i]
   for _, lapsed in ipairs(redis.call('ZRANGEBYSCORE', zs, '-inf', now)) do
-    redis.call('HDEL', KEYS[#KEYS], lapsed)  -- what it was held for goes with it
+    redis.call('HDEL', KEYS[1], lapsed)
   end
   redis.call('ZREMRANGEBYSCORE', zs, '-inf', now)
   if redis.call('HGET', hs, 'state') ~= 'cooldown' then
-    local slots = tonumber(ARGV[3 + 3 * i - 2])
-    local weight = tonumber(ARGV[3 + 3 * i - 1])
-    local pref = tonumber(ARGV[3 + 3 * i])
+    local slots = tonumber(ARGV[8 + 3 * i - 2])
+    local weight = tonumber(ARGV[8 + 3 * i - 1])
+    local pref = tonumber(ARGV[8 + 3 * i])
     local used = redis.call('ZCARD', zs)
     if used < slots then
       local score = pref * 1000 + (1 - used / slots) * 100 + (slots - used) * 0.1 + weight * 0.001
@@ -85,9 +106,19 @@ for i = 1, n do
     end
   end
 end
-if best == nil then return nil end
-redis.call('ZADD', KEYS[2 * best - 1], now + tonumber(ARGV[2]), ARGV[3])
-return {best, best_used}
+if best == nil then return {0} end
+redis.call('ZADD', KEYS[5 + 2 * best - 1], now + tonumber(ARGV[1]), ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+if redis.call('ZCARD', KEYS[2]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[4])
+  if redis.call('SCARD', KEYS[3]) == 0 then redis.call('SREM', KEYS[4], ARGV[5]) end
+end
+if tonumber(ARGV[7]) ~= 0 then
+  redis.call('HINCRBYFLOAT', KEYS[5], ARGV[6], ARGV[7])
+  redis.call('EXPIRE', KEYS[5], ARGV[8])
+end
+return {1, best, best_used}
 """
 
 # Whether any candidate has a free slot now (read only). KEYS: slots zset, state hash (per
@@ -151,13 +182,13 @@ class SlotTable:
         # A slot reserved for a message still in the broker lives this long: no worker renews
         # it before one takes the message, which may be a while if every worker is down.
         self.pending_ms = int(max(lease_seconds, pending_seconds or 0) * 1000)
-        self._reserve = client.register_script(_RESERVE)
+        self._claim = client.register_script(_CLAIM)
         self._renew = client.register_script(_RENEW)
         self._room = client.register_script(_ROOM)
         self._free_untaken = client.register_script(_FREE_UNTAKEN)
 
     def has_room(self, candidates: Sequence[Candidate], pipe: Any = None) -> bool:
-        """Whether ``reserve`` could take a slot on one of ``candidates`` now: one read, so a
+        """Whether ``claim`` could take a slot on one of ``candidates`` now: one read, so a
         dispatcher facing full endpoints (the usual case under a backlog) stops there. With
         ``pipe``, the read is queued on it (its result, 1 or 0, comes from the execute)."""
         if not candidates:
@@ -168,22 +199,43 @@ class SlotTable:
         args = [cand.slots for cand in candidates]
         return bool(self._room(keys=key_list, args=args, client=pipe))
 
-    def reserve(self, candidates: Sequence[Candidate]) -> Reservation | None:
-        """Take a slot on the best candidate, or None if all are full or in cooldown."""
+    def claim(
+        self, candidates: Sequence[Candidate], job: Claim
+    ) -> Reservation | Literal[False] | None:
+        """Take ``job`` out of its backlog with a slot on the best candidate, charging its
+        tenant, in one step: the reservation; None if every candidate is full or in cooldown
+        (the job keeps waiting); False if the job is no longer waiting (another dispatcher
+        took it, or it was forgotten)."""
         if not candidates:
             return None
         token = uuid.uuid4().hex
-        key_list: list[str] = []
-        args: list[str | int | float] = [_now_ms(), self.pending_ms, token]
+        key_list = [
+            keys.SLOT_JOBS,
+            keys.backlog(job.model, job.tenant),
+            keys.tenants(job.model),
+            keys.WAITING,
+            job.charge_key,
+        ]
+        args: list[str | int | float] = [
+            self.pending_ms,
+            token,
+            job.job_id,
+            job.tenant,
+            job.model,
+            job.charge_field,
+            job.charge,
+            job.charge_ttl,
+        ]
         for cand in candidates:
             key_list += [keys.slots(cand.name), keys.endpoint_state(cand.name)]
             args += [cand.slots, cand.weight, cand.preference]
-        key_list.append(keys.SLOT_JOBS)
-        chosen = self._reserve(keys=key_list, args=args)
-        if chosen is None:
+        outcome = self._claim(keys=key_list, args=args)
+        if int(outcome[0]) < 0:
+            return False
+        if int(outcome[0]) == 0:
             return None
-        cand = candidates[int(chosen[0]) - 1]
-        return Reservation(cand.name, token, int(chosen[1]), cand.slots)
+        cand = candidates[int(outcome[1]) - 1]
+        return Reservation(cand.name, token, int(outcome[2]), cand.slots)
 
     def renew(self, endpoint: str, token: str, slots: int, pipe: Any = None) -> bool:
         """Extend a held slot's lease (or take one again if it lapsed and one is free). With

@@ -9,25 +9,29 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import redis
 from celery import Celery
 
 from genq.fleet import keys
-from genq.fleet.backlog import Waiting
+from genq.fleet.backlog import Backlog, Waiting
 from genq.fleet.dispatcher import Dispatcher
-from genq.fleet.slots import Candidate, SlotTable
+from genq.fleet.slots import Candidate, Claim, Reservation, SlotTable
 from genq.settings import Settings
+from schemas import BrokerUnavailable
 from tests.support import eventually
 
 
 class Published:
     def __init__(self) -> None:
         self.jobs: list[tuple[str, str]] = []  # (job id, endpoint)
+        self.refuse = False  # the broker is away: publishing raises
 
     def __call__(self, app: Celery, settings: Settings, **message: Any) -> None:
+        if self.refuse:
+            raise BrokerUnavailable("the broker is away")
         self.jobs.append((message["job_id"], message["slot"]["endpoint"]))
 
     def endpoint_of(self, job_id: str) -> str:
@@ -118,14 +122,37 @@ def test_released_in_priority_then_submission_order_as_slots_free(
     for item in waiting:
         dispatcher.enqueue(item)
     assert len(published.jobs) == 4
-    for blocker in blockers:  # each finished job's slot is given back: one more goes
+    for i, blocker in enumerate(blockers):  # each finished job's slot is given back: one more goes
         endpoint = published.endpoint_of(blocker.job_id)
         tokens = dispatcher.client.hgetall(keys.SLOT_JOBS)
         token = next(t.decode() for t, j in tokens.items() if j.decode() == blocker.job_id)
-        dispatcher.give_back(endpoint, token)
+        # A worker says which model the slot served (its next job is read with the give-back).
+        dispatcher.give_back(endpoint, token, model="m" if i % 2 else None)
     released = [job_id for job_id, _ in published.jobs[4:]]
     by_rank = sorted(range(6), key=lambda i: (-waiting[i].priority, i))
     assert released == [waiting[i].job_id for i in by_rank[:4]]
+
+
+def test_a_released_job_is_charged_and_one_the_broker_refused_waits_uncharged(
+    dispatch: tuple[Dispatcher, Published],
+) -> None:
+    """Taking a job with a slot charges its tenant its estimate; if its message cannot be
+    published, it is back in its place, the slot free and the charge undone."""
+    dispatcher, published = dispatch
+    fair = dispatcher.fair
+    first = replace(job(tenant="a"), estimate=100.0)
+    dispatcher.enqueue(first)
+    assert published.endpoint_of(first.job_id)
+    assert fair.counters("m") == {"a": 100.0}
+    published.refuse = True
+    refused = replace(job(tenant="a"), estimate=40.0)
+    dispatcher.enqueue(refused)  # the pump logs the refusal and stops
+    assert [h.job_id for h in dispatcher.backlog.heads("m")] == [refused.job_id]
+    assert fair.counters("m") == {"a": 100.0}
+    assert sum(dispatcher.slots.in_flight(["x", "y"]).values()) == 1  # the first job's only
+    published.refuse = False
+    assert dispatcher.pump() == 1
+    assert published.endpoint_of(refused.job_id) and fair.counters("m") == {"a": 140.0}
 
 
 def test_a_late_forget_keeps_a_job_that_waits_again(
@@ -165,19 +192,24 @@ def test_a_re_send_of_a_waiting_job_keeps_what_it_entered_with(
 
 
 def test_a_lapsed_slot_forgets_the_job_it_was_held_for(redis_url: str) -> None:
-    """A slot whose holder died lapses; the next reservation drops it and its record of the
-    job it was held for (``genq runtimes`` would show it otherwise, and the record would stay)."""
+    """A slot whose holder died lapses; the next claim drops it and its record of the job it
+    was held for (``genq runtimes`` would show it otherwise, and the record would stay)."""
     client = redis.Redis.from_url(redis_url)
     table = SlotTable(client, lease_seconds=0.05)  # reservations live a lease here
+    backlog = Backlog(client)
     candidates = [Candidate("e", 1)]
-    first = table.reserve(candidates)
-    assert first is not None
-    client.hset(keys.SLOT_JOBS, first.token, "job-1")  # what Backlog.take records
-    assert table.reserve(candidates) is None  # held
 
-    def lapsed_and_retaken() -> bool:
-        return table.reserve(candidates) is not None
+    def claim(waiting: Waiting) -> Reservation | Literal[False] | None:
+        return table.claim(candidates, Claim(waiting.job_id, "t", "m", "genq:fair:m", "c:t", 0, 60))
 
-    assert eventually(lapsed_and_retaken, timeout=5, interval=0.02)
-    assert client.hget(keys.SLOT_JOBS, first.token) is None
+    first, second = job(), job()
+    backlog.enqueue(first)
+    backlog.enqueue(second)
+    held = claim(first)
+    assert held
+    assert client.hget(keys.SLOT_JOBS, held.token) == first.job_id.encode()
+    assert claim(second) is None  # the one slot is held
+    assert claim(first) is False  # no longer waiting: taken
+    assert eventually(lambda: claim(second), timeout=5, interval=0.02)
+    assert client.hget(keys.SLOT_JOBS, held.token) is None
     client.close()
