@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from genq.fleet import keys
+from genq.fleet.scripts import run_script
 from schemas.priority import PRIORITY_MAX
 
 __all__ = ["Backlog", "Head", "Waiting", "rank_score", "text"]
@@ -187,19 +188,9 @@ class Backlog:
         now = time.time()
         payload = asdict(waiting) | {"at": now}
         due = now + countdown if countdown and countdown > 0 else 0
-        if pipe is not None:
-            self._enqueue(
-                keys=self._enqueue_keys(waiting),
-                args=[waiting.job_id, json.dumps(payload), due, _SEQ_SPAN, PRIORITY_MAX],
-                client=pipe,
-            )
-            return 0
-        return int(
-            self._enqueue(
-                keys=self._enqueue_keys(waiting),
-                args=[waiting.job_id, json.dumps(payload), due, _SEQ_SPAN, PRIORITY_MAX],
-            )
-        )
+        args = [waiting.job_id, json.dumps(payload), due, _SEQ_SPAN, PRIORITY_MAX]
+        seq = run_script(self._enqueue, self._enqueue_keys(waiting), args, pipe)
+        return 0 if pipe is not None else int(seq)
 
     @staticmethod
     def _enqueue_keys(waiting: Waiting) -> list[str]:
@@ -232,8 +223,8 @@ class Backlog:
     def heads(self, model: str, pipe: redis.client.Pipeline | None = None) -> list[Head]:
         """Each waiting tenant's next job for ``model``, in tenant order. With ``pipe``, the
         read is queued on it and this returns nothing: ``parse_heads`` its result."""
-        flat = self._heads(
-            keys=[keys.tenants(model), keys.JOBS], args=[keys.backlog(model, "")], client=pipe
+        flat = run_script(
+            self._heads, [keys.tenants(model), keys.JOBS], [keys.backlog(model, "")], pipe
         )
         return [] if pipe is not None else self.parse_heads(model, flat)
 
@@ -288,10 +279,11 @@ class Backlog:
         forget may come late. With ``pipe``, queued on it (the caller executes)."""
         target = pipe if pipe is not None else self.client.pipeline(transaction=False)
         for job_id in job_ids:
-            self._forget(
-                keys=[keys.JOBS, keys.SEQ, keys.DELAYED],
-                args=[job_id, keys.BACKLOG_PREFIX],
-                client=target,
+            run_script(
+                self._forget,
+                [keys.JOBS, keys.SEQ, keys.DELAYED],
+                [job_id, keys.BACKLOG_PREFIX],
+                target,
             )
         if pipe is None:
             target.execute()

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from genq.fleet import keys
+from genq.fleet.scripts import run_script
 
 __all__ = ["EndpointState", "HealthBook"]
 
@@ -84,22 +85,17 @@ class HealthBook:
         """Count a failure; True if the endpoint is now in cooldown. With ``client`` a pipeline,
         the write is queued on it (and its result, the same flag, comes from its execute)."""
         return bool(
-            self._failure(
-                client=client,
-                keys=[keys.endpoint_state(endpoint)],
-                args=[
-                    int(immediate),
-                    self.threshold,
-                    self.cooldown_seconds,
-                    time.time(),
-                    message[:300],
-                ],
+            run_script(
+                self._failure,
+                [keys.endpoint_state(endpoint)],
+                [int(immediate), self.threshold, self.cooldown_seconds, time.time(), message[:300]],
+                client,
             )
         )
 
     def succeeded(self, endpoint: str, ttft_seconds: float | None, client: Any = None) -> None:
         ttft = "" if ttft_seconds is None else f"{ttft_seconds * 1000:.3f}"
-        self._success(client=client, keys=[keys.endpoint_state(endpoint)], args=[ttft, _TTFT_ALPHA])
+        run_script(self._success, [keys.endpoint_state(endpoint)], [ttft, _TTFT_ALPHA], client)
 
     def probe_due(self, endpoints: Iterable[str]) -> list[str]:
         """Endpoints in cooldown whose period is over: to be probed now."""

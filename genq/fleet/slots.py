@@ -20,6 +20,7 @@ import redis
 from genq.fleet import keys
 from genq.fleet.backlog import text
 from genq.fleet.config import Endpoint
+from genq.fleet.scripts import run_script
 
 __all__ = ["Candidate", "Claim", "Reservation", "SlotTable", "slots_for"]
 
@@ -197,7 +198,7 @@ class SlotTable:
         for cand in candidates:
             key_list += [keys.slots(cand.name), keys.endpoint_state(cand.name)]
         args = [cand.slots for cand in candidates]
-        return bool(self._room(keys=key_list, args=args, client=pipe))
+        return bool(run_script(self._room, key_list, args, pipe))
 
     def claim(
         self, candidates: Sequence[Candidate], job: Claim
@@ -241,10 +242,8 @@ class SlotTable:
         """Extend a held slot's lease (or take one again if it lapsed and one is free). With
         ``pipe``, queued on it (its result, 1 if held, comes from the execute)."""
         return bool(
-            self._renew(
-                keys=[keys.slots(endpoint)],
-                args=[_now_ms(), self.lease_ms, token, slots],
-                client=pipe,
+            run_script(
+                self._renew, [keys.slots(endpoint)], [_now_ms(), self.lease_ms, token, slots], pipe
             )
         )
 
