@@ -5,9 +5,10 @@ store when scraped, so the gateway's ``/metrics``, the ``genq metrics`` exporter
 ``genq stats`` all tell the same truth however many worker processes there are.
 
 - Gauges read whole at each scrape: queue depth per lane and priority (kombu's Redis priority
-  lists), jobs per lane and status, and counts of what the store recorded (retries, lease
-  recoveries, dead letters, webhook attempts). Those recorded counts shrink when retention
-  deletes old rows, so they are gauges, not counters.
+  lists), jobs waiting for a runtime slot per model and priority (the fleet's backlog, where
+  queued jobs wait under fleet dispatch), jobs per lane and status, and counts of what the
+  store recorded (retries, lease recoveries, dead letters, webhook attempts). Those recorded
+  counts shrink when retention deletes old rows, so they are gauges, not counters.
 - Histograms and counters over finished jobs (queue wait, time to first token, duration,
   tokens per second): :class:`~genq.metrics_finished.FinishedJobs` observes each job once, the
   first time a scrape sees it terminal.
@@ -190,9 +191,18 @@ class GenqCollector(Collector):
             if row.ttft_ms is not None:
                 ttft.add_metric([row.name], row.ttft_ms / 1000)
         waiting = _gauge("genq_fleet_waiting", "Jobs waiting for a slot, per model", ["model"])
-        for model, count in status.waiting().items():
-            waiting.add_metric([model], float(count))
-        return [up, slots, in_flight, errors, requests, ttft, waiting]
+        by_priority = _gauge(
+            "genq_fleet_waiting_by_priority",
+            "Jobs waiting for a slot in genq's backlog, per model and genq priority (9 most "
+            "urgent): with fleet dispatch, where queued jobs wait (the broker holds only "
+            "released ones)",
+            ["model", "priority"],
+        )
+        for model, counts in status.waiting_by_priority().items():
+            waiting.add_metric([model], float(sum(counts.values())))
+            for priority, count in counts.items():
+                by_priority.add_metric([model, str(priority)], float(count))
+        return [up, slots, in_flight, errors, requests, ttft, waiting, by_priority]
 
     # -- store -------------------------------------------------------------------------------
     def _store_metrics(self) -> list[Metric]:

@@ -60,7 +60,12 @@ def _value(value: float) -> str:
 
 def _depth_table(samples: list[Sample]) -> Table:
     priorities = [str(p) for p in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)]
-    table = Table("lane", *[f"p{p}" for p in priorities], "total", title="Queue depth (broker)")
+    table = Table(
+        "lane",
+        *[f"p{p}" for p in priorities],
+        "total",
+        title="Queue depth (broker: released to workers)",
+    )
     depth: dict[str, dict[str, float]] = defaultdict(dict)
     for name, labels, value in samples:
         if name == "genq_queue_depth":
@@ -71,6 +76,22 @@ def _depth_table(samples: list[Sample]) -> Table:
     for name, labels, value in samples:
         if name == "genq_queue_messages" and labels["queue"].rsplit(".", 1)[-1] not in depth:
             table.add_row(labels["queue"], *[""] * len(priorities), _value(value))
+    return table
+
+
+def _backlog_table(samples: list[Sample]) -> Table:
+    """Jobs waiting for a runtime slot in genq's backlog (fleet dispatch: where queued jobs
+    wait; the broker holds only those released to a worker)."""
+    priorities = [str(p) for p in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)]
+    title = "Waiting for a runtime slot (backlog)"
+    table = Table("model", *[f"p{p}" for p in priorities], "total", title=title)
+    depth: dict[str, dict[str, float]] = defaultdict(dict)
+    for name, labels, value in samples:
+        if name == "genq_fleet_waiting_by_priority":
+            depth[labels["model"]][labels["priority"]] = value
+    for model, by_priority in sorted(depth.items()):
+        cells = [_value(by_priority.get(p, 0.0)) for p in priorities]
+        table.add_row(model, *cells, _value(sum(by_priority.values())))
     return table
 
 
@@ -138,7 +159,13 @@ def _recorded_table(samples: list[Sample]) -> Table:
 def stats_tables(samples: Iterable[Sample]) -> list[Table]:
     """The tables ``genq stats`` prints, from metric samples."""
     rows = list(samples)
-    return [_depth_table(rows), _jobs_table(rows), _timings_table(rows), _recorded_table(rows)]
+    return [
+        _backlog_table(rows),
+        _depth_table(rows),
+        _jobs_table(rows),
+        _timings_table(rows),
+        _recorded_table(rows),
+    ]
 
 
 def print_stats(samples: Iterable[Sample], console: Console | None = None) -> None:

@@ -273,6 +273,21 @@ class Backlog:
                 pipe.zcard(keys.backlog(m, tenant))
         return int(sum(pipe.execute()))
 
+    def size_by_priority(self, model: str) -> dict[int, int]:
+        """Jobs waiting for ``model`` per priority (the rank's band), delayed ones not counted."""
+        bands = range(PRIORITY_MAX, -1, -1)
+        tenants = self.tenants(model)
+        pipe = self.client.pipeline(transaction=False)
+        for tenant in tenants:
+            for priority in bands:
+                low = rank_score(priority, 0)
+                pipe.zcount(keys.backlog(model, tenant), low, f"({low + _SEQ_SPAN:.0f}")
+        counts = pipe.execute() if tenants else []
+        out = dict.fromkeys(bands, 0)
+        for i, count in enumerate(counts):
+            out[PRIORITY_MAX - i % len(bands)] += int(count)
+        return out
+
     def forget(self, job_ids: Iterable[str], pipe: redis.client.Pipeline | None = None) -> None:
         """Drop what is kept about jobs that have finished (their rank, their release payload),
         unless one is waiting again meanwhile (requeued from the dead letters, say): so a

@@ -150,3 +150,7 @@ class FleetStatus:
     def waiting(self) -> dict[str, int]:
         """Jobs waiting in the backlog, per model."""
         return {model: self.backlog.size(model) for model in self.backlog.models()}
+
+    def waiting_by_priority(self) -> dict[str, dict[int, int]]:
+        """Jobs waiting in the backlog, per model and priority."""
+        return {model: self.backlog.size_by_priority(model) for model in self.backlog.models()}

@@ -81,6 +81,11 @@ def test_metrics_follow_jobs_from_queue_to_finish(
     assert _value(waiting, "genq_queue_messages", queue="genq.batch") == 1
     assert _value(waiting, "genq_runtime_in_flight", endpoint="default") == 1
     assert _value(waiting, "genq_fleet_waiting", model="fake-model") == 2
+    waiting_at = {
+        p: _value(waiting, "genq_fleet_waiting_by_priority", model="fake-model", priority=p)
+        for p in "9210"
+    }
+    assert waiting_at == {"9": 1, "2": 1, "1": 0, "0": 0}
     assert _value(waiting, "genq_jobs", lane="batch", status="queued") == 3
 
     fake_runtime.fail_next.append(Fault.status(503, retry_after=0))  # one retry
@@ -92,6 +97,7 @@ def test_metrics_follow_jobs_from_queue_to_finish(
     )
     assert _value(done, "genq_queue_depth", lane="batch", priority="9") == 0
     assert _value(done, "genq_fleet_waiting", model="fake-model") == 0
+    assert _value(done, "genq_fleet_waiting_by_priority", model="fake-model", priority="2") == 0
     assert _value(done, "genq_jobs", lane="batch", status="succeeded") == 3
     assert _value(done, "genq_retries_recorded") == 1
     assert _value(done, "genq_completion_tokens_total", lane="batch") == 12  # 4 tokens each

@@ -107,8 +107,13 @@ def test_stats_tables_show_depth_jobs_and_timings() -> None:
         ("genq_job_duration_seconds_count", {"lane": "batch", "kind": "chat"}, 2.0),
         ("genq_job_duration_seconds_sum", {"lane": "batch", "kind": "chat"}, 3.0),
         ("genq_retries_recorded", {}, 4.0),
+        ("genq_fleet_waiting_by_priority", {"model": "m", "priority": "9"}, 6.0),
+        ("genq_fleet_waiting_by_priority", {"model": "m", "priority": "2"}, 5.0),
     ]
-    depth, jobs, timings, recorded = stats_tables(samples)
+    backlog, depth, jobs, timings, recorded = stats_tables(samples)
+    assert backlog.row_count == 1
+    backlog_cells = [cell for column in backlog.columns for cell in column._cells]
+    assert backlog_cells[0] == "m" and backlog_cells[1] == "6" and backlog_cells[-1] == "11"
     assert depth.row_count == 2  # the batch lane and the dead-letter queue
     assert jobs.row_count == 1
     assert timings.row_count == 1
