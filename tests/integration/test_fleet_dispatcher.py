@@ -5,6 +5,8 @@ broker (the end-to-end tests in test_fleet.py run it with real workers)."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -213,3 +215,57 @@ def test_a_lapsed_slot_forgets_the_job_it_was_held_for(redis_url: str) -> None:
     assert eventually(lambda: claim(second), timeout=5, interval=0.02)
     assert client.hget(keys.SLOT_JOBS, held.token) is None
     client.close()
+
+
+def test_dispatchers_racing_release_each_job_once_within_the_slots(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Four dispatchers (as four worker processes would, each its own connection) release one
+    backlog while giving slots back as soon as each job is out: every job goes exactly once,
+    and no endpoint ever holds more leases than its slots."""
+    endpoints = [
+        {"name": n, "kind": "openai", "url": f"http://{n}:1", "models": ["m"], "slots": 2}
+        for n in ("x", "y")
+    ]
+    settings = Settings(redis_url=redis_url, data_dir=tmp_path, runtimes=json.dumps(endpoints))
+    watcher = redis.Redis.from_url(redis_url)
+    released: list[str] = []
+    most: dict[str, int] = {"x": 0, "y": 0}
+    to_give_back: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def publish(app: Celery, settings: Settings, **message: Any) -> None:
+        endpoint = message["slot"]["endpoint"]
+        held = int(watcher.zcard(keys.slots(endpoint)))
+        with lock:
+            released.append(message["job_id"])
+            most[endpoint] = max(most[endpoint], held)
+            to_give_back.append((endpoint, message["slot"]["token"]))
+
+    clients = [redis.Redis.from_url(redis_url) for _ in range(4)]
+    dispatchers = [Dispatcher(Celery(set_as_current=False), settings, c, publish) for c in clients]
+    jobs = [job(priority=i % 10, tenant=f"t{i % 3}") for i in range(60)]
+    dispatchers[0].enqueue_many(jobs)
+
+    def run(dispatcher: Dispatcher) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with lock:
+                if len(released) == len(jobs) and not to_give_back:
+                    return
+                mine = to_give_back.pop() if to_give_back else None
+            if mine is not None:
+                dispatcher.give_back(*mine, model="m")
+            else:
+                dispatcher.pump()
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in dispatchers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(released) == sorted(j.job_id for j in jobs)  # each once, none lost
+    assert max(most.values()) <= 2 and min(most.values()) >= 1
+    assert dispatchers[0].slots.in_flight(["x", "y"]) == {"x": 0, "y": 0}
+    for client in [*clients, watcher]:
+        client.close()
