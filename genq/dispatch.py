@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
+import redis
 from celery import Celery
 
 from genq import constants as c
@@ -15,6 +17,8 @@ from genq.fleet.dispatcher import Dispatcher, dispatcher_for
 from genq.fleet.fairness import estimate_cost
 from genq.settings import Settings
 from schemas import BrokerUnavailable, JobKind, JobRecord, celery_priority
+
+log = logging.getLogger(__name__)
 
 
 def task_name_for(kind: JobKind) -> str:
@@ -133,6 +137,20 @@ def enqueue_records(app: Celery, settings: Settings, records: Sequence[JobRecord
     """``send_record`` for new stored jobs when genq dispatches through the fleet: into its
     backlog in one round trip (``Dispatcher.enqueue_many``)."""
     fleet_dispatcher(app, settings).enqueue_many([_waiting(r, settings) for r in records])
+
+
+def withdraw(app: Celery, settings: Settings, record: JobRecord) -> None:
+    """A queued job that will never run (cancelled, expired): out of the fleet's backlog now,
+    so it takes no slot on its way to a worker that would only skip it, and no longer counts as
+    waiting. Best effort: one left behind (Redis away) is released and skipped as before."""
+    if not fleet_dispatch(settings):
+        return
+    backlog = fleet_dispatcher(app, settings).backlog
+    try:
+        if backlog.take(record.model or settings.default_model, record.tenant, record.id):
+            backlog.forget([record.id])
+    except redis.RedisError as exc:
+        log.warning("job %s stays in the backlog until released: %s", record.id, exc)
 
 
 def _waiting(record: JobRecord, settings: Settings) -> Waiting:

@@ -8,6 +8,7 @@ import redis
 from celery import Celery
 
 from genq import constants as c
+from genq.dispatch import withdraw
 from genq.outbox import Outbox, Settler
 from genq.redis_keys import cancel_key
 from genq.settings import Settings
@@ -48,6 +49,7 @@ def cancel_job(
         only_from=frozenset({JobStatus.QUEUED}),
     )
     if cancelled is not None:
+        withdraw(app, settings, cancelled)
         return CancelOutcome(cancelled, "cancelled")
     current = store.get(job_id, tenant)
     assert current is not None

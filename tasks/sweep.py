@@ -15,7 +15,7 @@ from genq import rabbitmq
 from genq.constants import QUARANTINE_KEY
 from genq.dead_letters import HEADER as DEAD_LETTER_HEADER
 from genq.dead_letters import list_dead_letters, remove_from_broker
-from genq.dispatch import send_job, send_record
+from genq.dispatch import send_job, send_record, withdraw
 from genq.fleet.config import fleet_dispatch, load_fleet
 from genq.fleet.slots import SlotTable
 from genq.outbox import Settler, dispatch_webhooks, publish_replies
@@ -207,4 +207,5 @@ def _expire_overdue(ctx: WorkerContext, now: datetime, report: SweepReport) -> N
             values={"error": error.model_dump(mode="json")},
         )
         if record is not None:
+            withdraw(ctx.app, ctx.settings, record)
             report.expired += 1

@@ -7,8 +7,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 from httpx_sse import connect_sse
 
+from genq.fleet.backlog import Backlog
 from tests.fakes.runtime_server import FakeRuntime
 from tests.integration.conftest import Stack
 from tests.integration.gateway.conftest import Gateway
@@ -38,6 +40,26 @@ def test_cancel_queued_job_never_runs(
     with connect_sse(api, "GET", f"/v1/jobs/{job_id}/stream") as source:
         (end,) = list(source.iter_sse())
     assert end.event == "end" and json.loads(end.data)["status"] == "cancelled"
+
+
+def test_a_cancelled_queued_job_leaves_the_backlog_at_once(
+    stack: Stack, gateway: Gateway, fake_runtime: FakeRuntime
+) -> None:
+    """With no worker, the runtime's one slot takes the first job to the broker and the second
+    waits in genq's backlog; cancelled, it leaves the backlog then (it would otherwise take the
+    slot on its way to a worker that only skips it)."""
+    api = gateway.client(gateway.key("acme"))
+    first = api.post("/v1/jobs", json=CHAT).json()["id"]
+    second = api.post("/v1/jobs", json=CHAT).json()["id"]
+    client = redis.Redis.from_url(stack.settings.redis_url)
+    backlog = Backlog(client)
+    assert backlog.size() == 1 and backlog.waiting(second) is not None
+    assert api.post(f"/v1/jobs/{second}/cancel").json()["outcome"] == "cancelled"
+    assert backlog.size() == 0 and backlog.waiting(second) is None
+    stack.worker()
+    done = api.get(f"/v1/jobs/{first}/wait", params={"timeout": 20}, timeout=30).json()
+    assert done["status"] == "succeeded" and fake_runtime.job_requests_seen == 1
+    client.close()
 
 
 def test_cancel_running_job_stops_within_a_second(
@@ -107,8 +129,14 @@ def test_deadline_passes_while_queued_and_the_sweep_expires_it(
     stack.ops_worker()
     stack.beat()
     api = gateway.client(gateway.key("acme"))
+    api.post("/v1/jobs", json=CHAT)  # no LLM worker: it holds the one slot, in the broker
     deadline = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
     job_id = api.post("/v1/jobs", json={**CHAT, "deadline": deadline}).json()["id"]
+    client = redis.Redis.from_url(stack.settings.redis_url)
+    backlog = Backlog(client)
+    assert backlog.waiting(job_id) is not None  # it waits for the slot in genq's backlog
     done = api.get(f"/v1/jobs/{job_id}/wait", params={"timeout": 20}, timeout=30).json()
     assert done["status"] == "expired"
     assert fake_runtime.job_requests_seen == 0
+    assert eventually(lambda: backlog.size() == 0 and backlog.waiting(job_id) is None)
+    client.close()
