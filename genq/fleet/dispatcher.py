@@ -157,17 +157,18 @@ class Dispatcher:
             # reads, in one round trip.
             pipe = self.client.pipeline(transaction=False)
             self.backlog.enqueue(waiting, countdown=countdown, pipe=pipe)
-            next_read = not countdown and self._read_next(waiting.model, pipe)
+            next_read = not countdown and self._read_next_or_skip(waiting.model, pipe)
             results = pipe.execute()
         except redis.RedisError as exc:
             raise BrokerUnavailable(
                 f"could not put job {waiting.job_id} in the backlog "
                 f"({exc.__class__.__name__}); try again"
             ) from exc
-        if next_read:
+        if not countdown:
             # One: only this job is new; whatever else could go went when its slot freed (or
             # goes at the next tick).
-            self.pump([waiting.model], limit=1, read=(waiting.model, results[1:]))
+            read = (waiting.model, results[1:]) if next_read else None
+            self.pump([waiting.model], limit=1, read=read)
 
     def enqueue_many(self, waitings: Sequence[Waiting]) -> None:
         """``enqueue`` for a batch of new jobs: into their backlogs in one round trip, then
@@ -255,6 +256,15 @@ class Dispatcher:
         self.fair.read(model, pipe)
         return True
 
+    def _read_next_or_skip(self, model: str, pipe: redis.client.Pipeline) -> bool:
+        """``_read_next`` for a caller whose own writes must go whatever happens: if what
+        serves ``model`` cannot be known now (Redis, the fleet's file), nothing is queued and
+        the pump that follows reads again (and says why it cannot release)."""
+        try:
+            return self._read_next(model, pipe)
+        except Exception:
+            return False
+
     def _release_next(self, model: str, read: list[Any] | None = None) -> bool | None:
         """True: released; False: nothing to release or no free slot; None: another
         dispatcher took the chosen job first (try again)."""
@@ -328,7 +338,7 @@ class Dispatcher:
             writes(pipe)
         pipe.smembers(keys.WAITING)
         last = len(pipe)
-        next_read = model is not None and self._read_next(model, pipe)
+        next_read = model is not None and self._read_next_or_skip(model, pipe)
         results = pipe.execute()
         waiting = results[last - 1]
         read = (model, results[last:]) if model is not None and next_read else None

@@ -19,6 +19,7 @@ from celery import Celery
 
 from genq.fleet import keys
 from genq.fleet.backlog import Backlog, Waiting
+from genq.fleet.config import FleetConfigError
 from genq.fleet.dispatcher import Dispatcher
 from genq.fleet.slots import Candidate, Claim, Reservation, SlotTable
 from genq.settings import Settings
@@ -155,6 +156,29 @@ def test_a_released_job_is_charged_and_one_the_broker_refused_waits_uncharged(
     published.refuse = False
     assert dispatcher.pump() == 1
     assert published.endpoint_of(refused.job_id) and fair.counters("m") == {"a": 140.0}
+
+
+def test_a_slot_goes_back_and_a_job_in_even_when_the_fleet_cannot_be_read(
+    dispatch: tuple[Dispatcher, Published], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The give-back and the enqueue read the model's next job in their own round trip; if
+    what serves the model cannot be known then (the fleet's file broken, say), the slot is
+    still given back and the job still goes into its backlog (the pump says why it waits)."""
+    dispatcher, published = dispatch
+    first = job()
+    dispatcher.enqueue(first)
+    (token,) = [t.decode() for t in dispatcher.client.hkeys(keys.SLOT_JOBS)]
+
+    def unreadable(model: str, waiting: Waiting | None = None) -> list[Candidate]:
+        raise FleetConfigError("the fleet's file is broken")
+
+    monkeypatch.setattr(dispatcher, "_candidates", unreadable)
+    dispatcher.give_back(published.endpoint_of(first.job_id), token, model="m")
+    assert dispatcher.slots.in_flight(["x", "y"]) == {"x": 0, "y": 0}
+    second = job()
+    dispatcher.enqueue(second)
+    assert dispatcher.backlog.waiting(second.job_id) is not None
+    assert [h.job_id for h in dispatcher.backlog.heads("m")] == [second.job_id]
 
 
 def test_a_late_forget_keeps_a_job_that_waits_again(
