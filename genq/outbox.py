@@ -27,6 +27,7 @@ from kombu import Queue
 
 from genq import constants as c
 from genq.chunks import ChunkWriter
+from genq.dispatch import withdraw
 from genq.reply_publisher import RedisReplyPublisher, ReplyPublisher
 from genq.settings import Settings
 from genq.store import JobStore, Transition, utcnow
@@ -34,6 +35,8 @@ from genq.store.outbox import claim_due_deliveries, claim_replies, mark_reply_pu
 from schemas import BrokerUnavailable, JobRecord, JobStatus
 
 log = logging.getLogger(__name__)
+
+QUEUED_ONLY = frozenset({JobStatus.QUEUED})  # settling a job that never started
 
 
 class Settler(Enum):
@@ -91,6 +94,8 @@ class Outbox:
         )
         if moved is None:
             return None
+        if only_from == QUEUED_ONLY:  # it never left the fleet's backlog: out of it now
+            withdraw(self.app, self.settings, moved.record)
         self.publish(moved, writer)
         return moved.record
 

@@ -8,8 +8,7 @@ import redis
 from celery import Celery
 
 from genq import constants as c
-from genq.dispatch import withdraw
-from genq.outbox import Outbox, Settler
+from genq.outbox import QUEUED_ONLY, Outbox, Settler
 from genq.redis_keys import cancel_key
 from genq.settings import Settings
 from genq.store import JobStore
@@ -46,10 +45,9 @@ def cancel_job(
         by=Settler.ANYONE,
         worker=None,
         reason="cancelled while queued",
-        only_from=frozenset({JobStatus.QUEUED}),
+        only_from=QUEUED_ONLY,
     )
     if cancelled is not None:
-        withdraw(app, settings, cancelled)
         return CancelOutcome(cancelled, "cancelled")
     current = store.get(job_id, tenant)
     assert current is not None

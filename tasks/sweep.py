@@ -15,10 +15,10 @@ from genq import rabbitmq
 from genq.constants import QUARANTINE_KEY
 from genq.dead_letters import HEADER as DEAD_LETTER_HEADER
 from genq.dead_letters import list_dead_letters, remove_from_broker
-from genq.dispatch import send_job, send_record, withdraw
+from genq.dispatch import send_job, send_record
 from genq.fleet.config import fleet_dispatch, load_fleet
 from genq.fleet.slots import SlotTable
-from genq.outbox import Settler, dispatch_webhooks, publish_replies
+from genq.outbox import QUEUED_ONLY, Settler, dispatch_webhooks, publish_replies
 from genq.store import utcnow
 from genq.store.retention import purge_batches_and_files, purge_expired
 from schemas import ErrorCode, ErrorInfo, JobStatus
@@ -203,9 +203,8 @@ def _expire_overdue(ctx: WorkerContext, now: datetime, report: SweepReport) -> N
             by=Settler.ANYONE,
             worker=ctx.worker_id,
             reason="deadline passed while queued",
-            only_from=frozenset({JobStatus.QUEUED}),
+            only_from=QUEUED_ONLY,
             values={"error": error.model_dump(mode="json")},
         )
         if record is not None:
-            withdraw(ctx.app, ctx.settings, record)
             report.expired += 1

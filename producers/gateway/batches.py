@@ -28,7 +28,7 @@ import redis
 from celery import Celery
 
 from genq import constants as c
-from genq.outbox import Outbox, Settler, dispatch_webhooks
+from genq.outbox import QUEUED_ONLY, Outbox, Settler, dispatch_webhooks
 from genq.redis_keys import cancel_key
 from genq.settings import Settings
 from genq.store import JobStore, utcnow
@@ -319,7 +319,7 @@ class BatchLifecycle:
                 by=Settler.ANYONE,
                 worker=None,
                 reason=f"batch {batch.id} {batch.ends_as}",
-                only_from=frozenset({JobStatus.QUEUED}),
+                only_from=QUEUED_ONLY,
                 values={"error": error.model_dump(mode="json")},
             )
 

@@ -15,9 +15,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis
 from openai import OpenAI
 from openai.types import Batch
 
+from genq.fleet.backlog import Backlog
 from tests.fakes.runtime_server import FakeRuntime
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.integration.conftest import Stack
@@ -328,8 +330,12 @@ def test_cancel_keeps_finished_lines_stops_running_and_queued_never_run(
     batch = start_batch(client, upload(client, [chat_line(f"c{i}") for i in range(4)]))
     stack.worker()  # one slot: one line runs, three wait
     assert eventually(lambda: len(jobs_of(gateway, key, status="running")) == 1, 15)
+    backlog = Backlog(redis.Redis.from_url(stack.settings.redis_url))
+    assert eventually(lambda: backlog.size() == 3)  # waiting for the slot in genq's backlog
     cancelling = client.batches.cancel(batch.id)
     assert cancelling.status in ("cancelling", "cancelled")
+    assert backlog.size() == 0  # the queued lines left it with the cancel: none takes the slot
+    backlog.client.close()
     done = until_status(client, batch.id, "cancelled")
     assert done.cancelling_at and done.cancelled_at and done.output_file_id is None
     assert done.request_counts is not None
