@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from genq.fleet.adaptive import AdaptiveSlots
-from tests.fakes.runtime_server import FakeRuntime
+from genq.fleet.adaptive import AdaptiveSlots, Controller, state_key
+from schemas import JobStatus
+from tests.fakes.runtime_server import FakeRuntime, Fault
 from tests.integration.conftest import Stack
 from tests.support import eventually
 
@@ -80,3 +81,34 @@ def test_auto_slots_settle_at_the_knee_through_the_workers(
     assert abs(collections.Counter(settled).most_common(1)[0][0] - KNEE) <= 1, seen
     # the dispatcher held the runtime to the limit: never more than the most it ever allowed
     assert knee_runtime.stats()["max_in_flight"] <= max(history), history
+
+
+@pytest.mark.parametrize("refusal", [429, 503])
+def test_a_runtime_refusing_work_halves_the_auto_slots(
+    stack: Stack, tmp_path: Path, refusal: int
+) -> None:
+    """A 429 or 503 from an ``auto`` endpoint, reported by the worker whose request it refused:
+    the limit halves (4 to 2) and holds while the job is retried and succeeds."""
+    with FakeRuntime(known_models=[MODEL], tokens=["tok"] * 4) as fake:
+        fleet = tmp_path / "runtimes.toml"
+        fleet.write_text(
+            f'[[endpoints]]\nname = "auto"\nkind = "openai"\nurl = "{fake.url}"\n'
+            f'models = ["{MODEL}"]\nslots = "auto"\n'
+        )
+        stack.env.update(
+            {"GENQ_RUNTIMES_FILE": str(fleet), "GENQ_ADAPTIVE_MAX_SLOTS": str(MAX_SLOTS)}
+        )
+        client = redis.Redis.from_url(stack.env["GENQ_REDIS_URL"])
+        client.set(state_key("auto"), Controller(max_limit=MAX_SLOTS, limit=4).to_json())
+        slots = AdaptiveSlots(client, "auto", MAX_SLOTS)
+        assert slots.limit() == 4
+        fake.fail_next.append(Fault.status(refusal, retry_after=0))
+        stack.worker()
+        producer = stack.client()
+        job = producer.submit({"model": MODEL, "messages": [{"role": "user", "content": "go"}]})
+        done = producer.wait(job.id, timeout=60)
+        assert done.status is JobStatus.SUCCEEDED and done.attempts == 2
+        controller = slots.controller()
+        assert controller.limit == 2, controller.history
+        assert controller.history[-1] == 2
+        client.close()
