@@ -13,11 +13,14 @@ from kombu import Connection
 from genq import constants as c
 from genq.celery_app import create_app
 from genq.chunks import Chunk, follow, last_chunk, read_chunks
+from genq.fleet.config import load_fleet
+from genq.fleet.status import FleetStatus
 from genq.outbox import reply_queue
 from genq.settings import Settings
 from genq.store import JobStore, build_engine
 from genq.store.migrate import upgrade_database
 from producers.cancel import CancelOutcome, cancel_job
+from producers.fleet_models import FleetModels
 from producers.submission import submit_job, submit_many
 from producers.webhooks import webhook_submit_check
 from schemas import JobRecord, JobRequest, NotFound
@@ -50,6 +53,7 @@ class GenqClient:
         self._store: JobStore | None = None
         self._opening = threading.Lock()
         self._redis: redis.Redis | None = None
+        self._models: FleetModels | None = None
 
     def open(self) -> GenqClient:
         """Migrate the result store to the newest schema and open it; once, however often
@@ -91,6 +95,7 @@ class GenqClient:
     ) -> JobRecord:
         """Validate and enqueue one job; returns its queued record (id included)."""
         req = request if isinstance(request, JobRequest) else parse(JobRequest, request)
+        self._check_models([req])
         record, _created = submit_job(
             self.app,
             self.store,
@@ -107,12 +112,28 @@ class GenqClient:
         one transaction and publish it over one connection. Requests with an idempotency key
         make the whole batch go one by one. Records come back in request order."""
         parsed = [r if isinstance(r, JobRequest) else parse(JobRequest, r) for r in requests]
+        self._check_models(parsed)
         if any(r.idempotency_key for r in parsed):
             return [self.submit(r) for r in parsed]
         check = webhook_submit_check(self.settings)
         return submit_many(
             self.app, self.store, self.settings, parsed, tenant=self.tenant, webhook_check=check
         )
+
+    def _check_models(self, requests: Iterable[JobRequest]) -> None:
+        """With a declared runtime fleet, refuse a job whose model no endpoint serves
+        (``UnknownModel``, ``model_not_found``, listing the models there are), as the gateway
+        does; the one-runtime settings accept any name (the runtime decides)."""
+        if not load_fleet(self.settings).declared:
+            return
+        if self._models is None:
+            self._models = FleetModels(
+                FleetStatus(self.settings, self.redis),
+                self.settings.default_model,
+                c.OPENAI_MODELS_CACHE_SECONDS,
+            )
+        for request in requests:
+            self._models.check(request.model or self.settings.default_model)
 
     def get(self, job_id: str, *, history: bool = False) -> JobRecord:
         record = self.store.get(job_id, self._scope(), history=history)

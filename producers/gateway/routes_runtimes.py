@@ -8,9 +8,9 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Depends, Request
 
+from producers.fleet_models import FleetModels
 from producers.gateway.auth import require_admin
 from producers.gateway.errors import error_responses
-from producers.gateway.served_models import FleetModels
 from producers.gateway.state import Gateway, gateway_of
 
 router = APIRouter(

@@ -25,13 +25,14 @@ from genq.store.batches import BatchStore
 from genq.store.files import FileStore
 from genq.store.migrate import upgrade_database
 from producers.api_keys import ApiKeyStore
+from producers.fleet_models import FleetModels
 from producers.gateway.batch_driver import BatchDriver
 from producers.gateway.batcher import SubmitBatcher
 from producers.gateway.batches import BatchLifecycle
 from producers.gateway.cache import TtlCache
 from producers.gateway.principal import Principal
 from producers.gateway.quotas import QueuedGauge, RateLimiter
-from producers.gateway.served_models import FleetModels, ServedModels
+from producers.gateway.served_models import ServedModels
 from producers.submission import WebhookCheck
 from schemas import JobRecord, JobStatus, NotFound
 

@@ -17,7 +17,10 @@ import pytest
 import redis
 
 from genq.fleet import keys
-from schemas import JobStatus
+from producers.fleet_models import UnknownModel
+from producers.submission import submit_job
+from schemas import ErrorCode, JobRequest, JobStatus
+from schemas.validation import parse
 from tests.fakes.runtime_server import FakeRuntime
 from tests.integration.conftest import Stack, both_brokers
 from tests.support import eventually
@@ -235,17 +238,27 @@ def test_the_single_runtime_settings_dispatch_as_a_one_endpoint_fleet(
     assert ran == sorted(f"job {i}" for i in range(20))  # each once
 
 
-def test_a_model_no_endpoint_serves_fails_at_once_when_submitted_past_the_gateway(
+def test_a_model_no_endpoint_serves_is_refused_at_submit_or_fails_at_once(
     stack: Stack, fakes: dict[str, FakeRuntime], tmp_path: Path
 ) -> None:
-    """GenqClient does not ask the fleet at submit (the gateway does): such a job fails with
-    model_not_found as soon as a worker's tick sees that no endpoint serves it, without
-    waiting GENQ_RUNTIME_WAIT_SECONDS or spending retries."""
+    """GenqClient refuses such a job at submit, as the gateway does (model_not_found, listing
+    the models there are). One that reaches the backlog anyway (a producer that skips the
+    check, a model the fleet stopped serving) fails with model_not_found as soon as a worker's
+    tick sees that no endpoint serves it, without waiting GENQ_RUNTIME_WAIT_SECONDS or spending
+    retries."""
     solo = fakes["solo"]
     use_fleet(stack, fleet_file(tmp_path, {"solo": solo}), GENQ_RUNTIME_WAIT_SECONDS="600")
     stack.worker("--concurrency", "2")
     client = stack.client()
-    unknown = client.submit(chat("job nope", "nope", 5)).id
+    with pytest.raises(UnknownModel) as refused:
+        client.submit(chat("job nope", "nope", 5))
+    assert refused.value.code is ErrorCode.MODEL_NOT_FOUND
+    assert refused.value.details[0]["models"] == ["m-solo"]
+    with pytest.raises(UnknownModel):
+        client.submit_many([chat("job solo", "m-solo", 5), chat("job nope", "nope", 5)])
+    assert client.store.count_queued(tenant="default") == 0  # a refused batch stores nothing
+    unchecked = parse(JobRequest, chat("job nope", "nope", 5))
+    unknown = submit_job(client.app, client.store, client.settings, unchecked)[0].id
     known = client.submit(chat("job solo", "m-solo", 5)).id
     failed = client.wait(unknown, timeout=60)
     assert failed.status is JobStatus.FAILED, failed
