@@ -140,15 +140,15 @@ def enqueue_records(app: Celery, settings: Settings, records: Sequence[JobRecord
 
 
 def withdraw(app: Celery, settings: Settings, record: JobRecord) -> None:
-    """A queued job that will never run (cancelled, expired): out of the fleet's backlog now,
-    so it takes no slot on its way to a worker that would only skip it, and no longer counts as
-    waiting. Best effort: one left behind (Redis away) is released and skipped as before."""
+    """A queued job that will never run (cancelled, expired): out of the fleet's backlog (or
+    its delayed set) now, so it takes no slot on its way to a worker that would only skip it,
+    and no longer counts as waiting. Best effort: one left behind (Redis away) is released and
+    skipped as before."""
     if not fleet_dispatch(settings):
         return
     backlog = fleet_dispatcher(app, settings).backlog
     try:
-        if backlog.take(record.model or settings.default_model, record.tenant, record.id):
-            backlog.forget([record.id])
+        backlog.withdraw(record.model or settings.default_model, record.tenant, record.id)
     except redis.RedisError as exc:
         log.warning("job %s stays in the backlog until released: %s", record.id, exc)
 

@@ -249,6 +249,23 @@ class Backlog:
             )
         )
 
+    def withdraw(self, model: str, tenant: str, job_id: str) -> bool:
+        """A queued job that will never run (cancelled, expired): out of its backlog or the
+        delayed set (a retry waiting out its countdown), and forgotten. True if it was in
+        either."""
+        pipe = self.client.pipeline(transaction=False)
+        run_script(
+            self._take,
+            [keys.backlog(model, tenant), keys.tenants(model), keys.WAITING],
+            [job_id, tenant, model],
+            pipe,
+        )
+        pipe.zrem(keys.DELAYED, job_id)
+        took, delayed = pipe.execute()
+        if took or delayed:
+            self.forget([job_id])
+        return bool(took or delayed)
+
     def waiting(self, job_id: str) -> Waiting | None:
         return self.parse_waiting(self.client.hget(keys.JOBS, job_id))
 

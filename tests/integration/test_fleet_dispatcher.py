@@ -181,6 +181,28 @@ def test_a_slot_goes_back_and_a_job_in_even_when_the_fleet_cannot_be_read(
     assert [h.job_id for h in dispatcher.backlog.heads("m")] == [second.job_id]
 
 
+def test_a_withdrawn_job_leaves_its_backlog_or_the_delayed_set(
+    dispatch: tuple[Dispatcher, Published],
+) -> None:
+    """A queued job cancelled or expired is withdrawn whether it waits for a slot or out a
+    retry's countdown; withdrawing one that is in neither changes nothing."""
+    dispatcher, published = dispatch
+    backlog = dispatcher.backlog
+    for blocker in (job() for _ in range(4)):  # every slot held: the next ones wait
+        dispatcher.enqueue(blocker)
+    waiting, delayed, other = job(), job(), job()
+    dispatcher.enqueue(waiting)
+    dispatcher.enqueue(delayed, countdown=60)  # a retry's backoff
+    dispatcher.enqueue(other)
+    assert backlog.withdraw("m", "t", waiting.job_id)
+    assert backlog.withdraw("m", "t", delayed.job_id)
+    assert not backlog.withdraw("m", "t", delayed.job_id)
+    assert backlog.waiting(waiting.job_id) is None and backlog.waiting(delayed.job_id) is None
+    assert dispatcher.client.zscore(keys.DELAYED, delayed.job_id) is None
+    assert [h.job_id for h in backlog.heads("m")] == [other.job_id]
+    assert len(published.jobs) == 4
+
+
 def test_a_late_forget_keeps_a_job_that_waits_again(
     dispatch: tuple[Dispatcher, Published],
 ) -> None:
