@@ -34,6 +34,11 @@ def _queue(name: str, settings: Settings) -> Queue:
     )
 
 
+def class_path(cls: type) -> str:
+    """``module:Qualname``, the form kombu and Celery resolve a class from."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def celery_config(
     settings: Settings, *, transport: type | None = None, consumer: type | None = None
 ) -> dict[str, Any]:
@@ -48,7 +53,10 @@ def celery_config(
     names = [*(settings.queue_for(lane) for lane in settings.lanes), c.WEBHOOK_QUEUE]
     return {
         "broker_url": settings.effective_broker_url,
-        "broker_transport": transport,
+        # By its import path, not the class: kombu resolves either, and reports this value in
+        # the worker's ``stats`` reply, which must encode as JSON (Flower asks for it; a class
+        # there failed the reply with an EncodeError in the worker's log).
+        "broker_transport": class_path(transport) if transport is not None else None,
         "broker_connection_retry_on_startup": True,
         "broker_pool_limit": 10,
         "task_queues": [_queue(name, settings) for name in [*names, c.MAINTENANCE_QUEUE]],

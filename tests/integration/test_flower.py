@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from genq.celery_app import create_app
 from schemas import JobStatus
 from tests.fakes.runtime_server import FakeRuntime
 from tests.integration.conftest import Stack
@@ -184,3 +185,22 @@ def _chromium(argv: list[str]) -> str:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
+
+
+def test_a_worker_answers_what_flower_asks_it(stack: Stack) -> None:
+    """Flower asks each worker for its stats, config, queues and tasks at start; every reply
+    must encode as JSON (genq's transport reached the stats as a class: an EncodeError in the
+    worker's log, and Flower without the worker's stats)."""
+    worker = stack.worker()
+    app = create_app(stack.settings)
+    inspector = app.control.inspect(timeout=10, limit=1)  # one worker: done at its reply
+    replies = {
+        name: getattr(inspector, name)()
+        for name in ("stats", "conf", "active_queues", "registered", "active", "reserved")
+    }
+    for name, reply in replies.items():
+        assert reply and len(reply) == 1, (name, reply)
+    (stats,) = replies["stats"].values()
+    assert str(stats["broker"]["transport"]).endswith(":Transport")
+    assert "Control command error" not in worker.log_text()
+    app.close()

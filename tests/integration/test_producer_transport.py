@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
+from kombu.utils.imports import symbol_by_name
 
 from genq.celery_app import create_app
 from genq.dispatch import publish_job
@@ -57,7 +58,7 @@ def queued(broker: RedisServer, app: Celery) -> int:
 def test_a_producer_app_on_redis_uses_genqs_transport_and_builds_one_client(
     app: Celery, broker: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert app.conf.broker_transport is Transport
+    assert symbol_by_name(app.conf.broker_transport) is Transport
     publish(app)  # connects, declares the lane's queue
     built: list[Any] = []
     original = redis.Redis.__init__
