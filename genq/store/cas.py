@@ -8,6 +8,11 @@ concurrent writer changed before the update ran. SQLite lets no other writer in 
 (genq opens every writing transaction ``IMMEDIATE``), and its ``RETURNING`` cannot name another
 table, so there the state is read first in the same transaction.
 
+On PostgreSQL the history row is written by the same statement (``WITH moved AS (UPDATE …
+RETURNING …), history AS (INSERT INTO job_history SELECT … FROM moved) SELECT * FROM moved``):
+one round trip where two were, on the path every job takes twice. SQLite has no data-modifying
+``WITH``, so there the history row is a second statement.
+
 Statements are built once per shape and executed with parameters: a worker runs the same few
 for every job, and building one (with its cache key) costs more than executing it.
 """
@@ -26,7 +31,10 @@ from sqlalchemy import (
     Executable,
     FromClause,
     Row,
+    String,
+    Text,
     bindparam,
+    insert,
     literal_column,
     select,
     update,
@@ -92,18 +100,16 @@ def compare_and_set(
     columns = tuple(sorted(values))
     bind = {"job_id": job_id, **(params or {}), **{f"set_{k}": v for k, v in values.items()}}
     source: JobStatus | None = next(iter(sources)) if len(sources) == 1 else None
-    if source is not None:
-        row = conn.execute(_update(sources, guards, columns), bind).first()
-    elif conn.dialect.name == "sqlite":
+    if conn.dialect.name != "sqlite":  # PostgreSQL: the move and its history row in one
+        bind.update(history_params(source, target, at=at, worker=worker, reason=reason))
+        statement = _update_with_history(sources, guards, columns, one_source=source is not None)
+        return conn.execute(statement, bind).first()
+    if source is None:
         current = conn.execute(_current_status(sources, guards), bind).scalar()
         if current is None:
             return None
         source = JobStatus(current)
-        row = conn.execute(_update(frozenset({source}), guards, columns), bind).first()
-    else:
-        row = conn.execute(_update_locked(sources, guards, columns), bind).first()
-        if row is not None:
-            source = JobStatus(row._mapping["from_status"])
+    row = conn.execute(_update(frozenset({source}), guards, columns), bind).first()
     if row is None:
         return None
     insert_history(conn, job_id, source, target, at=at, worker=worker, reason=reason)
@@ -134,6 +140,59 @@ def insert_history(
 
 
 _HISTORY_INSERT = job_history.insert()
+
+
+def history_params(
+    source: JobStatus | None,
+    target: JobStatus,
+    *,
+    at: datetime,
+    worker: str | None,
+    reason: str | None,
+) -> dict[str, Any]:
+    """The parameters of ``with_history``'s history row (a move with several possible sources
+    takes its from-state from the statement instead)."""
+    return {
+        "h_from": source.value if source else None,
+        "h_to": target.value,
+        "h_at": at,
+        "h_worker": worker,
+        "h_reason": reason,
+    }
+
+
+def with_history(moved: Executable, from_column: str | None = None) -> Executable:
+    """PostgreSQL: ``moved`` (a statement changing one jobs row, ``RETURNING`` it) and that
+    job's history row as one statement, returning what ``moved`` returns. The row's from-state
+    is the ``from_column`` that ``moved`` returns, or the ``h_from`` parameter; the rest is
+    ``h_to``, ``h_at``, ``h_worker`` and ``h_reason`` (``history_params``)."""
+    cte = moved.cte("moved")  # type: ignore[attr-defined]
+    source = cte.c[from_column] if from_column else bindparam("h_from", type_=String)
+    history = (
+        insert(job_history)
+        .from_select(
+            ["job_id", "from_status", "to_status", "at", "worker", "reason"],
+            select(
+                cte.c.id,
+                source,
+                bindparam("h_to", type_=String),
+                bindparam("h_at", type_=job_history.c.at.type),
+                bindparam("h_worker", type_=String),
+                bindparam("h_reason", type_=Text),
+            ),
+        )
+        .cte("history")
+    )
+    return select(cte).add_cte(history)
+
+
+@functools.cache
+def _update_with_history(
+    sources: Sources, guards: Guards, columns: tuple[str, ...], one_source: bool
+) -> Executable:
+    if one_source:
+        return with_history(_update(sources, guards, columns))
+    return with_history(_update_locked(sources, guards, columns), "from_status")
 
 
 def _status_in(t: FromClause, sources: Sources) -> ColumnElement[bool]:

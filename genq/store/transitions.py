@@ -15,7 +15,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Executable, bindparam, or_, update
 
-from genq.store.cas import Guard, Guards, Sources, compare_and_set, insert_history
+from genq.store.cas import (
+    Guard,
+    Guards,
+    Sources,
+    compare_and_set,
+    history_params,
+    insert_history,
+    with_history,
+)
 from genq.store.dead_letters import DeadLetterRow, insert_dead_letter, mark_requeued
 from genq.store.outbox import NO_DELIVERIES, Deliveries, write_outbox
 from genq.store.records import job_record
@@ -99,6 +107,12 @@ class JobTransitions:
             "lease_expires_at": now + timedelta(seconds=lease_seconds),
         }
         with self.engine.begin() as conn:
+            if conn.dialect.name != "sqlite":  # PostgreSQL: with its history row, one statement
+                history = history_params(
+                    JobStatus.QUEUED, JobStatus.RUNNING, at=now, worker=worker, reason="started"
+                )
+                row = conn.execute(_start_with_history(), params | history).first()
+                return job_record(row) if row is not None else None
             row = conn.execute(_start(), params).first()
             if row is None:
                 return None
@@ -298,6 +312,11 @@ def _start() -> Executable:
         )
         .returning(*jobs.c)
     )
+
+
+@functools.cache
+def _start_with_history() -> Executable:
+    return with_history(_start())
 
 
 @functools.cache

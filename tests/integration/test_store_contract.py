@@ -141,6 +141,35 @@ def _history_is_a_chain(store: JobStore, job_id: str) -> list[tuple[str | None, 
     return [(h.from_status and h.from_status.value, h.to_status.value) for h in record.history]
 
 
+def test_each_move_writes_one_history_row_saying_who_and_why(store: JobStore) -> None:
+    """The history row of a start, of a move with one possible source and of one with several
+    (on PostgreSQL each written by the statement that moves the job)."""
+    record, _ = store.create(_new())
+    assert store.start(record.id, "w/1", 30) is not None
+    assert store.transition(record.id, JobStatus.SUCCEEDED, worker="w/1", reason="done",
+                            only_worker="w/1") is not None  # fmt: skip
+    other, _ = store.create(_new())
+    assert store.transition(other.id, JobStatus.CANCELLED, worker="op", reason="by hand")
+    assert store.start(other.id, "w/1", 30) is None  # lost: no history row either
+    rows = {}
+    for job_id in (record.id, other.id):
+        got = store.get(job_id, history=True)
+        assert got is not None and got.history is not None
+        rows[job_id] = [
+            (h.from_status and h.from_status.value, h.to_status.value, h.worker, h.reason)
+            for h in got.history
+        ]
+    assert rows[record.id] == [
+        (None, "queued", None, "submitted"),
+        ("queued", "running", "w/1", "started"),
+        ("running", "succeeded", "w/1", "done"),
+    ]
+    assert rows[other.id] == [
+        (None, "queued", None, "submitted"),
+        ("queued", "cancelled", "op", "by hand"),
+    ]
+
+
 def test_from_status_is_right_under_concurrent_writers(store: JobStore) -> None:
     """A transition allowed from several states records the state it actually left, while
     other writers move the job under it (PostgreSQL READ COMMITTED: a read before the update
