@@ -13,6 +13,7 @@ webhook delivery is claimed again by the task that sends it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -97,7 +98,7 @@ def write_outbox(
         subject_id=record.id,
         tenant=record.tenant,
         event_type=event_type,
-        data=record.model_dump(mode="json"),
+        data=lambda: record.model_dump(mode="json"),  # built only if a target takes it
         now=now,
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
@@ -127,7 +128,7 @@ def write_event(
     subject_id: str,
     tenant: str,
     event_type: str,
-    data: dict[str, Any],
+    data: dict[str, Any] | Callable[[], dict[str, Any]],
     now: datetime,
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
@@ -136,14 +137,16 @@ def write_event(
     """An event about ``subject_id`` (a job, or a batch) and one pending delivery per target
     that takes it (``tenant``'s endpoints, plus ``webhook_url`` if given), on the caller's
     connection; the event id (the stable ``webhook-id``) and how many deliveries, or None if
-    no target takes it (nothing written). ``openai_envelope`` adds OpenAI's event fields
-    (``id`` = the event id, ``object: "event"``, ``created_at`` in Unix seconds), so the
-    ``openai`` SDK's ``webhooks.unwrap`` reads it as its own."""
+    no target takes it (nothing written; a callable ``data`` is then never called).
+    ``openai_envelope`` adds OpenAI's event fields (``id`` = the event id, ``object:
+    "event"``, ``created_at`` in Unix seconds), so the ``openai`` SDK's ``webhooks.unwrap``
+    reads it as its own."""
     targets = _webhook_targets(conn, tenant, event_type, webhook_url, webhook_secret)
     if not targets:
         return None
     event_id = f"msg_{uuid.uuid4().hex}"
-    payload: dict[str, Any] = {"type": event_type, "timestamp": now.isoformat(), "data": data}
+    body = data() if callable(data) else data
+    payload: dict[str, Any] = {"type": event_type, "timestamp": now.isoformat(), "data": body}
     if openai_envelope:
         payload = {"id": event_id, "object": "event", "created_at": int(now.timestamp())} | (
             payload
