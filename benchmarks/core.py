@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,7 @@ def _wait_all_terminal(client: GenqClient, ids: list[str], timeout: float = 600)
     than the jobs did on PostgreSQL (19 ms of client CPU a poll for 2000 ids)."""
     deadline = time.monotonic() + timeout
 
-    def poll(done: Any) -> None:
+    def poll(done: Callable[[], bool]) -> None:
         while not done():
             if time.monotonic() > deadline:
                 raise TimeoutError("jobs unfinished")
